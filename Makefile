@@ -1,0 +1,54 @@
+# gate — the two commands that matter: `make run` and `make test`. Both set up everything they need.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+GATE_LISTEN ?= 127.0.0.1:50051
+export GATE_LISTEN
+
+.PHONY: run test demo proto proto-check lint bench system-deps unit clean
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+# Debian packages the integration tests need (a real OCI registry, a real Docker engine). Installed
+# only when missing and only when we are root; otherwise the tests report what is missing.
+system-deps:
+	@bash tests/support/system-deps.sh
+
+run: $(STAMP)
+	$(VENV)/bin/gate serve --listen $(GATE_LISTEN)
+
+test: $(STAMP) system-deps proto-check lint
+	$(PY) -m pytest -q tests
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
+demo: $(STAMP)
+	$(PY) -m tests.support.demo
+
+proto: $(STAMP)
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. proto/gate/v1/gate.proto
+
+# Regenerates the stubs into a scratch dir and fails when the committed ones differ.
+proto-check: $(STAMP)
+	@tmp=$$(mktemp -d) && \
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp proto/gate/v1/gate.proto && \
+	for f in gate_pb2.py gate_pb2.pyi gate_pb2_grpc.py; do \
+	  diff -q $$tmp/gate/v1/$$f gate/v1/$$f >/dev/null || { echo "gate/v1/$$f is stale: run 'make proto'"; rm -rf $$tmp; exit 1; }; \
+	done; rm -rf $$tmp; echo "proto stubs up to date"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check gate scanners tests bench
+	$(VENV)/bin/ruff format --check gate scanners tests bench
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	$(PY) -m bench.run
+
+clean:
+	rm -rf var .mypy_cache .ruff_cache .pytest_cache

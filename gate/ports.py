@@ -1,0 +1,132 @@
+"""Protocols the service layer depends on, so gate/service.py imports no grpc, sqlmodel or docker.
+
+gate/store/repository.py implements `Repository`; gate/images implements `ImageResolver`;
+scanners/* implement scanners.interface.Scanner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from gate.domain import (
+    Decision,
+    Finding,
+    ImageInfo,
+    ImageRecord,
+    ImageRef,
+    ScanJob,
+    Severity,
+    Stage,
+)
+from scanners.interface import ScanResult, ScanTarget
+
+
+@dataclass(frozen=True)
+class FindingFilter:
+    """Filters for listing one image's current findings."""
+
+    min_severity: Severity | None = None
+    vulnerability_id: str = ""  # matches the id or any alias
+    package: str = ""
+    finding_class: str = ""
+    fixable_only: bool = False
+
+
+@dataclass(frozen=True)
+class FindingPage:
+    """One page of findings and the offset of the next page (None at the end)."""
+
+    findings: tuple[Finding, ...]
+    total: int
+    next_offset: int | None
+
+
+@dataclass(frozen=True)
+class AffectedRow:
+    """One (image, package) pair whose current findings contain a vulnerability."""
+
+    image: ImageRecord
+    finding: Finding
+
+
+class Repository(Protocol):
+    """Persistent state: images, scan jobs with their findings, and decisions."""
+
+    def upsert_image(self, info: ImageInfo, ref: ImageRef | None, now: datetime) -> ImageRecord:
+        """Create or update the image keyed by `info.digest`, adding the ref's tag and repository."""
+        ...
+
+    def get_image(self, digest: str) -> ImageRecord | None:
+        """Return the image stored under a manifest digest, or under a config digest as a fallback."""
+        ...
+
+    def create_job(
+        self, digest: str, scanner: str, image: str, target: ScanTarget, now: datetime
+    ) -> tuple[ScanJob, bool]:
+        """Create a QUEUED job unless one is active for digest+scanner; return (job, created)."""
+        ...
+
+    def get_job(self, job_id: str) -> ScanJob | None:
+        """Return one job by id."""
+        ...
+
+    def active_jobs(self) -> Sequence[ScanJob]:
+        """Every QUEUED or RUNNING job, oldest first (resumed at start-up)."""
+        ...
+
+    def mark_running(self, job_id: str, now: datetime) -> ScanJob:
+        """Move a job to RUNNING and stamp started_at."""
+        ...
+
+    def complete_job(self, job_id: str, result: ScanResult, findings: Sequence[Finding], now: datetime) -> ScanJob:
+        """Atomically store the findings and mark the job SUCCEEDED (all or nothing)."""
+        ...
+
+    def fail_job(self, job_id: str, error: str, now: datetime) -> ScanJob:
+        """Mark the job FAILED with its reason; earlier findings stay as they were."""
+        ...
+
+    def record_import(
+        self, digest: str, scanner: str, image: str, result: ScanResult, findings: Sequence[Finding], now: datetime
+    ) -> ScanJob:
+        """Store an imported report as a SUCCEEDED, imported job with its findings, atomically."""
+        ...
+
+    def latest_jobs(self, digest: str) -> dict[str, tuple[ScanJob | None, ScanJob | None]]:
+        """Per scanner: (latest SUCCEEDED job, latest job of any state)."""
+        ...
+
+    def current_findings(self, digest: str) -> tuple[Finding, ...]:
+        """Findings of each scanner's latest SUCCEEDED job for this digest."""
+        ...
+
+    def list_findings(self, digest: str, flt: FindingFilter, offset: int, limit: int) -> FindingPage:
+        """A filtered page of the current findings, most severe first."""
+        ...
+
+    def affected_images(self, vulnerability_id: str, stage: Stage | None) -> Iterator[AffectedRow]:
+        """Every stored image whose current findings include the id (or an alias)."""
+        ...
+
+    def save_decision(self, decision: Decision) -> None:
+        """Append a decision record."""
+        ...
+
+
+class ImageResolver(Protocol):
+    """Turns an ImageRef into an identity (digest, config, diff_ids) and a target a scanner can read."""
+
+    def resolve(self, ref: ImageRef) -> tuple[ImageInfo, ScanTarget]:
+        """Read the image's manifest/config; raise InvalidArgument, NotFound or Unavailable."""
+        ...
+
+
+class Clock(Protocol):
+    """Injected time source; tests pass a fixed or stepping clock."""
+
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        ...

@@ -1,0 +1,1 @@
+"""gate.scanning package."""

@@ -1,0 +1,339 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class VerdictState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    VERDICT_STATE_UNSPECIFIED: _ClassVar[VerdictState]
+    EVALUATED: _ClassVar[VerdictState]
+    NOT_SCANNED: _ClassVar[VerdictState]
+    SCANNING: _ClassVar[VerdictState]
+    FAILED: _ClassVar[VerdictState]
+    STALE: _ClassVar[VerdictState]
+
+class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_STATE_UNSPECIFIED: _ClassVar[JobState]
+    QUEUED: _ClassVar[JobState]
+    RUNNING: _ClassVar[JobState]
+    SUCCEEDED: _ClassVar[JobState]
+    FAILED_JOB: _ClassVar[JobState]
+VERDICT_STATE_UNSPECIFIED: VerdictState
+EVALUATED: VerdictState
+NOT_SCANNED: VerdictState
+SCANNING: VerdictState
+FAILED: VerdictState
+STALE: VerdictState
+JOB_STATE_UNSPECIFIED: JobState
+QUEUED: JobState
+RUNNING: JobState
+SUCCEEDED: JobState
+FAILED_JOB: JobState
+
+class SubmitScanRequest(_message.Message):
+    __slots__ = ("image", "scanners", "force")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    SCANNERS_FIELD_NUMBER: _ClassVar[int]
+    FORCE_FIELD_NUMBER: _ClassVar[int]
+    image: str
+    scanners: _containers.RepeatedScalarFieldContainer[str]
+    force: bool
+    def __init__(self, image: _Optional[str] = ..., scanners: _Optional[_Iterable[str]] = ..., force: _Optional[bool] = ...) -> None: ...
+
+class SubmitScanResponse(_message.Message):
+    __slots__ = ("jobs",)
+    JOBS_FIELD_NUMBER: _ClassVar[int]
+    jobs: _containers.RepeatedCompositeFieldContainer[ScanJob]
+    def __init__(self, jobs: _Optional[_Iterable[_Union[ScanJob, _Mapping]]] = ...) -> None: ...
+
+class ScanJob(_message.Message):
+    __slots__ = ("id", "digest", "scanner", "state", "image", "error", "created_at", "started_at", "finished_at", "scanner_version", "db_version", "finding_count", "reused")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SCANNER_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_AT_FIELD_NUMBER: _ClassVar[int]
+    SCANNER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DB_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FINDING_COUNT_FIELD_NUMBER: _ClassVar[int]
+    REUSED_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    digest: str
+    scanner: str
+    state: JobState
+    image: str
+    error: str
+    created_at: _timestamp_pb2.Timestamp
+    started_at: _timestamp_pb2.Timestamp
+    finished_at: _timestamp_pb2.Timestamp
+    scanner_version: str
+    db_version: str
+    finding_count: int
+    reused: bool
+    def __init__(self, id: _Optional[str] = ..., digest: _Optional[str] = ..., scanner: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., image: _Optional[str] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scanner_version: _Optional[str] = ..., db_version: _Optional[str] = ..., finding_count: _Optional[int] = ..., reused: _Optional[bool] = ...) -> None: ...
+
+class GetScanRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class WatchScanRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class ScanEvent(_message.Message):
+    __slots__ = ("job", "message")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    job: ScanJob
+    message: str
+    def __init__(self, job: _Optional[_Union[ScanJob, _Mapping]] = ..., message: _Optional[str] = ...) -> None: ...
+
+class CheckPromotionRequest(_message.Message):
+    __slots__ = ("image", "from_stage", "to_stage")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    FROM_STAGE_FIELD_NUMBER: _ClassVar[int]
+    TO_STAGE_FIELD_NUMBER: _ClassVar[int]
+    image: str
+    from_stage: str
+    to_stage: str
+    def __init__(self, image: _Optional[str] = ..., from_stage: _Optional[str] = ..., to_stage: _Optional[str] = ...) -> None: ...
+
+class Violation(_message.Message):
+    __slots__ = ("rule", "message", "vulnerability_id", "package", "installed_version", "fixed_version", "severity", "layer_diff_id")
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    VULNERABILITY_ID_FIELD_NUMBER: _ClassVar[int]
+    PACKAGE_FIELD_NUMBER: _ClassVar[int]
+    INSTALLED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FIXED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    LAYER_DIFF_ID_FIELD_NUMBER: _ClassVar[int]
+    rule: str
+    message: str
+    vulnerability_id: str
+    package: str
+    installed_version: str
+    fixed_version: str
+    severity: str
+    layer_diff_id: str
+    def __init__(self, rule: _Optional[str] = ..., message: _Optional[str] = ..., vulnerability_id: _Optional[str] = ..., package: _Optional[str] = ..., installed_version: _Optional[str] = ..., fixed_version: _Optional[str] = ..., severity: _Optional[str] = ..., layer_diff_id: _Optional[str] = ...) -> None: ...
+
+class Decision(_message.Message):
+    __slots__ = ("allowed", "digest", "from_stage", "to_stage", "state", "violations", "warnings", "policy_digest", "evaluated_at", "scanned_at", "summary")
+    ALLOWED_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    FROM_STAGE_FIELD_NUMBER: _ClassVar[int]
+    TO_STAGE_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    EVALUATED_AT_FIELD_NUMBER: _ClassVar[int]
+    SCANNED_AT_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    allowed: bool
+    digest: str
+    from_stage: str
+    to_stage: str
+    state: VerdictState
+    violations: _containers.RepeatedCompositeFieldContainer[Violation]
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    policy_digest: str
+    evaluated_at: _timestamp_pb2.Timestamp
+    scanned_at: _timestamp_pb2.Timestamp
+    summary: str
+    def __init__(self, allowed: _Optional[bool] = ..., digest: _Optional[str] = ..., from_stage: _Optional[str] = ..., to_stage: _Optional[str] = ..., state: _Optional[_Union[VerdictState, str]] = ..., violations: _Optional[_Iterable[_Union[Violation, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., policy_digest: _Optional[str] = ..., evaluated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scanned_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., summary: _Optional[str] = ...) -> None: ...
+
+class GetImageReportRequest(_message.Message):
+    __slots__ = ("image",)
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    image: str
+    def __init__(self, image: _Optional[str] = ...) -> None: ...
+
+class ScanSummary(_message.Message):
+    __slots__ = ("scanner", "scanner_version", "db_version", "db_updated_at", "scanned_at", "state", "error", "imported", "job_id")
+    SCANNER_FIELD_NUMBER: _ClassVar[int]
+    SCANNER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DB_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DB_UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    SCANNED_AT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    IMPORTED_FIELD_NUMBER: _ClassVar[int]
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    scanner: str
+    scanner_version: str
+    db_version: str
+    db_updated_at: _timestamp_pb2.Timestamp
+    scanned_at: _timestamp_pb2.Timestamp
+    state: JobState
+    error: str
+    imported: bool
+    job_id: str
+    def __init__(self, scanner: _Optional[str] = ..., scanner_version: _Optional[str] = ..., db_version: _Optional[str] = ..., db_updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scanned_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., state: _Optional[_Union[JobState, str]] = ..., error: _Optional[str] = ..., imported: _Optional[bool] = ..., job_id: _Optional[str] = ...) -> None: ...
+
+class SeverityCount(_message.Message):
+    __slots__ = ("severity", "count")
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    severity: str
+    count: int
+    def __init__(self, severity: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
+
+class ImageReport(_message.Message):
+    __slots__ = ("digest", "config_digest", "registry", "repository", "tags", "stage", "diff_ids", "scans", "counts", "finding_count", "os")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    REGISTRY_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    DIFF_IDS_FIELD_NUMBER: _ClassVar[int]
+    SCANS_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    FINDING_COUNT_FIELD_NUMBER: _ClassVar[int]
+    OS_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    config_digest: str
+    registry: str
+    repository: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    stage: str
+    diff_ids: _containers.RepeatedScalarFieldContainer[str]
+    scans: _containers.RepeatedCompositeFieldContainer[ScanSummary]
+    counts: _containers.RepeatedCompositeFieldContainer[SeverityCount]
+    finding_count: int
+    os: str
+    def __init__(self, digest: _Optional[str] = ..., config_digest: _Optional[str] = ..., registry: _Optional[str] = ..., repository: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., stage: _Optional[str] = ..., diff_ids: _Optional[_Iterable[str]] = ..., scans: _Optional[_Iterable[_Union[ScanSummary, _Mapping]]] = ..., counts: _Optional[_Iterable[_Union[SeverityCount, _Mapping]]] = ..., finding_count: _Optional[int] = ..., os: _Optional[str] = ...) -> None: ...
+
+class Finding(_message.Message):
+    __slots__ = ("vulnerability_id", "aliases", "package", "installed_version", "fixed_version", "fix_state", "severity", "scanner_severity", "layer_diff_id", "finding_class", "scanner", "target", "title", "primary_url", "package_path")
+    VULNERABILITY_ID_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
+    PACKAGE_FIELD_NUMBER: _ClassVar[int]
+    INSTALLED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FIXED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FIX_STATE_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    SCANNER_SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    LAYER_DIFF_ID_FIELD_NUMBER: _ClassVar[int]
+    FINDING_CLASS_FIELD_NUMBER: _ClassVar[int]
+    SCANNER_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_URL_FIELD_NUMBER: _ClassVar[int]
+    PACKAGE_PATH_FIELD_NUMBER: _ClassVar[int]
+    vulnerability_id: str
+    aliases: _containers.RepeatedScalarFieldContainer[str]
+    package: str
+    installed_version: str
+    fixed_version: str
+    fix_state: str
+    severity: str
+    scanner_severity: str
+    layer_diff_id: str
+    finding_class: str
+    scanner: str
+    target: str
+    title: str
+    primary_url: str
+    package_path: str
+    def __init__(self, vulnerability_id: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., package: _Optional[str] = ..., installed_version: _Optional[str] = ..., fixed_version: _Optional[str] = ..., fix_state: _Optional[str] = ..., severity: _Optional[str] = ..., scanner_severity: _Optional[str] = ..., layer_diff_id: _Optional[str] = ..., finding_class: _Optional[str] = ..., scanner: _Optional[str] = ..., target: _Optional[str] = ..., title: _Optional[str] = ..., primary_url: _Optional[str] = ..., package_path: _Optional[str] = ...) -> None: ...
+
+class ListFindingsRequest(_message.Message):
+    __slots__ = ("image", "min_severity", "vulnerability_id", "package", "finding_class", "fixable_only", "page_size", "page_token")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    MIN_SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    VULNERABILITY_ID_FIELD_NUMBER: _ClassVar[int]
+    PACKAGE_FIELD_NUMBER: _ClassVar[int]
+    FINDING_CLASS_FIELD_NUMBER: _ClassVar[int]
+    FIXABLE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    image: str
+    min_severity: str
+    vulnerability_id: str
+    package: str
+    finding_class: str
+    fixable_only: bool
+    page_size: int
+    page_token: str
+    def __init__(self, image: _Optional[str] = ..., min_severity: _Optional[str] = ..., vulnerability_id: _Optional[str] = ..., package: _Optional[str] = ..., finding_class: _Optional[str] = ..., fixable_only: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListFindingsResponse(_message.Message):
+    __slots__ = ("digest", "findings", "next_page_token", "total")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    FINDINGS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    findings: _containers.RepeatedCompositeFieldContainer[Finding]
+    next_page_token: str
+    total: int
+    def __init__(self, digest: _Optional[str] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total: _Optional[int] = ...) -> None: ...
+
+class FindAffectedImagesRequest(_message.Message):
+    __slots__ = ("vulnerability_id", "stage")
+    VULNERABILITY_ID_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    vulnerability_id: str
+    stage: str
+    def __init__(self, vulnerability_id: _Optional[str] = ..., stage: _Optional[str] = ...) -> None: ...
+
+class AffectedImage(_message.Message):
+    __slots__ = ("digest", "registry", "repository", "tags", "stage", "package", "installed_version", "fixed_version", "severity", "vulnerability_id")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    REGISTRY_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    PACKAGE_FIELD_NUMBER: _ClassVar[int]
+    INSTALLED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    FIXED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    VULNERABILITY_ID_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    registry: str
+    repository: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    stage: str
+    package: str
+    installed_version: str
+    fixed_version: str
+    severity: str
+    vulnerability_id: str
+    def __init__(self, digest: _Optional[str] = ..., registry: _Optional[str] = ..., repository: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., stage: _Optional[str] = ..., package: _Optional[str] = ..., installed_version: _Optional[str] = ..., fixed_version: _Optional[str] = ..., severity: _Optional[str] = ..., vulnerability_id: _Optional[str] = ...) -> None: ...
+
+class ImportReportRequest(_message.Message):
+    __slots__ = ("image", "scanner", "report")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    SCANNER_FIELD_NUMBER: _ClassVar[int]
+    REPORT_FIELD_NUMBER: _ClassVar[int]
+    image: str
+    scanner: str
+    report: bytes
+    def __init__(self, image: _Optional[str] = ..., scanner: _Optional[str] = ..., report: _Optional[bytes] = ...) -> None: ...
+
+class ImportReportResponse(_message.Message):
+    __slots__ = ("scan", "digest")
+    SCAN_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    scan: ScanJob
+    digest: str
+    def __init__(self, scan: _Optional[_Union[ScanJob, _Mapping]] = ..., digest: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,168 @@
+"""The contract every scanner adapter fulfils: a Scanner ABC, frozen results, and one error tree.
+
+Raw scanner output (Trivy JSON, Clair reports) never leaves its adapter module; everything past this
+boundary is a `ScanResult` made of `ScannerFinding` values.
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class Severity(enum.IntEnum):
+    """Ordered severity scale shared by all scanners.
+
+    NEGLIGIBLE is its own step below LOW (Clair/Ubuntu use it; Trivy folds it into LOW). UNKNOWN sorts
+    lowest so `>=` comparisons never treat it as severe by accident; the policy decides how to count it.
+    """
+
+    UNKNOWN = 0
+    NEGLIGIBLE = 1
+    LOW = 2
+    MEDIUM = 3
+    HIGH = 4
+    CRITICAL = 5
+
+    @classmethod
+    def parse(cls, text: str) -> Severity:
+        """Parse a severity name case-insensitively; raise ValueError naming the bad value."""
+        try:
+            return cls[text.strip().upper()]
+        except KeyError:
+            names = ", ".join(s.name for s in cls)
+            raise ValueError(f"unknown severity {text!r} (expected one of {names})") from None
+
+
+class FindingClass(enum.StrEnum):
+    """What kind of finding: an OS package, a language package, or a leaked secret."""
+
+    OS = "os"
+    LANG = "lang"
+    SECRET = "secret"  # noqa: S105 - a category name, not a password
+
+
+class FixState(enum.StrEnum):
+    """Whether a fix exists, normalized from Trivy's Status and Clair's fixed_in_version."""
+
+    FIXED = "fixed"  # a fixed version exists
+    AFFECTED = "affected"  # no fix published yet
+    WILL_NOT_FIX = "will_not_fix"
+    FIX_DEFERRED = "fix_deferred"
+    END_OF_LIFE = "end_of_life"
+    UNKNOWN = "unknown"
+
+
+class TargetKind(enum.StrEnum):
+    """How a scanner reaches the image."""
+
+    REGISTRY = "registry"  # HOST[:PORT]/REPO@sha256:… read remotely
+    DOCKER_ARCHIVE = "docker-archive"  # docker-save tarball path
+    OCI_LAYOUT = "oci"  # OCI image layout directory
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Registry credentials; adapters pass them in the environment, never in argv."""
+
+    username: str = ""
+    password: str = ""
+    token: str = ""
+
+
+@dataclass(frozen=True)
+class ScanTarget:
+    """What to scan: a registry reference pinned by digest, or a local archive / layout path."""
+
+    kind: TargetKind
+    location: str  # "host:port/repo@sha256:…" for REGISTRY, a filesystem path otherwise
+    insecure: bool = False  # plain http / unverified TLS allowed for this registry
+    credentials: Credentials | None = None
+    ca_file: str = ""
+
+
+@dataclass(frozen=True)
+class ScannerFinding:
+    """One vulnerability or secret as a scanner reported it, already in gate's vocabulary."""
+
+    vulnerability_id: str
+    package: str
+    installed_version: str
+    fixed_version: str
+    fix_state: FixState
+    severity: Severity
+    scanner_severity: str  # the scanner's own label, e.g. "HIGH" or a Debian "unimportant"
+    finding_class: FindingClass
+    aliases: tuple[str, ...] = ()
+    severity_source: str = ""
+    layer_digest: str = ""
+    layer_diff_id: str = ""
+    target: str = ""
+    package_path: str = ""
+    package_id: str = ""
+    purl: str = ""
+    title: str = ""
+    primary_url: str = ""
+    cvss_score: float | None = None
+
+
+@dataclass(frozen=True)
+class ScanResult:
+    """The parsed outcome of one scan of one image by one scanner."""
+
+    scanner: str
+    scanner_version: str
+    findings: tuple[ScannerFinding, ...]
+    db_version: str = ""
+    db_updated_at: datetime | None = None
+    artifact_name: str = ""
+    config_digest: str = ""  # Trivy's Metadata.ImageID
+    repo_digests: tuple[str, ...] = ()
+    diff_ids: tuple[str, ...] = ()
+    os_family: str = ""
+    os_name: str = ""
+    created_at: datetime | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+class ScannerError(Exception):
+    """Root of every scanner failure; `detail` keeps the scanner's own words (stderr, HTTP body)."""
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+
+    def __str__(self) -> str:
+        if self.detail:
+            return f"{self.message}: {self.detail.strip()[-2000:]}"
+        return self.message
+
+
+class ScannerUnavailable(ScannerError):
+    """The scanner cannot be run or reached at all (binary missing, server down)."""
+
+
+class ScanTimeout(ScannerError):
+    """The scan exceeded its deadline and was stopped."""
+
+
+class ScanParseError(ScannerError):
+    """The scanner produced output that is not a report this adapter understands."""
+
+
+class Scanner(abc.ABC):
+    """A vulnerability scanner that can scan a target and describe its own version."""
+
+    name: str
+
+    @abc.abstractmethod
+    def scan(self, target: ScanTarget, timeout: float) -> ScanResult:
+        """Scan `target`, returning findings; raise a ScannerError subclass on any failure."""
+
+    @abc.abstractmethod
+    def parse_report(self, data: bytes) -> ScanResult:
+        """Parse a report this scanner produced elsewhere (for ImportReport); raise ScanParseError."""
