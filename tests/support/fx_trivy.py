@@ -1,0 +1,1 @@
+"""Fixtures plug-in (placeholder until filled in)."""
