@@ -1,0 +1,146 @@
+"""Builds a gate server from Settings: store, scanners, job runner, service, gRPC with health + reflection.
+
+`create_server` binds (port 0 allowed) and returns the real port; `serve` runs until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+from types import FrameType
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from gate.clock import SystemClock
+from gate.config import Settings
+from gate.errors import InvalidArgument
+from gate.images.registry import RegistryClient
+from gate.images.resolver import SourceResolver
+from gate.policy import Policy, default_policy, load_policy_file
+from gate.ports import Clock
+from gate.scanning.jobs import JobRunner
+from gate.server.servicer import register
+from gate.service import GateService
+from gate.store.db import create_engine_for, migrate
+from gate.store.repository import SqlRepository
+from gate.v1 import gate_pb2 as pb
+from scanners.interface import Scanner
+from scanners.trivy import TrivyScanner
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Gate"].full_name
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # imported reports can be large; anything bigger is refused
+
+
+@dataclass
+class RunningGate:
+    """A started server and the parts it owns, so callers (tests, `serve`) can stop it cleanly."""
+
+    server: grpc.Server
+    port: int
+    address: str
+    runner: JobRunner
+    repo: SqlRepository
+    service: GateService
+    health: health.HealthServicer
+
+    def stop(self, grace: float = 2.0) -> None:
+        """Stop accepting calls, let in-flight ones finish, stop the workers, close the store."""
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace).wait(grace + 1)
+        self.runner.stop()
+        self.repo.close()
+
+
+def build_scanners(settings: Settings) -> dict[str, Scanner]:
+    """The configured scanner adapters by name."""
+    out: dict[str, Scanner] = {}
+    for name in settings.scanners:
+        if name == "trivy":
+            out[name] = TrivyScanner(
+                settings.trivy_bin,
+                settings.effective_trivy_cache_dir,
+                skip_db_update=settings.trivy_skip_db_update,
+                db_repository=settings.trivy_db_repository,
+                timeout=settings.trivy_timeout,
+            )
+        else:
+            raise InvalidArgument(f"scanner {name!r} is not supported by this build (supported: trivy)", "GATE_SCANNERS")
+    return out
+
+
+def load_policy(settings: Settings) -> Policy:
+    """The policy file named by GATE_POLICY, or the built-in defaults."""
+    return load_policy_file(settings.policy_file) if settings.policy_file else default_policy()
+
+
+def create_server(settings: Settings, listen: str, clock: Clock | None = None) -> RunningGate:
+    """Wire everything and start serving on `listen` (e.g. 127.0.0.1:0); return the running gate."""
+    clock = clock or SystemClock()
+    policy = load_policy(settings)
+    scanners = build_scanners(settings)
+    engine = create_engine_for(settings.effective_database_url)
+    migrate(engine)
+    repo = SqlRepository(engine)
+    timeouts = {name: settings.trivy_timeout for name in scanners}
+    runner = JobRunner(repo, scanners, clock, settings.scan_concurrency, timeouts)
+    resolver = SourceResolver(RegistryClient(settings.insecure_registries, settings.registry_ca))
+    service = GateService(repo, resolver, scanners, runner, policy, clock, settings.scanners)
+
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="gate-rpc"),
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ],
+    )
+    register(server, service)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        repo.close()
+        raise InvalidArgument(f"cannot listen on {listen!r}", "listen")
+    server.start()
+    runner.start()
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    host = listen.rsplit(":", 1)[0]
+    address = f"{host}:{port}"
+    log.info("gate listening on %s (policy %s, database %s)", address, policy.digest[:12], _safe_url(settings))
+    return RunningGate(server, port, address, runner, repo, service, health_servicer)
+
+
+def _safe_url(settings: Settings) -> str:
+    """The database URL without a password, for logs."""
+    url = settings.effective_database_url
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+def serve(settings: Settings, listen: str) -> None:
+    """Run a gate server until SIGINT or SIGTERM."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    running = create_server(settings, listen)
+    done = threading.Event()
+
+    def _stop(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %d: shutting down", signum)
+        done.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    # Printed (not only logged) so scripts and tests can learn the real port when listening on :0.
+    print(f"gate: listening on {running.address}", flush=True)
+    done.wait()
+    running.stop()

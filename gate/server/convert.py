@@ -1,0 +1,182 @@
+"""Domain values ⇄ protobuf messages. Protobuf never leaves gate/server."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from gate.domain import Decision, Finding, JobState, ScanJob, VerdictState
+from gate.errors import InvalidArgument
+from gate.ports import AffectedRow, FindingFilter
+from gate.service import ImageReport
+from gate.v1 import gate_pb2 as pb
+from scanners.interface import Severity
+
+_JOB_STATES = {
+    JobState.QUEUED: pb.QUEUED,
+    JobState.RUNNING: pb.RUNNING,
+    JobState.SUCCEEDED: pb.SUCCEEDED,
+    JobState.FAILED: pb.FAILED_JOB,
+}
+_VERDICT_STATES = {
+    VerdictState.EVALUATED: pb.EVALUATED,
+    VerdictState.NOT_SCANNED: pb.NOT_SCANNED,
+    VerdictState.SCANNING: pb.SCANNING,
+    VerdictState.FAILED: pb.FAILED,
+    VerdictState.STALE: pb.STALE,
+}
+
+
+def _ts(value: datetime | None) -> Timestamp | None:
+    if value is None:
+        return None
+    ts = Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def job_to_pb(job: ScanJob, reused: bool = False) -> pb.ScanJob:
+    """A scan job as the API shows it."""
+    return pb.ScanJob(
+        id=job.id,
+        digest=job.digest,
+        scanner=job.scanner,
+        state=_JOB_STATES[job.state],
+        image=job.image,
+        error=job.error,
+        created_at=_ts(job.created_at),
+        started_at=_ts(job.started_at),
+        finished_at=_ts(job.finished_at),
+        scanner_version=job.scanner_version,
+        db_version=job.db_version,
+        finding_count=job.finding_count,
+        reused=reused,
+    )
+
+
+def decision_to_pb(d: Decision) -> pb.Decision:
+    """A decision with every violation."""
+    return pb.Decision(
+        allowed=d.allowed,
+        digest=d.digest,
+        from_stage=d.from_stage.value,
+        to_stage=d.to_stage.value,
+        state=_VERDICT_STATES[d.state],
+        violations=[
+            pb.Violation(
+                rule=v.rule,
+                message=v.message,
+                vulnerability_id=v.vulnerability_id,
+                package=v.package,
+                installed_version=v.installed_version,
+                fixed_version=v.fixed_version,
+                severity=v.severity,
+                layer_diff_id=v.layer_diff_id,
+            )
+            for v in d.violations
+        ],
+        warnings=list(d.warnings),
+        policy_digest=d.policy_digest,
+        evaluated_at=_ts(d.evaluated_at),
+        scanned_at=_ts(d.scanned_at),
+        summary=d.summary,
+    )
+
+
+def finding_to_pb(f: Finding) -> pb.Finding:
+    """One stored finding."""
+    return pb.Finding(
+        vulnerability_id=f.vulnerability_id,
+        aliases=list(f.aliases),
+        package=f.package,
+        installed_version=f.installed_version,
+        fixed_version=f.fixed_version,
+        fix_state=f.fix_state.value,
+        severity=f.severity.name,
+        scanner_severity=f.scanner_severity,
+        layer_diff_id=f.layer_diff_id,
+        finding_class=f.finding_class.value,
+        scanner=f.scanner,
+        target=f.target,
+        title=f.title,
+        primary_url=f.primary_url,
+        package_path=f.package_path,
+    )
+
+
+def _summary(job: ScanJob) -> pb.ScanSummary:
+    return pb.ScanSummary(
+        scanner=job.scanner,
+        scanner_version=job.scanner_version,
+        db_version=job.db_version,
+        db_updated_at=_ts(job.db_updated_at),
+        scanned_at=_ts(job.finished_at),
+        state=_JOB_STATES[job.state],
+        error=job.error,
+        imported=job.imported,
+        job_id=job.id,
+    )
+
+
+def report_to_pb(r: ImageReport) -> pb.ImageReport:
+    """An image report: the latest success and, when different, the latest attempt per scanner."""
+    scans: list[pb.ScanSummary] = []
+    for name in sorted(r.scans):
+        success, attempt = r.scans[name]
+        if success is not None:
+            scans.append(_summary(success))
+        if attempt is not None and (success is None or attempt.id != success.id):
+            scans.append(_summary(attempt))
+    return pb.ImageReport(
+        digest=r.image.digest,
+        config_digest=r.image.config_digest,
+        registry=r.image.registry,
+        repository=r.image.repository,
+        tags=list(r.image.tags),
+        stage=r.image.stage.value if r.image.stage else "",
+        diff_ids=list(r.image.diff_ids),
+        scans=scans,
+        counts=[
+            pb.SeverityCount(severity=sev.name, count=r.counts[sev])
+            for sev in sorted(r.counts, reverse=True)
+        ],
+        finding_count=r.finding_count,
+        os=r.image.os,
+    )
+
+
+def affected_to_pb(row: AffectedRow) -> pb.AffectedImage:
+    """One affected (image, package) pair."""
+    return pb.AffectedImage(
+        digest=row.image.digest,
+        registry=row.image.registry,
+        repository=row.image.repository,
+        tags=list(row.image.tags),
+        stage=row.image.stage.value if row.image.stage else "",
+        package=row.finding.package,
+        installed_version=row.finding.installed_version,
+        fixed_version=row.finding.fixed_version,
+        severity=row.finding.severity.name,
+        vulnerability_id=row.finding.vulnerability_id,
+    )
+
+
+def finding_filter(req: pb.ListFindingsRequest) -> FindingFilter:
+    """The repository filter for a ListFindings request; raises InvalidArgument on a bad severity."""
+    min_sev: Severity | None = None
+    if req.min_severity:
+        try:
+            min_sev = Severity.parse(req.min_severity)
+        except ValueError as e:
+            raise InvalidArgument(str(e), "min_severity") from None
+    cls = req.finding_class.strip().lower()
+    if cls and cls not in ("os", "lang", "secret"):
+        raise InvalidArgument(f"unknown finding class {req.finding_class!r} (expected os, lang or secret)", "finding_class")
+    return FindingFilter(
+        min_severity=min_sev,
+        vulnerability_id=req.vulnerability_id.strip(),
+        package=req.package.strip(),
+        finding_class=cls,
+        fixable_only=req.fixable_only,
+    )

@@ -1,0 +1,121 @@
+"""The gate.v1.Gate servicer: thin — protobuf in, service call, protobuf out.
+
+Errors are translated once, by `_guard` with gate/server/status.py; a deny is a normal reply.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar, cast
+
+import grpc
+
+from gate.server import convert
+from gate.server.status import status_for
+from gate.service import GateService
+from gate.v1 import gate_pb2 as pb
+from gate.v1 import gate_pb2_grpc as pb_grpc
+
+T = TypeVar("T")
+Handler = Callable[[Any, Any, grpc.ServicerContext], T]
+
+
+def _guard(fn: Handler[T]) -> Handler[T]:
+    """Turn any exception raised by a unary handler into the matching gRPC status."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> T:
+        try:
+            return fn(self, request, context)
+        except Exception as e:
+            code, message = status_for(e)
+            context.abort(code, message)
+            raise AssertionError("unreachable") from None  # abort always raises
+
+    return wrapper
+
+
+def _guard_stream(fn: Handler[Iterator[T]]) -> Handler[Iterator[T]]:
+    """The same as `_guard`, for server-streaming handlers (errors may surface mid-stream)."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Iterator[T]:
+        try:
+            yield from fn(self, request, context)
+        except Exception as e:
+            code, message = status_for(e)
+            context.abort(code, message)
+
+    return wrapper
+
+
+class GateServicer(pb_grpc.GateServicer):  # type: ignore[misc]
+    """Implements gate.v1.Gate on top of GateService."""
+
+    def __init__(self, service: GateService) -> None:
+        self._service = service
+
+    @_guard
+    def SubmitScan(self, request: pb.SubmitScanRequest, context: grpc.ServicerContext) -> pb.SubmitScanResponse:
+        """Queue scans, one job per scanner."""
+        jobs = self._service.submit_scan(request.image, list(request.scanners), request.force)
+        return pb.SubmitScanResponse(jobs=[convert.job_to_pb(j.job, j.reused) for j in jobs])
+
+    @_guard
+    def GetScan(self, request: pb.GetScanRequest, context: grpc.ServicerContext) -> pb.ScanJob:
+        """One job by id."""
+        return convert.job_to_pb(self._service.get_scan(request.id))
+
+    @_guard_stream
+    def WatchScan(self, request: pb.WatchScanRequest, context: grpc.ServicerContext) -> Iterator[pb.ScanEvent]:
+        """Stream state changes until the job ends or the client goes away."""
+        for job in self._service.watch_scan(request.id, context.is_active):
+            message = job.error if job.error else f"{job.scanner} {job.state.value}"
+            yield pb.ScanEvent(job=convert.job_to_pb(job), message=message)
+
+    @_guard
+    def CheckPromotion(self, request: pb.CheckPromotionRequest, context: grpc.ServicerContext) -> pb.Decision:
+        """The verdict, from stored findings only."""
+        decision = self._service.check_promotion(request.image, request.from_stage, request.to_stage)
+        return convert.decision_to_pb(decision)
+
+    @_guard
+    def GetImageReport(self, request: pb.GetImageReportRequest, context: grpc.ServicerContext) -> pb.ImageReport:
+        """What gate knows about one image."""
+        return convert.report_to_pb(self._service.image_report(request.image))
+
+    @_guard
+    def ListFindings(
+        self, request: pb.ListFindingsRequest, context: grpc.ServicerContext
+    ) -> pb.ListFindingsResponse:
+        """One page of findings."""
+        flt = convert.finding_filter(request)
+        digest, page = self._service.list_findings(request.image, flt, request.page_token, request.page_size)
+        return pb.ListFindingsResponse(
+            digest=digest,
+            findings=[convert.finding_to_pb(f) for f in page.findings],
+            next_page_token="" if page.next_offset is None else str(page.next_offset),
+            total=page.total,
+        )
+
+    @_guard_stream
+    def FindAffectedImages(
+        self, request: pb.FindAffectedImagesRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.AffectedImage]:
+        """Stream affected images."""
+        for row in self._service.affected_images(request.vulnerability_id, request.stage):
+            yield convert.affected_to_pb(row)
+
+    @_guard
+    def ImportReport(
+        self, request: pb.ImportReportRequest, context: grpc.ServicerContext
+    ) -> pb.ImportReportResponse:
+        """Store a report produced elsewhere."""
+        job = self._service.import_report(request.image, request.scanner, request.report)
+        return pb.ImportReportResponse(scan=convert.job_to_pb(job), digest=job.digest)
+
+
+def register(server: grpc.Server, service: GateService) -> None:
+    """Attach the servicer to a server."""
+    cast(Any, pb_grpc).add_GateServicer_to_server(GateServicer(service), server)
