@@ -171,8 +171,8 @@ class _Writer:
             sizes = [_BRANCH_ELEMENT.size + len(key) for key, _ in level]
             upper: list[tuple[bytes, int]] = []
             for start, end in _chunks(sizes, _PAGE_HEADER.size):
-                run = level[start:end]
-                upper.append((run[0][0], self._emit(BRANCH_PAGE, len(run), _branch_body(run))))
+                group = level[start:end]
+                upper.append((group[0][0], self._emit(BRANCH_PAGE, len(group), _branch_body(group))))
             level = upper
         return level[0][1]
 

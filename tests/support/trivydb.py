@@ -87,41 +87,42 @@ def _detail(advisory: Advisory, updated_at: datetime) -> dict[str, object]:
     return detail
 
 
-def _tree(advisories: Sequence[Advisory], updated_at: datetime) -> dict[bytes, object]:
-    root: dict[bytes, object] = {}
-    details: dict[bytes, object] = {}
-    sources: dict[bytes, object] = {}
+def _tree(advisories: Sequence[Advisory], updated_at: datetime) -> Tree:
+    ecosystems: dict[bytes, dict[bytes, dict[bytes, bytes]]] = {}
+    details: dict[bytes, bytes] = {}
+    sources: dict[bytes, bytes] = {}
     for advisory in advisories:
-        ecosystem = root.setdefault(advisory.ecosystem.encode(), {})
-        assert isinstance(ecosystem, dict)
-        package = ecosystem.setdefault(advisory.package.encode(), {})
-        assert isinstance(package, dict)
-        fix: dict[str, object] = {"FixedVersion": advisory.fixed_version}
-        if not advisory.fixed_version:
-            # Status 2 is trivy-db's "affected": what it stores for a known, unfixed vulnerability.
-            fix = {"Status": 2}
+        package = ecosystems.setdefault(advisory.ecosystem.encode(), {}).setdefault(
+            advisory.package.encode(), {}
+        )
+        # trivy-db stores a Status only for unfixed entries; 2 is its "affected".
+        fix: dict[str, object] = (
+            {"FixedVersion": advisory.fixed_version} if advisory.fixed_version else {"Status": 2}
+        )
         package[advisory.vulnerability_id.encode()] = _dumps(fix)
         # Two advisories for the same id (e.g. alpine + debian) share one detail record.
         details[advisory.vulnerability_id.encode()] = _dumps(_detail(advisory, updated_at))
         family = advisory.ecosystem.split(" ", 1)[0]
         source_id, name, url = _SOURCES.get(family, (family, family, "https://example.invalid/"))
         sources[advisory.ecosystem.encode()] = _dumps({"ID": source_id, "Name": name, "URL": url})
+    root: dict[bytes, Tree] = dict(ecosystems)
     root[b"vulnerability"] = details
     root[b"data-source"] = sources
     return root
 
 
-def build_trivy_cache(cache_dir: Path, advisories: Sequence[Advisory], updated_at: datetime) -> Path:
+def build_trivy_cache(
+    cache_dir: Path, advisories: Sequence[Advisory], updated_at: datetime, *, inline: bool = False
+) -> Path:
     """Write `cache_dir/db/trivy.db` and `metadata.json` (schema Version 2); return `cache_dir`.
 
     Use the result with `--cache-dir cache_dir --skip-db-update`. `updated_at` should be timezone-aware;
-    a naive value is taken as UTC.
+    a naive value is taken as UTC. `inline=True` stores small package buckets inline (as bbolt does).
     """
     if updated_at.tzinfo is None:
         updated_at = updated_at.replace(tzinfo=UTC)
     db_dir = cache_dir / "db"
-    tree: Tree = _tree(advisories, updated_at)  # type: ignore[assignment]
-    write_bolt(db_dir / "trivy.db", tree)
+    write_bolt(db_dir / "trivy.db", _tree(advisories, updated_at), inline=inline)
     metadata = {
         "Version": 2,
         "NextUpdate": _stamp(updated_at + timedelta(hours=24)),
