@@ -69,11 +69,15 @@ class GateService:
     # -- scanning -------------------------------------------------------------------------------------
 
     def _scanner_names(self, requested: Sequence[str]) -> tuple[str, ...]:
-        names = tuple(dict.fromkeys(s.strip().lower() for s in requested if s.strip())) or self._default_scanners
+        names = (
+            tuple(dict.fromkeys(s.strip().lower() for s in requested if s.strip())) or self._default_scanners
+        )
         for name in names:
             if name not in self._scanners:
                 known = ", ".join(sorted(self._scanners)) or "none"
-                raise InvalidArgument(f"unknown or unconfigured scanner {name!r} (configured: {known})", "scanners")
+                raise InvalidArgument(
+                    f"unknown or unconfigured scanner {name!r} (configured: {known})", "scanners"
+                )
         return names
 
     def submit_scan(self, image: str, scanners: Sequence[str], force: bool) -> list[SubmittedJob]:

@@ -118,7 +118,9 @@ class JobRunner:
             return
         scanner = self._scanners.get(job.scanner)
         if scanner is None:
-            self._repo.fail_job(job_id, f"scanner {job.scanner!r} is not configured on this server", self._clock.now())
+            self._repo.fail_job(
+                job_id, f"scanner {job.scanner!r} is not configured on this server", self._clock.now()
+            )
             return
         if job.target is None:
             self._repo.fail_job(job_id, "the job has no scan target recorded", self._clock.now())
@@ -138,7 +140,12 @@ class JobRunner:
             self._repo.fail_job(job_id, f"internal error in scanner adapter: {e!r}", self._clock.now())
             return
         image = self._repo.get_image(job.digest)
-        if result.config_digest and image and image.config_digest and result.config_digest != image.config_digest:
+        if (
+            result.config_digest
+            and image
+            and image.config_digest
+            and result.config_digest != image.config_digest
+        ):
             # The scanner looked at a different image than the one we identified: never store that.
             self._repo.fail_job(
                 job_id,

@@ -15,6 +15,7 @@ from types import FrameType
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from scanners.trivy import TrivyScanner
 
 from gate.clock import SystemClock
 from gate.config import Settings
@@ -30,7 +31,6 @@ from gate.store.db import create_engine_for, migrate
 from gate.store.repository import SqlRepository
 from gate.v1 import gate_pb2 as pb
 from scanners.interface import Scanner
-from scanners.trivy import TrivyScanner
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,9 @@ def build_scanners(settings: Settings) -> dict[str, Scanner]:
                 timeout=settings.trivy_timeout,
             )
         else:
-            raise InvalidArgument(f"scanner {name!r} is not supported by this build (supported: trivy)", "GATE_SCANNERS")
+            raise InvalidArgument(
+                f"scanner {name!r} is not supported by this build (supported: trivy)", "GATE_SCANNERS"
+            )
     return out
 
 
@@ -114,7 +116,9 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     host = listen.rsplit(":", 1)[0]
     address = f"{host}:{port}"
-    log.info("gate listening on %s (policy %s, database %s)", address, policy.digest[:12], _safe_url(settings))
+    log.info(
+        "gate listening on %s (policy %s, database %s)", address, policy.digest[:12], _safe_url(settings)
+    )
     return RunningGate(server, port, address, runner, repo, service, health_servicer)
 
 

@@ -138,8 +138,7 @@ def report_to_pb(r: ImageReport) -> pb.ImageReport:
         diff_ids=list(r.image.diff_ids),
         scans=scans,
         counts=[
-            pb.SeverityCount(severity=sev.name, count=r.counts[sev])
-            for sev in sorted(r.counts, reverse=True)
+            pb.SeverityCount(severity=sev.name, count=r.counts[sev]) for sev in sorted(r.counts, reverse=True)
         ],
         finding_count=r.finding_count,
         os=r.image.os,
@@ -172,7 +171,9 @@ def finding_filter(req: pb.ListFindingsRequest) -> FindingFilter:
             raise InvalidArgument(str(e), "min_severity") from None
     cls = req.finding_class.strip().lower()
     if cls and cls not in ("os", "lang", "secret"):
-        raise InvalidArgument(f"unknown finding class {req.finding_class!r} (expected os, lang or secret)", "finding_class")
+        raise InvalidArgument(
+            f"unknown finding class {req.finding_class!r} (expected os, lang or secret)", "finding_class"
+        )
     return FindingFilter(
         min_severity=min_sev,
         vulnerability_id=req.vulnerability_id.strip(),

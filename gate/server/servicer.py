@@ -57,7 +57,9 @@ class GateServicer(pb_grpc.GateServicer):  # type: ignore[misc]
         self._service = service
 
     @_guard
-    def SubmitScan(self, request: pb.SubmitScanRequest, context: grpc.ServicerContext) -> pb.SubmitScanResponse:
+    def SubmitScan(
+        self, request: pb.SubmitScanRequest, context: grpc.ServicerContext
+    ) -> pb.SubmitScanResponse:
         """Queue scans, one job per scanner."""
         jobs = self._service.submit_scan(request.image, list(request.scanners), request.force)
         return pb.SubmitScanResponse(jobs=[convert.job_to_pb(j.job, j.reused) for j in jobs])
@@ -68,7 +70,9 @@ class GateServicer(pb_grpc.GateServicer):  # type: ignore[misc]
         return convert.job_to_pb(self._service.get_scan(request.id))
 
     @_guard_stream
-    def WatchScan(self, request: pb.WatchScanRequest, context: grpc.ServicerContext) -> Iterator[pb.ScanEvent]:
+    def WatchScan(
+        self, request: pb.WatchScanRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.ScanEvent]:
         """Stream state changes until the job ends or the client goes away."""
         for job in self._service.watch_scan(request.id, context.is_active):
             message = job.error if job.error else f"{job.scanner} {job.state.value}"
@@ -81,7 +85,9 @@ class GateServicer(pb_grpc.GateServicer):  # type: ignore[misc]
         return convert.decision_to_pb(decision)
 
     @_guard
-    def GetImageReport(self, request: pb.GetImageReportRequest, context: grpc.ServicerContext) -> pb.ImageReport:
+    def GetImageReport(
+        self, request: pb.GetImageReportRequest, context: grpc.ServicerContext
+    ) -> pb.ImageReport:
         """What gate knows about one image."""
         return convert.report_to_pb(self._service.image_report(request.image))
 
