@@ -1,1 +1,35 @@
-"""gate.policy package."""
+"""Promotion policy, pure: YAML thresholds per stage transition → `evaluate` → an explained Decision.
+
+    policy = load_policy_file(path)  # or default_policy()
+    decision = evaluate(policy, EvaluationInput(...), now)
+
+No I/O beyond reading the policy text (loader) and no clock: `now` is always passed in.
+"""
+
+from gate.policy.engine import dedupe_findings, evaluate
+from gate.policy.loader import PolicyError, default_policy, load_policy, load_policy_file
+from gate.policy.model import (
+    EvaluationInput,
+    OnState,
+    Policy,
+    ScannerStatus,
+    TransitionPolicy,
+    format_duration,
+    parse_duration,
+)
+
+__all__ = [
+    "EvaluationInput",
+    "OnState",
+    "Policy",
+    "PolicyError",
+    "ScannerStatus",
+    "TransitionPolicy",
+    "dedupe_findings",
+    "default_policy",
+    "evaluate",
+    "format_duration",
+    "load_policy",
+    "load_policy_file",
+    "parse_duration",
+]

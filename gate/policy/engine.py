@@ -1,0 +1,217 @@
+"""evaluate(): apply a Policy to what gate knows about one digest and explain the answer.
+
+Pure: the caller gathers scans and findings and passes `now`. Every violation is listed (not only the
+first), findings reported by several scanners count once, and the summary names the cheapest fix.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import replace
+from datetime import datetime
+
+from gate.domain import Decision, Finding, FindingClass, Severity, VerdictState, Violation
+from gate.policy.model import EvaluationInput, Policy, TransitionPolicy
+from gate.policy.rules import (
+    FINDING_RULES,
+    RESCAN_HINT,
+    STATE_ORDER,
+    ScanStateRule,
+    effective_severity,
+    is_fixable,
+    scanner_conditions,
+)
+
+__all__ = ["dedupe_findings", "evaluate"]
+
+_RULE_ORDER = {"scan-state": 0, "fixable-severity": 1, "unfixable-severity": 2, "secret": 3}
+_MAX_FIX_HINTS = 3
+
+
+def _key(f: Finding) -> tuple[str, ...]:
+    base = (f.vulnerability_id, f.package, f.installed_version)
+    if f.finding_class is FindingClass.SECRET:
+        # A secret rule id says nothing about where the secret sits; two files are two secrets.
+        return (*base, f.target, f.package_path)
+    return base
+
+
+def _merge(group: list[Finding]) -> Finding:
+    # Scanners disagree: keep the worst severity claimed, and a fix if any scanner knows one, so the
+    # verdict never gets softer because a second scanner saw less.
+    worst = max(group, key=lambda f: f.severity)
+    with_fix = next((f for f in group if is_fixable(f)), None)
+    merged = worst
+    if with_fix is not None and not is_fixable(worst):
+        merged = replace(merged, fix_state=with_fix.fix_state, fixed_version=with_fix.fixed_version)
+    if not merged.layer_diff_id:
+        merged = replace(merged, layer_diff_id=next((f.layer_diff_id for f in group if f.layer_diff_id), ""))
+    return merged
+
+
+def dedupe_findings(findings: Iterable[Finding]) -> tuple[Finding, ...]:
+    """Collapse findings on (vulnerability_id, package, installed_version), keeping first-seen order."""
+    groups: dict[tuple[str, ...], list[Finding]] = {}
+    for f in findings:
+        groups.setdefault(_key(f), []).append(f)
+    return tuple(_merge(g) for g in groups.values())
+
+
+def _version_key(version: str) -> tuple[tuple[int, int | str], ...]:
+    # A rough numeric-aware ordering, good enough to pick the newest of a package's fixed versions for
+    # the summary hint; each violation still carries its exact fixed version.
+    parts = re.split(r"(\d+)", version)
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts if p)
+
+
+def _cheapest_fixes(violations: list[tuple[Severity, Violation]]) -> list[str]:
+    by_package: dict[tuple[str, str], list[tuple[Severity, Violation]]] = defaultdict(list)
+    for sev, v in violations:
+        if v.rule == "fixable-severity" and v.fixed_version:
+            by_package[(v.package, v.installed_version)].append((sev, v))
+    ranked = sorted(
+        by_package.items(),
+        # The upgrade that clears most violations first; ties go to the most severe, then by name.
+        key=lambda item: (-len(item[1]), -max(s for s, _ in item[1]), item[0]),
+    )
+    hints = []
+    for (package, _), items in ranked:
+        target = max((v.fixed_version for _, v in items), key=_version_key)
+        hints.append(f"upgrade {package} to {target}")
+    return hints
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _at_least(limit: Severity | None) -> str:
+    if limit is None:
+        return ""
+    return f" ≥{Severity(limit + 1).name}" if limit < Severity.CRITICAL else ""
+
+
+def _summary(
+    t: TransitionPolicy,
+    state: VerdictState,
+    violations: list[tuple[Severity, Violation]],
+    warnings: list[str],
+    finding_count: int,
+    denied_states: list[VerdictState],
+) -> str:
+    if not violations:
+        seen = (
+            "no findings"
+            if finding_count == 0
+            else f"{_plural(finding_count, 'finding')}, none over the thresholds"
+        )
+        text = f"allowed {t.label}: {seen}"
+        if warnings:
+            text += f"; {_plural(len(warnings), 'warning')}"
+            if state is not VerdictState.EVALUATED:
+                text += f" (state {state.value})"
+        return text
+    counts: dict[str, int] = defaultdict(int)
+    for _, v in violations:
+        counts[v.rule] += 1
+    labels = {
+        "scan-state": f"scan-state ({', '.join(dict.fromkeys(s.value for s in denied_states))})",
+        "fixable-severity": "fixable" + _at_least(t.max_fixable_severity),
+        "unfixable-severity": "unfixable" + _at_least(t.max_unfixable_severity),
+    }
+    parts = [
+        _plural(counts[rule], "secret") if rule == "secret" else f"{counts[rule]} {labels[rule]}"
+        for rule in sorted(counts, key=_RULE_ORDER.__getitem__)
+    ]
+    text = f"denied {t.label}: {_plural(len(violations), 'violation')} — {', '.join(parts)}"
+    fixes = _cheapest_fixes(violations)
+    if counts["scan-state"]:
+        fixes.insert(0, RESCAN_HINT)
+    if fixes:
+        more = ", …" if len(fixes) > _MAX_FIX_HINTS else ""
+        text += f"; cheapest fix: {', '.join(fixes[:_MAX_FIX_HINTS])}{more}"
+    return text
+
+
+def evaluate(policy: Policy, inp: EvaluationInput, now: datetime) -> Decision:
+    """Decide whether `inp.digest` may move from `inp.from_stage` to `inp.to_stage` at time `now`.
+
+    Raises InvalidArgument (field from_stage/to_stage) for a transition the policy does not allow.
+    A deny is a normal Decision with allowed=False and every violation listed, most severe first.
+    """
+    t = policy.transition(inp.from_stage, inp.to_stage)
+    required = policy.required_scanners(t, inp.configured_scanners)
+
+    warnings: list[str] = []
+    ranked: list[tuple[tuple[int, int, int, str, str, str], Severity, Violation]] = []
+
+    conditions = scanner_conditions(t, required, inp.scans, now)
+    state = conditions[0].state if conditions else VerdictState.EVALUATED
+    if len(conditions) > 1:
+        listed = ", ".join(f"{c.scanner} {c.state.value}" for c in conditions)
+        warnings.append(f"state {state.value} reported, the worst of: {listed}")
+    state_rule = ScanStateRule()
+    denied_states: list[VerdictState] = []
+    for cond in conditions:
+        hit = state_rule.check(t, cond)
+        if hit is None:
+            continue
+        if hit.violation is not None:
+            denied_states.append(cond.state)
+            # Severity is irrelevant for state violations; they sort first because no finding list
+            # can be trusted until the scan itself is sound.
+            ranked.append(
+                (
+                    (0, 0, STATE_ORDER.index(cond.state), cond.scanner, "", ""),
+                    Severity.CRITICAL,
+                    hit.violation,
+                )
+            )
+        if hit.warning:
+            warnings.append(hit.warning)
+
+    # Findings of the last successful scans count in every state: a failed rescan hides nothing.
+    findings = dedupe_findings(inp.findings)
+    for f in findings:
+        for rule in FINDING_RULES:
+            hit = rule.check(t, f)
+            if hit is None:
+                continue
+            if hit.violation is not None:
+                sev = effective_severity(f, t)
+                key = (1, -sev, _RULE_ORDER[rule.name], f.vulnerability_id, f.package, f.installed_version)
+                ranked.append((key, sev, hit.violation))
+            if hit.warning:
+                warnings.append(hit.warning)
+
+    ranked.sort(key=lambda item: item[0])
+    violations = [(sev, v) for _, sev, v in ranked]
+
+    scan_times = [
+        s.latest_success.finished_at
+        for name in required
+        if (s := inp.scans.get(name)) is not None
+        and s.latest_success is not None
+        and s.latest_success.finished_at is not None
+    ]
+    return Decision(
+        allowed=not violations,
+        digest=inp.digest,
+        from_stage=inp.from_stage,
+        to_stage=inp.to_stage,
+        state=state,
+        policy_digest=policy.digest,
+        evaluated_at=now,
+        violations=tuple(v for _, v in violations),
+        warnings=tuple(warnings),
+        scanned_at=min(scan_times) if scan_times else None,
+        summary=_summary(t, state, violations, warnings, len(findings), denied_states),
+        details=(
+            ("transition", t.key),
+            ("required_scanners", ",".join(required)),
+            ("findings", str(len(findings))),
+            ("policy_source", policy.source),
+        ),
+    )

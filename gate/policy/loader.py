@@ -1,0 +1,307 @@
+"""YAML → Policy, with errors that name the source, line and field path of the problem.
+
+The YAML is composed into nodes (not constructed into plain dicts) so every value keeps its position;
+a typo in a policy should point at the line to fix. Unknown keys are errors: a misspelt threshold
+silently falling back to a default would be a quiet hole in the gate.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from datetime import timedelta
+from importlib import resources
+from itertools import pairwise
+
+import yaml
+
+from gate.domain import Severity, Stage, VerdictState
+from gate.errors import InvalidArgument
+from gate.policy.model import (
+    CHECKED_STATES,
+    OnState,
+    Policy,
+    TransitionPolicy,
+    parse_duration,
+    transition_key,
+)
+
+__all__ = ["PolicyError", "default_policy", "load_policy", "load_policy_file"]
+
+_TAG = "tag:yaml.org,2002:"
+_THRESHOLDS = ("NONE", *(s.name for s in Severity if s is not Severity.UNKNOWN))
+_REAL_SEVERITIES = tuple(s.name for s in Severity if s is not Severity.UNKNOWN)
+_TOP_KEYS = ("version", "transitions")
+_REQUIRED_T_KEYS = ("max_fixable_severity", "max_unfixable_severity", "max_scan_age")
+_T_KEYS = (
+    *_REQUIRED_T_KEYS,
+    "allow_secrets",
+    "require_scanners",
+    "unknown_severity_as",
+    "on_state",
+)
+_SUPPORTED_VERSION = 1
+
+
+class PolicyError(InvalidArgument):
+    """A policy document is invalid; `source`, `line` (1-based) and `path` locate the problem."""
+
+    def __init__(self, source: str, line: int, path: str, problem: str) -> None:
+        """Format the message as `source:line: path: problem`."""
+        where = f"{source}:{line}: {path}: " if path else f"{source}:{line}: "
+        super().__init__(where + problem)
+        self.source = source
+        self.line = line
+        self.path = path
+        self.problem = problem
+
+
+class _Doc:
+    """Node-walking helpers bound to one source name, so every error carries it."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def fail(self, node: yaml.Node | None, path: str, problem: str) -> PolicyError:
+        line = node.start_mark.line + 1 if node is not None else 1
+        return PolicyError(self.source, line, path, problem)
+
+    def mapping(self, node: yaml.Node, path: str) -> dict[str, tuple[yaml.Node, yaml.Node]]:
+        """Key → (key node, value node); merge keys (`<<: *anchor`) apply, explicit keys win."""
+        if not isinstance(node, yaml.MappingNode):
+            raise self.fail(node, path, f"expected a mapping, got {_kind(node)}")
+        out: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        merged: dict[str, tuple[yaml.Node, yaml.Node]] = {}
+        for key_node, value_node in node.value:
+            if key_node.tag == _TAG + "merge":
+                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                for src in sources:
+                    for k, pair in self.mapping(src, path).items():
+                        merged.setdefault(k, pair)
+                continue
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _TAG + "str":
+                raise self.fail(key_node, path, f"keys must be plain strings, got {key_node.value!r}")
+            key = str(key_node.value)
+            if key in out:
+                raise self.fail(key_node, _join(path, key), "duplicate key")
+            out[key] = (key_node, value_node)
+        return {**merged, **out}
+
+    def check_keys(
+        self,
+        entries: dict[str, tuple[yaml.Node, yaml.Node]],
+        allowed: tuple[str, ...],
+        path: str,
+        owner: yaml.Node,
+        required: tuple[str, ...] = (),
+    ) -> None:
+        for key, (key_node, _) in entries.items():
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise self.fail(
+                    key_node, _join(path, key), f"unknown key (expected one of {', '.join(allowed)}){hint}"
+                )
+        missing = [k for k in required if k not in entries]
+        if missing:
+            raise self.fail(owner, path, f"missing required key {', '.join(missing)}")
+
+    def scalar(self, node: yaml.Node, path: str, expected: str) -> str:
+        if not isinstance(node, yaml.ScalarNode) or node.tag != _TAG + "str":
+            raise self.fail(node, path, f"expected {expected}, got {_kind(node)}")
+        return str(node.value)
+
+    def boolean(self, node: yaml.Node, path: str) -> bool:
+        if not isinstance(node, yaml.ScalarNode) or node.tag != _TAG + "bool":
+            raise self.fail(node, path, f"expected true or false, got {_kind(node)}")
+        return str(node.value).lower() in ("true", "yes", "on")
+
+    def threshold(self, node: yaml.Node, path: str) -> Severity | None:
+        expected = f"expected {', '.join(_THRESHOLDS)}"
+        text = self.scalar(node, path, "a severity name").strip().upper()
+        if text == "NONE":
+            return None
+        if text not in _THRESHOLDS:
+            raise self.fail(node, path, f"unknown severity {node.value!r} ({expected})")
+        return Severity[text]
+
+    def severity(self, node: yaml.Node, path: str) -> Severity:
+        text = self.scalar(node, path, "a severity name").strip().upper()
+        if text not in _REAL_SEVERITIES:
+            expected = f"expected {', '.join(_REAL_SEVERITIES)}"
+            raise self.fail(node, path, f"unknown severity {node.value!r} ({expected})")
+        return Severity[text]
+
+    def duration(self, node: yaml.Node, path: str) -> timedelta:
+        text = self.scalar(node, path, "a duration such as 7d or 12h")
+        try:
+            return parse_duration(text)
+        except ValueError as e:
+            raise self.fail(node, path, str(e)) from None
+
+    def scanners(self, node: yaml.Node, path: str) -> tuple[str, ...]:
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.fail(node, path, f"expected a list of scanner names, got {_kind(node)}")
+        names: list[str] = []
+        for i, item in enumerate(node.value):
+            name = self.scalar(item, f"{path}[{i}]", "a scanner name").strip()
+            if not name:
+                raise self.fail(item, f"{path}[{i}]", "scanner name is empty")
+            if name not in names:
+                names.append(name)
+        if not names:
+            # An empty list would require nothing, letting an unscanned image through.
+            raise self.fail(
+                node, path, "must name at least one scanner (omit the key to use the configured ones)"
+            )
+        return tuple(names)
+
+    def on_state(self, node: yaml.Node, path: str) -> dict[VerdictState, OnState]:
+        states = {s.value: s for s in CHECKED_STATES}
+        verdicts = ", ".join(v.value for v in OnState)
+        out: dict[VerdictState, OnState] = {}
+        for key, (key_node, value_node) in self.mapping(node, path).items():
+            state = states.get(key.strip().upper())
+            if state is None:
+                raise self.fail(
+                    key_node, _join(path, key), f"unknown state (expected one of {', '.join(states)})"
+                )
+            if state in out:
+                raise self.fail(key_node, _join(path, key), "duplicate state")
+            sub = _join(path, key)
+            if isinstance(value_node, yaml.ScalarNode) and value_node.tag == _TAG + "str":
+                try:
+                    out[state] = OnState(str(value_node.value).strip().lower())
+                    continue
+                except ValueError:
+                    pass
+            raise self.fail(value_node, sub, f"bad verdict {value_node.value!r} (expected {verdicts})")
+        return out
+
+
+def _kind(node: yaml.Node) -> str:
+    if isinstance(node, yaml.MappingNode):
+        return "a mapping"
+    if isinstance(node, yaml.SequenceNode):
+        return "a list"
+    if node.tag == _TAG + "null":
+        return "nothing (null)"
+    return f"{node.tag.removeprefix(_TAG)} {node.value!r}"
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _stages(doc: _Doc, key: str, key_node: yaml.Node, path: str) -> tuple[Stage, Stage]:
+    parts = key.split("->")
+    if len(parts) != 2:
+        raise doc.fail(key_node, path, "expected a transition FROM->TO, e.g. s2->p")
+    try:
+        a, b = (Stage.parse(p) for p in parts)
+    except InvalidArgument as e:
+        raise doc.fail(key_node, path, e.message) from None
+    if b.rank == a.rank:
+        raise doc.fail(key_node, path, "not a promotion: from and to are the same stage")
+    if b.rank < a.rank:
+        raise doc.fail(key_node, path, "goes backward; transitions only move up d->t->s1->s2->p")
+    return a, b
+
+
+def _transition(doc: _Doc, stages: tuple[Stage, Stage], node: yaml.Node, path: str) -> TransitionPolicy:
+    entries = doc.mapping(node, path)
+    doc.check_keys(entries, _T_KEYS, path, node, _REQUIRED_T_KEYS)
+
+    fixable = doc.threshold(entries["max_fixable_severity"][1], _join(path, "max_fixable_severity"))
+    unfixable = doc.threshold(entries["max_unfixable_severity"][1], _join(path, "max_unfixable_severity"))
+    age = doc.duration(entries["max_scan_age"][1], _join(path, "max_scan_age"))
+    secrets = (
+        doc.boolean(entries["allow_secrets"][1], _join(path, "allow_secrets"))
+        if "allow_secrets" in entries
+        else False
+    )
+    scanners = (
+        doc.scanners(entries["require_scanners"][1], _join(path, "require_scanners"))
+        if "require_scanners" in entries
+        else None
+    )
+    unknown = (
+        doc.severity(entries["unknown_severity_as"][1], _join(path, "unknown_severity_as"))
+        if "unknown_severity_as" in entries
+        else Severity.MEDIUM
+    )
+    on_state = doc.on_state(entries["on_state"][1], _join(path, "on_state")) if "on_state" in entries else {}
+    return TransitionPolicy(
+        from_stage=stages[0],
+        to_stage=stages[1],
+        max_fixable_severity=fixable,
+        max_unfixable_severity=unfixable,
+        max_scan_age=age,
+        allow_secrets=secrets,
+        require_scanners=scanners,
+        unknown_severity_as=unknown,
+        on_state=on_state,
+    )
+
+
+def load_policy(text: str, source: str = "<policy>") -> Policy:
+    """Parse a Policy v1 YAML document; raise PolicyError (an InvalidArgument) naming source:line: path."""
+    doc = _Doc(source)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark is not None else 1
+        raise PolicyError(source, line, "", f"invalid YAML: {e.problem or e.context}") from None
+    except yaml.YAMLError as e:
+        raise PolicyError(source, 1, "", f"invalid YAML: {e}") from None
+    if root is None:
+        raise PolicyError(source, 1, "", "policy is empty (expected a mapping with version and transitions)")
+    if not isinstance(root, yaml.MappingNode):
+        raise doc.fail(
+            root, "", f"expected a mapping with version and transitions at the top, got {_kind(root)}"
+        )
+    top = doc.mapping(root, "")
+    doc.check_keys(top, _TOP_KEYS, "", root, _TOP_KEYS)
+
+    version_node = top["version"][1]
+    if not (version_node.tag == _TAG + "int" and str(version_node.value) == str(_SUPPORTED_VERSION)):
+        raise doc.fail(version_node, "version", f"unsupported version {version_node.value!r} (expected 1)")
+
+    t_node = top["transitions"][1]
+    transitions: list[TransitionPolicy] = []
+    seen: dict[tuple[Stage, Stage], str] = {}
+    for key, (key_node, value_node) in doc.mapping(t_node, "transitions").items():
+        path = _join("transitions", key)
+        stages = _stages(doc, key, key_node, path)
+        if stages in seen:
+            raise doc.fail(key_node, path, f"same transition as {seen[stages]!r}")
+        seen[stages] = key
+        transitions.append(_transition(doc, stages, value_node, path))
+
+    ladder = list(Stage)
+    missing = [transition_key(a, b) for a, b in pairwise(ladder) if (a, b) not in seen]
+    if missing:
+        raise doc.fail(
+            t_node,
+            "transitions",
+            f"missing {', '.join(missing)} (every one-step promotion needs a rule; jumps are optional)",
+        )
+    return Policy(transitions, source=source)
+
+
+def load_policy_file(path: str) -> Policy:
+    """Read and load a policy file; an unreadable file is an InvalidArgument naming `policy_file`."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise InvalidArgument(f"cannot read policy file {path!r}: {e}", "policy_file") from e
+    return load_policy(text, source=path)
+
+
+@functools.cache
+def default_policy() -> Policy:
+    """The built-in policy shipped as gate/policy/defaults.yaml (see docs/policy.md)."""
+    text = resources.files("gate.policy").joinpath("defaults.yaml").read_text(encoding="utf-8")
+    return load_policy(text, source="gate/policy/defaults.yaml")
