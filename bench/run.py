@@ -1,0 +1,207 @@
+"""`make bench`: CheckPromotion vs a no-op gRPC echo server, and a scan through gate vs bare trivy.
+
+Both comparisons run side by side in one process on the same machine, so the ratio is what matters.
+Results are printed and written to bench/results.json; bench/RESULTS.md records them with the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent import futures
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+
+from gate.config import Settings
+from gate.domain import Finding, FindingClass, FixState, ImageInfo, Severity
+from gate.server.app import MAX_MESSAGE_BYTES, create_server
+from gate.store.db import create_engine_for, migrate
+from gate.store.repository import SqlRepository
+from gate.v1 import gate_pb2 as pb
+from gate.v1 import gate_pb2_grpc as pb_grpc
+from scanners.interface import ScanResult
+from tests.support import catalog
+from tests.support.images import write_docker_archive
+from tests.support.trivydb import build_trivy_cache, trivy_env
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _echo_server() -> tuple[grpc.Server, int]:
+    """A no-op unary gRPC server built like gate's: same framework, thread pool and options."""
+    handler = grpc.method_handlers_generic_handler(
+        "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(lambda req, ctx: req)}
+    )
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=32),
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ],
+    )
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port
+
+
+def _latencies(call: Callable[[], object], n: int) -> list[float]:
+    for _ in range(min(200, n)):  # warm-up: channel, caches, thread pool
+        call()
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        call()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def populate(url: str, images: int, per_image: int) -> str:
+    """Fill a store with `images` imported images of `per_image` findings; return one digest to check."""
+    engine = create_engine_for(url)
+    migrate(engine)
+    repo = SqlRepository(engine)
+    now = datetime.now(UTC) - timedelta(hours=1)
+    sevs = [Severity.LOW, Severity.MEDIUM, Severity.HIGH, Severity.CRITICAL]
+    digest = ""
+    for i in range(images):
+        digest = f"sha256:{i:064x}"
+        findings = [
+            Finding(
+                vulnerability_id=f"CVE-2099-{(i * 7 + k) % 50000:05d}",
+                package=f"pkg{k}",
+                installed_version="1.0",
+                fixed_version="1.1" if k % 3 else "",
+                fix_state=FixState.FIXED if k % 3 else FixState.AFFECTED,
+                severity=sevs[k % 4] if k % 5 else Severity.LOW,
+                scanner_severity="x",
+                finding_class=FindingClass.OS,
+                scanner="trivy",
+            )
+            for k in range(per_image)
+        ]
+        info = ImageInfo(digest=digest, config_digest=f"sha256:{i + 10**9:064x}", diff_ids=())
+        repo.upsert_image(info, None, now)
+        result = ScanResult(scanner="trivy", scanner_version="bench", findings=())
+        repo.record_import(digest, "trivy", digest, result, findings, now)
+    repo.close()
+    return digest
+
+
+def bench_check(images: int, per_image: int, calls: int) -> dict[str, float]:
+    """CheckPromotion round trip vs echo round trip, sequential, one client."""
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/bench.db"
+        t0 = time.perf_counter()
+        digest = populate(url, images, per_image)
+        fill_s = time.perf_counter() - t0
+        settings = Settings(data_dir=Path(tmp), database_url=url)
+        gate = create_server(settings, "127.0.0.1:0")
+        echo, echo_port = _echo_server()
+        try:
+            client = pb_grpc.GateStub(grpc.insecure_channel(gate.address))
+            req = pb.CheckPromotionRequest(image=digest, from_stage="s2", to_stage="p")
+            echo_call = grpc.insecure_channel(f"127.0.0.1:{echo_port}").unary_unary(
+                "/bench.Echo/Echo", request_serializer=None, response_deserializer=None
+            )
+            payload = req.SerializeToString()
+            gate_lat = _latencies(lambda: client.CheckPromotion(req, timeout=10), calls)
+            echo_lat = _latencies(lambda: echo_call(payload, timeout=10), calls)
+        finally:
+            gate.stop(0.5)
+            echo.stop(0.5)
+    return {
+        "images": images,
+        "findings": images * per_image,
+        "fill_seconds": round(fill_s, 1),
+        "check_p50_ms": round(_pct(gate_lat, 0.5) * 1000, 3),
+        "check_p99_ms": round(_pct(gate_lat, 0.99) * 1000, 3),
+        "echo_p50_ms": round(_pct(echo_lat, 0.5) * 1000, 3),
+        "echo_p99_ms": round(_pct(echo_lat, 0.99) * 1000, 3),
+        "ratio_p50": round(_pct(gate_lat, 0.5) / _pct(echo_lat, 0.5), 2),
+    }
+
+
+def bench_scan(rounds: int) -> dict[str, float]:
+    """Wall time of a scan through gate (submit + wait) vs bare `trivy image` on the same archive."""
+    with tempfile.TemporaryDirectory() as tmp_s:
+        tmp = Path(tmp_s)
+        cache = tmp / "cache"
+        build_trivy_cache(cache, catalog.standard_advisories(), datetime.now(UTC))
+        archive = write_docker_archive(catalog.vulnerable_alpine(), tmp / "img.tar")
+        settings = Settings(
+            data_dir=tmp / "var",
+            database_url=f"sqlite:///{tmp / 'gate.db'}",
+            trivy_cache_dir=str(cache),
+            trivy_skip_db_update=True,
+        )
+        trivy = settings.trivy_bin
+        bare: list[float] = []
+        through: list[float] = []
+        gate = create_server(settings, "127.0.0.1:0")
+        try:
+            client = pb_grpc.GateStub(grpc.insecure_channel(gate.address))
+            for i in range(rounds + 1):
+                t0 = time.perf_counter()
+                subprocess.run(
+                    [trivy, "image", "--format", "json", "--output", str(tmp / "out.json"), "--cache-dir",
+                     str(cache), "--skip-db-update", "--scanners", "vuln,secret", "--input", str(archive)],
+                    env=trivy_env(), check=True, capture_output=True,
+                )
+                b = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                job = client.SubmitScan(pb.SubmitScanRequest(image=f"docker-archive:{archive}", force=True)).jobs[0]
+                for ev in client.WatchScan(pb.WatchScanRequest(id=job.id)):
+                    if ev.job.state in (pb.SUCCEEDED, pb.FAILED_JOB):
+                        assert ev.job.state == pb.SUCCEEDED, ev.job.error
+                        break
+                g = time.perf_counter() - t0
+                if i:  # the first round warms caches for both
+                    bare.append(b)
+                    through.append(g)
+        finally:
+            gate.stop(0.5)
+    return {
+        "rounds": rounds,
+        "bare_trivy_median_s": round(statistics.median(bare), 3),
+        "through_gate_median_s": round(statistics.median(through), 3),
+        "ratio": round(statistics.median(through) / statistics.median(bare), 2),
+    }
+
+
+def main() -> int:
+    """Run the benchmarks and write bench/results.json."""
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--images", type=int, default=10_000)
+    ap.add_argument("--findings-per-image", type=int, default=20)
+    ap.add_argument("--calls", type=int, default=2000)
+    ap.add_argument("--scan-rounds", type=int, default=5)
+    args = ap.parse_args()
+    results = {
+        "machine": f"{platform.machine()} {platform.processor() or ''} cores={__import__('os').cpu_count()}".strip(),
+        "python": sys.version.split()[0],
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "check": bench_check(args.images, args.findings_per_image, args.calls),
+        "scan": bench_scan(args.scan_rounds),
+    }
+    print(json.dumps(results, indent=2))
+    (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
