@@ -1,0 +1,184 @@
+"""Typed gRPC client for the gate.v1 API and the status-code → exit-code mapping.
+
+This is the only CLI module that imports grpc: commands see protobuf messages and `CliError`, never
+`grpc.RpcError`, so the exit-code contract is enforced in one place.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Any, TypeVar, cast
+
+import grpc
+
+from gate.cli import CliError, ExitCode
+from gate.v1 import gate_pb2, gate_pb2_grpc
+
+_T = TypeVar("_T")
+
+_BAD_INPUT = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.OUT_OF_RANGE,
+    }
+)
+_NOT_AUTHORIZED = frozenset({grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED})
+
+
+def exit_code_for(code: grpc.StatusCode | None) -> ExitCode:
+    """Map a gRPC status to the CLI exit code.
+
+    Anything not explicitly a caller mistake or an authorization problem counts as "server
+    unavailable" (3): UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, INTERNAL, and also the codes
+    a CI job cannot fix by changing its input (UNKNOWN, UNIMPLEMENTED, ABORTED, CANCELLED, DATA_LOSS).
+    """
+    if code in _BAD_INPUT:
+        return ExitCode.BAD_INPUT
+    if code in _NOT_AUTHORIZED:
+        return ExitCode.NOT_AUTHORIZED
+    return ExitCode.UNAVAILABLE
+
+
+def error_from_rpc(error: grpc.RpcError, server: str) -> CliError:
+    """Turn a failed RPC into a one-line CliError carrying the status details and the exit code."""
+    # Errors raised by a channel are also grpc.Call objects; anything else has no status to report.
+    if not isinstance(error, grpc.Call):
+        return CliError(f"{error} (server {server})", ExitCode.UNAVAILABLE)
+    code = error.code()
+    details = " ".join((error.details() or "").split())  # one line, whatever the server sent
+    name = code.name if code is not None else "UNKNOWN"
+    if code == grpc.StatusCode.UNAVAILABLE:
+        # Connection refused and "scanner down" both arrive as UNAVAILABLE; say where we tried.
+        details = f"{details} (server {server})" if details else f"cannot reach gate server at {server}"
+    return CliError(f"{name}: {details or 'no details'}", exit_code_for(code))
+
+
+class GateClient:
+    """A connection to one gate server; every method raises CliError instead of grpc errors.
+
+    `timeout` is the deadline in seconds for each unary call and for each listing stream; watching a
+    scan takes its own (longer) deadline because scans legitimately run for minutes.
+    """
+
+    def __init__(self, server: str, timeout: float) -> None:
+        self.server = server
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(server)
+        # The generated stub module is untyped; the cast keeps that looseness inside this class.
+        stub_factory = cast(Callable[[grpc.Channel], Any], gate_pb2_grpc.GateStub)
+        self._stub = stub_factory(self._channel)
+
+    def close(self) -> None:
+        """Close the underlying channel."""
+        self._channel.close()
+
+    def __enter__(self) -> GateClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _unary(self, method: str, request: Any, response_type: type[_T]) -> _T:
+        try:
+            return cast(_T, getattr(self._stub, method)(request, timeout=self.timeout))
+        except grpc.RpcError as e:
+            raise error_from_rpc(e, self.server) from e
+
+    def _stream(self, method: str, request: Any, item_type: type[_T], timeout: float | None) -> Iterator[_T]:
+        # Stream errors surface while iterating, not at call time, so the whole loop is guarded.
+        call = getattr(self._stub, method)(request, timeout=timeout)
+        try:
+            for item in call:
+                yield cast(_T, item)
+        except grpc.RpcError as e:
+            raise error_from_rpc(e, self.server) from e
+        finally:
+            # A caller that stops early (job reached a terminal state) must not leave the RPC open;
+            # cancelling a finished call is a no-op.
+            call.cancel()
+
+    def submit_scan(self, image: str, scanners: list[str], force: bool) -> gate_pb2.SubmitScanResponse:
+        """Queue scans of an image; one job per scanner."""
+        request = gate_pb2.SubmitScanRequest(image=image, scanners=scanners, force=force)
+        return self._unary("SubmitScan", request, gate_pb2.SubmitScanResponse)
+
+    def get_scan(self, job_id: str) -> gate_pb2.ScanJob:
+        """Fetch one scan job by id."""
+        return self._unary("GetScan", gate_pb2.GetScanRequest(id=job_id), gate_pb2.ScanJob)
+
+    def watch_scan(self, job_id: str, timeout: float | None) -> Iterator[gate_pb2.ScanEvent]:
+        """Stream a job's state changes until it is terminal (or `timeout` seconds pass)."""
+        return self._stream("WatchScan", gate_pb2.WatchScanRequest(id=job_id), gate_pb2.ScanEvent, timeout)
+
+    def check_promotion(self, image: str, from_stage: str, to_stage: str) -> gate_pb2.Decision:
+        """Ask whether an image may move from one stage to the next."""
+        request = gate_pb2.CheckPromotionRequest(image=image, from_stage=from_stage, to_stage=to_stage)
+        return self._unary("CheckPromotion", request, gate_pb2.Decision)
+
+    def get_image_report(self, image: str) -> gate_pb2.ImageReport:
+        """Fetch what the server knows about one image."""
+        request = gate_pb2.GetImageReportRequest(image=image)
+        return self._unary("GetImageReport", request, gate_pb2.ImageReport)
+
+    def list_findings_page(self, request: gate_pb2.ListFindingsRequest) -> gate_pb2.ListFindingsResponse:
+        """Fetch one page of findings; the caller follows next_page_token."""
+        return self._unary("ListFindings", request, gate_pb2.ListFindingsResponse)
+
+    def find_affected_images(self, vulnerability_id: str, stage: str) -> Iterator[gate_pb2.AffectedImage]:
+        """Stream every stored image whose current findings include the vulnerability."""
+        request = gate_pb2.FindAffectedImagesRequest(vulnerability_id=vulnerability_id, stage=stage)
+        return self._stream("FindAffectedImages", request, gate_pb2.AffectedImage, self.timeout)
+
+    def import_report(self, image: str, scanner: str, report: bytes) -> gate_pb2.ImportReportResponse:
+        """Store a scanner report produced elsewhere."""
+        request = gate_pb2.ImportReportRequest(image=image, scanner=scanner, report=report)
+        return self._unary("ImportReport", request, gate_pb2.ImportReportResponse)
+
+
+def positive_seconds(text: str) -> float:
+    """Argparse type for a deadline: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text!r}")
+    return value
+
+
+def client_options(default_server: str) -> argparse.ArgumentParser:
+    """Build the parent parser with the options every client command shares: --server, --json, --timeout."""
+    parser = argparse.ArgumentParser(add_help=False)
+    group = parser.add_argument_group("connection and output")
+    group.add_argument(
+        "--server",
+        default=default_server,
+        metavar="HOST:PORT",
+        help=f"gate server address (env GATE_SERVER; default {default_server})",
+    )
+    group.add_argument(
+        "--timeout",
+        type=positive_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="deadline for each request (default 30)",
+    )
+    group.add_argument(
+        "--json", action="store_true", help="print the response as one JSON document on stdout"
+    )
+    return parser
+
+
+def connect(args: argparse.Namespace) -> GateClient:
+    """Open a client from the parsed --server and --timeout options."""
+    return GateClient(str(args.server), float(args.timeout))

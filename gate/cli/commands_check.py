@@ -1,0 +1,87 @@
+"""`gate check`: may this image move from one stage to the next? Exit 0 allowed, 1 denied."""
+
+from __future__ import annotations
+
+import argparse
+
+from gate.cli import Context, ExitCode
+from gate.cli.client import connect
+from gate.cli.formats import json as json_format
+from gate.cli.formats.table import (
+    EMPTY,
+    render_fields,
+    render_table,
+    severity_rank,
+    short_id,
+    timestamp_field,
+)
+from gate.v1 import gate_pb2
+
+
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], shared: argparse.ArgumentParser
+) -> None:
+    """Add the `check` command."""
+    parser = subparsers.add_parser(
+        "check",
+        parents=[shared],
+        help="ask whether an image may be promoted",
+        description="Ask gate whether IMAGE may move from one stage to another, from stored findings. "
+        "Exit 0 when allowed, 1 when denied.",
+    )
+    parser.add_argument("image", metavar="IMAGE", help="image reference")
+    parser.add_argument("--from", dest="from_stage", required=True, metavar="STAGE", help="current stage")
+    parser.add_argument("--to", dest="to_stage", required=True, metavar="STAGE", help="target stage")
+    parser.set_defaults(handler=run)
+
+
+def render_decision(decision: gate_pb2.Decision) -> str:
+    """Human-readable verdict: headline, facts, violations table (most severe first), warnings."""
+    verdict = "ALLOWED" if decision.allowed else "DENIED"
+    parts = [
+        f"{verdict}: {decision.digest or EMPTY} {decision.from_stage} -> {decision.to_stage}\n",
+        render_fields(
+            [
+                ("state", gate_pb2.VerdictState.Name(decision.state)),
+                ("summary", decision.summary),
+                ("policy", decision.policy_digest),
+                ("evaluated at", timestamp_field(decision, "evaluated_at")),
+                ("scanned at", timestamp_field(decision, "scanned_at")),
+            ]
+        ),
+    ]
+    if decision.violations:
+        violations = sorted(
+            decision.violations,
+            key=lambda v: (severity_rank(v.severity), v.rule, v.vulnerability_id, v.package),
+        )
+        rows = [
+            [
+                v.rule,
+                v.severity,
+                v.vulnerability_id,
+                v.package,
+                f"{v.installed_version or EMPTY} -> {v.fixed_version or EMPTY}" if v.package else "",
+                short_id(v.layer_diff_id),
+                v.message,
+            ]
+            for v in violations
+        ]
+        headers = ("RULE", "SEVERITY", "VULNERABILITY", "PACKAGE", "INSTALLED -> FIXED", "LAYER", "MESSAGE")
+        parts.append(f"\nViolations ({len(rows)}):\n")
+        parts.append(render_table(headers, rows))
+    if decision.warnings:
+        parts.append(f"\nWarnings ({len(decision.warnings)}):\n")
+        parts.extend(f"  - {warning}\n" for warning in decision.warnings)
+    return "".join(parts)
+
+
+def run(args: argparse.Namespace, ctx: Context) -> int:
+    """Ask for the decision and print it; the exit code carries the verdict."""
+    with connect(args) as client:
+        decision = client.check_promotion(args.image, args.from_stage, args.to_stage)
+    if args.json:
+        json_format.dump_message(decision, ctx.out)
+    else:
+        ctx.out.write(render_decision(decision))
+    return ExitCode.OK if decision.allowed else ExitCode.DENIED
