@@ -165,7 +165,11 @@ def run_scan(args: argparse.Namespace, ctx: Context) -> int:
         jobs = list(response.jobs)
         if args.wait:
             progress = ScanProgress(ctx.err)
-            jobs = [wait_for_job(client, job, progress, float(args.wait_timeout)) for job in jobs]
+            try:
+                jobs = [wait_for_job(client, job, progress, float(args.wait_timeout)) for job in jobs]
+            finally:
+                # On Ctrl-C or a stream error, end the spinner line so the error starts on its own line.
+                progress.finish()
     if args.json:
         json_format.dump_message(gate_pb2.SubmitScanResponse(jobs=jobs), ctx.out)
     else:
