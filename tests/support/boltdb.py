@@ -282,7 +282,16 @@ def read_bolt(data: bytes) -> dict[bytes, object]:
     """
     if len(data) < 3 * PAGE_SIZE or len(data) % PAGE_SIZE:
         raise BoltError(f"file size {len(data)} is not a whole number of pages (at least 3)")
-    metas = [_read_meta(data, 0), _read_meta(data, 1)]
+    metas: list[_Meta] = []
+    errors: list[str] = []
+    for pgid in (0, 1):
+        try:
+            metas.append(_read_meta(data, pgid))
+        except BoltError as error:
+            errors.append(str(error))
+    if not metas:
+        # Like bbolt: one valid meta is enough, only two bad ones make the file unreadable.
+        raise BoltError("; ".join(errors))
     meta = max(metas, key=lambda m: m.txid)
     if meta.high_water * PAGE_SIZE != len(data):
         raise BoltError(f"high-water page {meta.high_water} does not match file size {len(data)}")
