@@ -1,0 +1,55 @@
+"""SourceResolver: the gate.ports.ImageResolver for registries, docker-save archives and OCI layouts.
+
+It turns an ImageRef into the image's identity (ImageInfo) and a ScanTarget telling a scanner where to
+read exactly that image: a registry target is always pinned by the resolved digest, never by tag, so the
+scanner reads the bytes gate identified even if the tag moves in between.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gate.domain import ImageInfo, ImageRef, RefKind
+from gate.errors import InvalidArgument
+from gate.images.archive import read_docker_archive, read_oci_layout
+from gate.images.registry import RegistryClient
+from scanners.interface import ScanTarget, TargetKind
+
+__all__ = ["SourceResolver"]
+
+
+class SourceResolver:
+    """Resolves registry references through a RegistryClient and archives/layouts from the filesystem."""
+
+    def __init__(self, registry: RegistryClient) -> None:
+        self._registry = registry
+
+    def resolve(self, ref: ImageRef) -> tuple[ImageInfo, ScanTarget]:
+        """Read the image's manifest/config; raise InvalidArgument, NotFound or Unavailable."""
+        if ref.kind is RefKind.REGISTRY:
+            info = self._registry.resolve(ref)
+            target = ScanTarget(
+                kind=TargetKind.REGISTRY,
+                location=f"{ref.registry}/{ref.repository}@{info.digest}",
+                insecure=self._registry.is_insecure(ref.registry),
+                ca_file=self._registry.ca_file,
+            )
+            return info, target
+        if ref.kind is RefKind.DOCKER_ARCHIVE:
+            path = _absolute(ref)
+            return read_docker_archive(path), ScanTarget(TargetKind.DOCKER_ARCHIVE, str(path))
+        if ref.kind is RefKind.OCI_LAYOUT:
+            path = _absolute(ref)
+            return read_oci_layout(path), ScanTarget(TargetKind.OCI_LAYOUT, str(path))
+        raise InvalidArgument(
+            "a bare digest identifies but cannot locate an image; give a registry reference or an archive "
+            "to scan it",
+            "image",
+        )
+
+
+def _absolute(ref: ImageRef) -> Path:
+    # Scanners run as subprocesses, possibly in another working directory: hand them an absolute path.
+    if not ref.path:
+        raise InvalidArgument(f"{ref.original!r} names no path", "image")
+    return Path(ref.path).expanduser().absolute()
