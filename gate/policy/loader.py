@@ -208,9 +208,12 @@ def _stages(doc: _Doc, key: str, key_node: yaml.Node, path: str) -> tuple[Stage,
     return a, b
 
 
-def _transition(doc: _Doc, stages: tuple[Stage, Stage], node: yaml.Node, path: str) -> TransitionPolicy:
+def _transition(
+    doc: _Doc, stages: tuple[Stage, Stage], key_node: yaml.Node, node: yaml.Node, path: str
+) -> TransitionPolicy:
     entries = doc.mapping(node, path)
-    doc.check_keys(entries, _T_KEYS, path, node, _REQUIRED_T_KEYS)
+    # A missing key is reported on the transition's own line, where the reader will add it.
+    doc.check_keys(entries, _T_KEYS, path, key_node, _REQUIRED_T_KEYS)
 
     fixable = doc.threshold(entries["max_fixable_severity"][1], _join(path, "max_fixable_severity"))
     unfixable = doc.threshold(entries["max_unfixable_severity"][1], _join(path, "max_unfixable_severity"))
@@ -277,7 +280,7 @@ def load_policy(text: str, source: str = "<policy>") -> Policy:
         if stages in seen:
             raise doc.fail(key_node, path, f"same transition as {seen[stages]!r}")
         seen[stages] = key
-        transitions.append(_transition(doc, stages, value_node, path))
+        transitions.append(_transition(doc, stages, key_node, value_node, path))
 
     ladder = list(Stage)
     missing = [transition_key(a, b) for a, b in pairwise(ladder) if (a, b) not in seen]
