@@ -197,6 +197,13 @@ class Policy:
     def transition(self, from_stage: Stage, to_stage: Stage) -> TransitionPolicy:
         """The rules for from_stage→to_stage; raise InvalidArgument naming the field for a bad step."""
         arrow = f"{from_stage.value}→{to_stage.value}"
+        if from_stage == list(Stage)[-1]:
+            # The request is wrong at its origin, not its target: nothing lies above the last stage.
+            raise InvalidArgument(
+                f"{arrow}: {from_stage.value} is the last stage on the ladder d→t→s1→s2→p; "
+                f"there is nothing to promote to",
+                "from_stage",
+            )
         if to_stage == from_stage:
             raise InvalidArgument(
                 f"{arrow} is not a promotion: to_stage must be later on the ladder d→t→s1→s2→p than "

@@ -432,18 +432,20 @@ def test_one_step_forward_is_allowed(a: Stage, b: Stage) -> None:
 
 
 @pytest.mark.parametrize(
-    ("a", "b", "words"),
+    ("a", "b", "field", "words"),
     [
-        (P, S2, "goes backward"),
-        (S2, S2, "not a promotion"),
-        (Stage.S1, P, "skips s2"),
-        (Stage.D, P, "skips t, s1, s2"),
+        (S2, Stage.S1, "to_stage", "goes backward"),
+        (P, S2, "from_stage", "last stage"),
+        (P, P, "from_stage", "last stage"),
+        (S2, S2, "to_stage", "not a promotion"),
+        (Stage.S1, P, "to_stage", "skips s2"),
+        (Stage.D, P, "to_stage", "skips t, s1, s2"),
     ],
 )
-def test_bad_transitions_name_the_field(a: Stage, b: Stage, words: str) -> None:
+def test_bad_transitions_name_the_field(a: Stage, b: Stage, field: str, words: str) -> None:
     with pytest.raises(InvalidArgument) as e:
         run(from_stage=a, to_stage=b)
-    assert e.value.field == "to_stage"
+    assert e.value.field == field
     assert words in e.value.message
 
 
