@@ -1,0 +1,1 @@
+"""Alembic migration environment for gate's store (run through gate.store.db.migrate)."""

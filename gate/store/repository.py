@@ -1,0 +1,682 @@
+"""SqlRepository: gate.ports.Repository on SQLite or PostgreSQL.
+
+Every public method is one transaction and returns gate.domain values converted inside the session, so
+no row object escapes. Database trouble (unreachable, connection lost, "database is locked") becomes
+gate.errors.Unavailable in one place, gate.store.db.database_errors; integrity errors are bugs and
+propagate, except the single-flight race in `create_job`, which is expected and resolved.
+
+The scan-result invariant: `current_scans` names, per digest and scanner, the latest SUCCEEDED job, and
+is updated in the same transaction that inserts that job's findings. "Current findings" is a join
+through it, so a reader sees the previous scan or the new one, never half of one, and a failed or
+crashed scan leaves the previous findings in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, Table, and_, case, exists, func, or_
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
+
+from gate.domain import (
+    Decision,
+    Finding,
+    FindingClass,
+    FixState,
+    ImageInfo,
+    ImageRecord,
+    ImageRef,
+    JobState,
+    ScanJob,
+    Severity,
+    Stage,
+)
+from gate.errors import FailedPrecondition, InvalidArgument, NotFound
+from gate.ports import AffectedRow, FindingFilter, FindingPage
+from gate.store.db import create_engine_for, database_errors, migrate, write_engine
+from gate.store.tables import (
+    CurrentScanRow,
+    DecisionRow,
+    FindingIdRow,
+    FindingRow,
+    ImageRow,
+    ImageTagRow,
+    ScanJobRow,
+    table_of,
+)
+from scanners.interface import ScanResult, ScanTarget, TargetKind
+
+__all__ = ["SqlRepository"]
+
+# Rows fetched per round trip while streaming affected_images.
+_STREAM_BATCH = 500
+# create_job retries when it loses the single-flight race and the winner has already finished.
+_CREATE_ATTEMPTS = 3
+
+
+class SqlRepository:
+    """gate.ports.Repository backed by SQLAlchemy/SQLModel (SQLite or PostgreSQL)."""
+
+    def __init__(self, engine: Engine) -> None:
+        """Use an engine from gate.store.db.create_engine_for whose schema is migrated."""
+        self._engine = engine
+        self._writer = write_engine(engine)
+        self._sqlite = engine.dialect.name == "sqlite"
+
+    @classmethod
+    def open(cls, url: str, *, run_migrations: bool = True) -> SqlRepository:
+        """Create the engine for `url`, migrate it to the newest schema, and return a repository."""
+        engine = create_engine_for(url)
+        if run_migrations:
+            try:
+                migrate(engine)
+            except BaseException:
+                engine.dispose()
+                raise
+        return cls(engine)
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._engine.dispose()
+
+    # -- sessions -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[Session]:
+        with database_errors(), Session(self._engine) as session:
+            yield session
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[Session]:
+        # database_errors is outermost so that failures at COMMIT are translated too.
+        with database_errors(), Session(self._writer) as session, session.begin():
+            yield session
+
+    def _insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
+        # Both dialects spell "INSERT … ON CONFLICT" the same way; the statement classes differ.
+        if self._sqlite:
+            return sqlite.insert(table)
+        return postgresql.insert(table)
+
+    # -- images ---------------------------------------------------------------------------------
+
+    def upsert_image(self, info: ImageInfo, ref: ImageRef | None, now: datetime) -> ImageRecord:
+        """Create or update the image keyed by `info.digest`, adding the ref's tag and repository.
+
+        Identity fields (config digest, diff_ids, os) are only overwritten by non-empty values; the
+        location (registry, repository, stage) becomes the ref's when the ref names a repository.
+        """
+        now = _utc(now)
+        located = ref is not None and bool(ref.repository)
+        with self._write() as session:
+            self._insert_image(
+                session,
+                info.digest,
+                now,
+                config_digest=info.config_digest,
+                diff_ids=info.diff_ids,
+                os=info.os,
+                ref=ref if located else None,
+            )
+            row = session.get(ImageRow, info.digest)
+            if row is None:  # pragma: no cover - inserted just above in this transaction
+                raise NotFound(f"image {info.digest} vanished during upsert")
+            row.last_seen = now
+            if info.config_digest:
+                row.config_digest = info.config_digest
+            if info.diff_ids:
+                row.diff_ids = json.dumps(list(info.diff_ids))
+            if info.os:
+                row.os = info.os
+            if ref is not None and located:
+                row.registry_host = ref.registry
+                row.repository = ref.repository
+                stage = ref.stage
+                row.stage = stage.value if stage else None
+                if ref.tag:
+                    session.exec(
+                        self._insert(table_of(ImageTagRow))
+                        .values(
+                            digest=info.digest,
+                            registry_host=ref.registry,
+                            repository=ref.repository,
+                            tag=ref.tag,
+                            first_seen=now,
+                        )
+                        .on_conflict_do_nothing(
+                            index_elements=["digest", "registry_host", "repository", "tag"]
+                        )
+                    )
+            session.flush()
+            return self._image_record(session, row)
+
+    def get_image(self, digest: str) -> ImageRecord | None:
+        """Return the image stored under a manifest digest, or under a config digest as a fallback."""
+        with self._read() as session:
+            row = session.get(ImageRow, digest)
+            if row is None:
+                row = session.exec(
+                    select(ImageRow)
+                    .where(ImageRow.config_digest == digest)
+                    .order_by(col(ImageRow.last_seen).desc(), col(ImageRow.digest))
+                    .limit(1)
+                ).first()
+            return None if row is None else self._image_record(session, row)
+
+    def _insert_image(
+        self,
+        session: Session,
+        digest: str,
+        now: datetime,
+        *,
+        config_digest: str = "",
+        diff_ids: Sequence[str] = (),
+        os: str = "",
+        ref: ImageRef | None = None,
+    ) -> None:
+        # Insert-or-ignore, so two processes meeting a new digest at once both succeed.
+        stage = ref.stage if ref is not None else None
+        session.exec(
+            self._insert(table_of(ImageRow))
+            .values(
+                digest=digest,
+                config_digest=config_digest,
+                registry_host=ref.registry if ref is not None else "",
+                repository=ref.repository if ref is not None else "",
+                stage=stage.value if stage else None,
+                diff_ids=json.dumps(list(diff_ids)),
+                os=os,
+                first_seen=now,
+                last_seen=now,
+            )
+            .on_conflict_do_nothing(index_elements=["digest"])
+        )
+
+    def _image_record(self, session: Session, row: ImageRow) -> ImageRecord:
+        tags = session.exec(
+            select(ImageTagRow.tag)
+            .where(
+                ImageTagRow.digest == row.digest,
+                ImageTagRow.registry_host == row.registry_host,
+                ImageTagRow.repository == row.repository,
+            )
+            .order_by(col(ImageTagRow.tag))
+        ).all()
+        return _to_image(row, tuple(tags))
+
+    # -- jobs -----------------------------------------------------------------------------------
+
+    def create_job(
+        self, digest: str, scanner: str, image: str, target: ScanTarget, now: datetime
+    ) -> tuple[ScanJob, bool]:
+        """Create a QUEUED job unless one is active for digest+scanner; return (job, created)."""
+        now = _utc(now)
+        key = _active_key(digest, scanner)
+        for _ in range(_CREATE_ATTEMPTS):
+            try:
+                with self._write() as session:
+                    active = session.exec(select(ScanJobRow).where(ScanJobRow.active_key == key)).first()
+                    if active is not None:
+                        return _to_job(active), False
+                    row = ScanJobRow(
+                        id=uuid.uuid4().hex,
+                        digest=digest,
+                        scanner=scanner,
+                        state=JobState.QUEUED.value,
+                        image=image,
+                        target=_target_json(target),
+                        created_at=now,
+                        active_key=key,
+                    )
+                    session.add(row)
+                    session.flush()
+                    return _to_job(row), True
+            except IntegrityError:
+                # Another process inserted the active job between our check and our insert (on
+                # PostgreSQL; SQLite's IMMEDIATE transactions cannot interleave). It is the answer.
+                with self._read() as session:
+                    winner = session.exec(select(ScanJobRow).where(ScanJobRow.active_key == key)).first()
+                    if winner is not None:
+                        return _to_job(winner), False
+                # The winner already finished: a new job is legitimately due, try again.
+        raise FailedPrecondition(f"could not create a {scanner} job for {digest}: lost the race repeatedly")
+
+    def get_job(self, job_id: str) -> ScanJob | None:
+        """Return one job by id."""
+        with self._read() as session:
+            row = session.get(ScanJobRow, job_id)
+            return None if row is None else _to_job(row)
+
+    def active_jobs(self) -> Sequence[ScanJob]:
+        """Every QUEUED or RUNNING job, oldest first (resumed at start-up)."""
+        with self._read() as session:
+            rows = session.exec(
+                select(ScanJobRow)
+                .where(col(ScanJobRow.active_key).is_not(None))
+                .order_by(col(ScanJobRow.created_at), col(ScanJobRow.id))
+            ).all()
+            return [_to_job(r) for r in rows]
+
+    def mark_running(self, job_id: str, now: datetime) -> ScanJob:
+        """Move a job to RUNNING and stamp started_at (again, when a job is resumed after a restart)."""
+        now = _utc(now)
+        with self._write() as session:
+            row = _active_job_row(session, job_id, "start")
+            row.state = JobState.RUNNING.value
+            row.started_at = now
+            session.flush()
+            return _to_job(row)
+
+    def complete_job(
+        self, job_id: str, result: ScanResult, findings: Sequence[Finding], now: datetime
+    ) -> ScanJob:
+        """Atomically store the findings and mark the job SUCCEEDED (all or nothing).
+
+        Findings are stored under the job's scanner name. The job must still be active.
+        """
+        now = _utc(now)
+        with self._write() as session:
+            row = _active_job_row(session, job_id, "complete")
+            self._insert_image(
+                session, row.digest, now, config_digest=result.config_digest, diff_ids=result.diff_ids
+            )
+            self._store_scan(session, row, findings, now)
+            row.state = JobState.SUCCEEDED.value
+            row.finished_at = now
+            row.error = ""
+            row.active_key = None
+            _stamp_result(row, result, len(findings))
+            session.flush()
+            return _to_job(row)
+
+    def fail_job(self, job_id: str, error: str, now: datetime) -> ScanJob:
+        """Mark the job FAILED with its reason; earlier findings and current_scans stay as they were."""
+        now = _utc(now)
+        with self._write() as session:
+            row = _active_job_row(session, job_id, "fail")
+            row.state = JobState.FAILED.value
+            row.error = error
+            row.finished_at = now
+            row.active_key = None
+            session.flush()
+            return _to_job(row)
+
+    def record_import(
+        self,
+        digest: str,
+        scanner: str,
+        image: str,
+        result: ScanResult,
+        findings: Sequence[Finding],
+        now: datetime,
+    ) -> ScanJob:
+        """Store an imported report as a SUCCEEDED, imported job with its findings, atomically.
+
+        An unknown digest gets an image row built from what the report says (config digest, diff_ids).
+        """
+        now = _utc(now)
+        with self._write() as session:
+            self._insert_image(
+                session,
+                digest,
+                now,
+                config_digest=result.config_digest,
+                diff_ids=result.diff_ids,
+                os=result.os_family,
+            )
+            row = ScanJobRow(
+                id=uuid.uuid4().hex,
+                digest=digest,
+                scanner=scanner,
+                state=JobState.SUCCEEDED.value,
+                image=image,
+                created_at=now,
+                started_at=now,
+                finished_at=now,
+                imported=True,
+            )
+            _stamp_result(row, result, len(findings))
+            session.add(row)
+            session.flush()  # the job row must exist before findings reference it
+            self._store_scan(session, row, findings, now)
+            return _to_job(row)
+
+    def _store_scan(
+        self, session: Session, job: ScanJobRow, findings: Sequence[Finding], now: datetime
+    ) -> None:
+        finding_rows: list[dict[str, Any]] = []
+        id_rows: list[dict[str, Any]] = []
+        for seq, f in enumerate(findings):
+            finding_rows.append(_finding_values(job, seq, f))
+            for vuln_id in _search_ids(f):
+                id_rows.append({"job_id": job.id, "seq": seq, "vuln_id": vuln_id})
+        # Core executemany rather than one ORM object per finding: a scan can carry tens of thousands.
+        if finding_rows:
+            session.exec(table_of(FindingRow).insert(), params=finding_rows)
+        if id_rows:
+            session.exec(table_of(FindingIdRow).insert(), params=id_rows)
+        stmt = self._insert(table_of(CurrentScanRow)).values(
+            digest=job.digest, scanner=job.scanner, job_id=job.id, updated_at=now
+        )
+        session.exec(
+            stmt.on_conflict_do_update(
+                index_elements=["digest", "scanner"],
+                set_={"job_id": stmt.excluded.job_id, "updated_at": stmt.excluded.updated_at},
+            )
+        )
+
+    def latest_jobs(self, digest: str) -> dict[str, tuple[ScanJob | None, ScanJob | None]]:
+        """Per scanner: (latest SUCCEEDED job, latest job of any state).
+
+        "Latest SUCCEEDED" is the job current findings come from. "Latest of any state" orders by
+        created_at; on a tie an active job counts as newer than a finished one.
+        """
+        with self._read() as session:
+            succeeded = session.exec(
+                select(ScanJobRow)
+                .join(CurrentScanRow, col(CurrentScanRow.job_id) == col(ScanJobRow.id))
+                .where(CurrentScanRow.digest == digest)
+            ).all()
+            rank = (
+                func.row_number()
+                .over(
+                    partition_by=col(ScanJobRow.scanner),
+                    order_by=(
+                        col(ScanJobRow.created_at).desc(),
+                        case((col(ScanJobRow.active_key).is_not(None), 1), else_=0).desc(),
+                        col(ScanJobRow.finished_at).desc(),
+                        col(ScanJobRow.id).desc(),
+                    ),
+                )
+                .label("rank")
+            )
+            ranked = select(col(ScanJobRow.id), rank).where(ScanJobRow.digest == digest).subquery()
+            latest = session.exec(
+                select(ScanJobRow).join(ranked, ranked.c.id == col(ScanJobRow.id)).where(ranked.c.rank == 1)
+            ).all()
+            out: dict[str, tuple[ScanJob | None, ScanJob | None]] = {}
+            for row in latest:
+                out[row.scanner] = (None, _to_job(row))
+            for row in succeeded:
+                out[row.scanner] = (_to_job(row), out.get(row.scanner, (None, None))[1])
+            return dict(sorted(out.items()))
+
+    # -- findings -------------------------------------------------------------------------------
+
+    def current_findings(self, digest: str) -> tuple[Finding, ...]:
+        """Findings of each scanner's latest SUCCEEDED job for this digest, most severe first."""
+        with self._read() as session:
+            rows = session.exec(_current(digest).order_by(*_FINDING_ORDER)).all()
+            return tuple(_to_finding(r) for r in rows)
+
+    def list_findings(self, digest: str, flt: FindingFilter, offset: int, limit: int) -> FindingPage:
+        """A filtered page of the current findings, most severe first, then by id and package."""
+        if offset < 0:
+            raise InvalidArgument("must not be negative", "offset")
+        if limit <= 0:
+            raise InvalidArgument("must be positive", "limit")
+        query = _current(digest)
+        if flt.min_severity is not None:
+            query = query.where(col(FindingRow.severity) >= int(flt.min_severity))
+        if flt.vulnerability_id.strip():
+            query = query.where(
+                exists().where(
+                    col(FindingIdRow.job_id) == col(FindingRow.job_id),
+                    col(FindingIdRow.seq) == col(FindingRow.seq),
+                    col(FindingIdRow.vuln_id) == _search_key(flt.vulnerability_id),
+                )
+            )
+        if flt.package:
+            query = query.where(FindingRow.package == flt.package)
+        if flt.finding_class:
+            query = query.where(FindingRow.finding_class == flt.finding_class.strip().lower())
+        if flt.fixable_only:
+            query = query.where(
+                or_(col(FindingRow.fix_state) == FixState.FIXED.value, col(FindingRow.fixed_version) != "")
+            )
+        with self._read() as session:
+            total = session.exec(select(func.count()).select_from(query.subquery())).one()
+            rows = session.exec(query.order_by(*_FINDING_ORDER).offset(offset).limit(limit)).all()
+            findings = tuple(_to_finding(r) for r in rows)
+        end = offset + len(findings)
+        return FindingPage(findings=findings, total=total, next_offset=end if end < total else None)
+
+    def affected_images(self, vulnerability_id: str, stage: Stage | None) -> Iterator[AffectedRow]:
+        """Every stored image whose current findings include the id (or an alias).
+
+        One row per (image, package, installed version): when several scanners or findings agree, the
+        most severe is kept. Rows come most severe first and are streamed, so the session stays open
+        until the iterator is exhausted or closed.
+        """
+        key = _search_key(vulnerability_id)
+        conditions = [FindingIdRow.vuln_id == key]
+        if stage is not None:
+            conditions.append(ImageRow.stage == stage.value)
+        query = (
+            select(FindingRow, ImageRow)
+            .join(
+                FindingIdRow,
+                and_(
+                    col(FindingIdRow.job_id) == col(FindingRow.job_id),
+                    col(FindingIdRow.seq) == col(FindingRow.seq),
+                ),
+            )
+            .join(CurrentScanRow, col(CurrentScanRow.job_id) == col(FindingRow.job_id))
+            .join(ImageRow, col(ImageRow.digest) == col(FindingRow.digest))
+            .where(*conditions)
+        )
+        with self._read() as session:
+            digests = query.with_only_columns(col(FindingRow.digest)).distinct().subquery()
+            tags: dict[tuple[str, str, str], list[str]] = {}
+            for tag_row in session.exec(
+                select(ImageTagRow)
+                .where(col(ImageTagRow.digest).in_(select(digests.c.digest)))
+                .order_by(col(ImageTagRow.tag))
+            ):
+                tags.setdefault((tag_row.digest, tag_row.registry_host, tag_row.repository), []).append(
+                    tag_row.tag
+                )
+            seen: set[tuple[str, str, str]] = set()
+            ordered = query.order_by(
+                col(FindingRow.severity).desc(), col(ImageRow.digest), *_FINDING_ORDER[1:]
+            )
+            result = session.exec(ordered, execution_options={"yield_per": _STREAM_BATCH})
+            for finding_row, image_row in result:
+                pair = (image_row.digest, finding_row.package, finding_row.installed_version)
+                if pair in seen:
+                    continue
+                seen.add(pair)
+                image_tags = tags.get((image_row.digest, image_row.registry_host, image_row.repository), [])
+                yield AffectedRow(
+                    image=_to_image(image_row, tuple(image_tags)), finding=_to_finding(finding_row)
+                )
+
+    # -- decisions ------------------------------------------------------------------------------
+
+    def save_decision(self, decision: Decision) -> None:
+        """Append a decision record."""
+        with self._write() as session:
+            session.add(
+                DecisionRow(
+                    digest=decision.digest,
+                    from_stage=decision.from_stage.value,
+                    to_stage=decision.to_stage.value,
+                    allowed=decision.allowed,
+                    state=decision.state.value,
+                    policy_digest=decision.policy_digest,
+                    evaluated_at=_utc(decision.evaluated_at),
+                    scanned_at=_utc(decision.scanned_at) if decision.scanned_at else None,
+                    violations=json.dumps([dataclasses.asdict(v) for v in decision.violations]),
+                    warnings=json.dumps(list(decision.warnings)),
+                    details=json.dumps([list(kv) for kv in decision.details]),
+                    summary=decision.summary,
+                )
+            )
+
+
+# -- conversion and helpers (module level: used only inside sessions above) --------------------
+
+_FINDING_ORDER = (
+    col(FindingRow.severity).desc(),
+    col(FindingRow.vulnerability_id),
+    col(FindingRow.package),
+    col(FindingRow.installed_version),
+    col(FindingRow.scanner),
+    col(FindingRow.seq),
+)
+
+
+def _current(digest: str) -> SelectOfScalar[FindingRow]:
+    # The findings of the jobs current_scans points at for this digest.
+    return (
+        select(FindingRow)
+        .join(CurrentScanRow, col(CurrentScanRow.job_id) == col(FindingRow.job_id))
+        .where(CurrentScanRow.digest == digest)
+    )
+
+
+def _utc(when: datetime) -> datetime:
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise ValueError(f"naive datetime {when.isoformat()}: gate passes timezone-aware UTC times")
+    return when.astimezone(UTC)
+
+
+def _active_key(digest: str, scanner: str) -> str:
+    return f"{digest}|{scanner}"
+
+
+def _active_job_row(session: Session, job_id: str, action: str) -> ScanJobRow:
+    row = session.get(ScanJobRow, job_id)
+    if row is None:
+        raise NotFound(f"scan job {job_id} does not exist", "job_id")
+    if not JobState(row.state).active:
+        raise FailedPrecondition(f"cannot {action} scan job {job_id}: it is already {row.state}")
+    return row
+
+
+def _stamp_result(row: ScanJobRow, result: ScanResult, count: int) -> None:
+    row.finding_count = count
+    row.scanner_version = result.scanner_version
+    row.db_version = result.db_version
+    row.db_updated_at = _utc(result.db_updated_at) if result.db_updated_at else None
+
+
+def _search_key(vulnerability_id: str) -> str:
+    return vulnerability_id.strip().upper()
+
+
+def _search_ids(f: Finding) -> list[str]:
+    # The id and every alias, each once: finding_ids' primary key includes vuln_id.
+    keys = {_search_key(v) for v in (f.vulnerability_id, *f.aliases)}
+    keys.discard("")
+    return sorted(keys)
+
+
+def _finding_values(job: ScanJobRow, seq: int, f: Finding) -> dict[str, Any]:
+    return {
+        "job_id": job.id,
+        "seq": seq,
+        "digest": job.digest,
+        "scanner": job.scanner,
+        "vulnerability_id": f.vulnerability_id,
+        "aliases": json.dumps(list(f.aliases)),
+        "package": f.package,
+        "installed_version": f.installed_version,
+        "fixed_version": f.fixed_version,
+        "fix_state": f.fix_state.value,
+        "severity": int(f.severity),
+        "scanner_severity": f.scanner_severity,
+        "finding_class": f.finding_class.value,
+        "layer_diff_id": f.layer_diff_id,
+        "target": f.target,
+        "package_path": f.package_path,
+        "title": f.title,
+        "primary_url": f.primary_url,
+    }
+
+
+def _target_json(target: ScanTarget) -> str:
+    # Deliberately field by field: credentials must never reach the database.
+    return json.dumps(
+        {
+            "kind": target.kind.value,
+            "location": target.location,
+            "insecure": target.insecure,
+            "ca_file": target.ca_file,
+        }
+    )
+
+
+def _target_from_json(text: str | None) -> ScanTarget | None:
+    if not text:
+        return None
+    data = json.loads(text)
+    return ScanTarget(
+        kind=TargetKind(data["kind"]),
+        location=data["location"],
+        insecure=bool(data.get("insecure", False)),
+        ca_file=data.get("ca_file", ""),
+    )
+
+
+def _to_image(row: ImageRow, tags: tuple[str, ...]) -> ImageRecord:
+    return ImageRecord(
+        digest=row.digest,
+        config_digest=row.config_digest,
+        registry=row.registry_host,
+        repository=row.repository,
+        tags=tags,
+        stage=Stage(row.stage) if row.stage else None,
+        diff_ids=tuple(json.loads(row.diff_ids)),
+        os=row.os,
+        first_seen=row.first_seen,
+    )
+
+
+def _to_job(row: ScanJobRow) -> ScanJob:
+    return ScanJob(
+        id=row.id,
+        digest=row.digest,
+        scanner=row.scanner,
+        state=JobState(row.state),
+        image=row.image,
+        target=_target_from_json(row.target),
+        error=row.error,
+        created_at=row.created_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        scanner_version=row.scanner_version,
+        db_version=row.db_version,
+        db_updated_at=row.db_updated_at,
+        finding_count=row.finding_count,
+        imported=row.imported,
+    )
+
+
+def _to_finding(row: FindingRow) -> Finding:
+    return Finding(
+        vulnerability_id=row.vulnerability_id,
+        package=row.package,
+        installed_version=row.installed_version,
+        fixed_version=row.fixed_version,
+        fix_state=FixState(row.fix_state),
+        severity=Severity(row.severity),
+        scanner_severity=row.scanner_severity,
+        finding_class=FindingClass(row.finding_class),
+        scanner=row.scanner,
+        aliases=tuple(json.loads(row.aliases)),
+        layer_diff_id=row.layer_diff_id,
+        target=row.target,
+        package_path=row.package_path,
+        title=row.title,
+        primary_url=row.primary_url,
+    )

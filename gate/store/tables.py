@@ -1,0 +1,208 @@
+"""SQLModel table definitions: the database schema of gate, and nothing else.
+
+Rows defined here never leave gate/store; gate/store/repository.py converts them to gate.domain
+dataclasses inside the session. The Alembic migrations in gate/store/migrations/versions create exactly
+this schema (tests compare the two), so a change here needs a new migration.
+
+Conventions:
+- Datetime fields are `datetime` and so map to SQLModel's UTCDateTime: aware UTC in, aware UTC out, on
+  SQLite (which has no time zones) as well as PostgreSQL.
+- Lists and records (diff_ids, aliases, scan targets, violations) are JSON in TEXT columns: they are
+  only ever read whole, and TEXT behaves the same on both backends.
+- Strings default to "" rather than NULL so "absent" has one spelling.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKeyConstraint, Index, Table, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+__all__ = [
+    "CurrentScanRow",
+    "DecisionRow",
+    "FindingIdRow",
+    "FindingRow",
+    "ImageRow",
+    "ImageTagRow",
+    "ScanJobRow",
+    "metadata",
+    "table_of",
+]
+
+metadata = SQLModel.metadata
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core Table behind a table=True model, for bulk statements that bypass the ORM."""
+    table = getattr(model, "__table__", None)
+    if not isinstance(table, Table):
+        raise TypeError(f"{model.__name__} is not a table model")
+    return table
+
+
+class ImageRow(SQLModel, table=True):
+    """One image, keyed by manifest digest (or by config digest for a docker-archive without one)."""
+
+    __tablename__ = "images"
+
+    digest: str = Field(primary_key=True)
+    # A docker-archive image is first stored under its config digest; looking up by config digest lets
+    # the same image be found again once a registry manifest digest is known.
+    config_digest: str = Field(default="", index=True)
+    # Where the image was last seen; the stage is parsed from the repository path at that time.
+    # ("registry" is reserved by SQLAlchemy's declarative base, hence registry_host.)
+    registry_host: str = ""
+    repository: str = ""
+    stage: str | None = Field(default=None, index=True)
+    diff_ids: str = Field(default="[]", sa_type=Text)
+    os: str = ""
+    first_seen: datetime
+    last_seen: datetime
+
+
+class ImageTagRow(SQLModel, table=True):
+    """A tag under which an image was seen in one registry repository."""
+
+    __tablename__ = "image_tags"
+    __table_args__ = (
+        UniqueConstraint("digest", "registry_host", "repository", "tag", name="uq_image_tags_ref"),
+        # Resolving "registry/repository:tag" to a digest without asking the registry.
+        Index("ix_image_tags_ref", "registry_host", "repository", "tag"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    digest: str = Field(foreign_key="images.digest", ondelete="CASCADE")
+    registry_host: str = ""
+    repository: str = ""
+    tag: str
+    first_seen: datetime
+
+
+class ScanJobRow(SQLModel, table=True):
+    """One scan of one digest by one scanner, queued, running or finished.
+
+    `active_key` is "digest|scanner" while the job is QUEUED or RUNNING and NULL once it is terminal.
+    Its UNIQUE constraint is the single-flight guarantee: a second active job for the same digest and
+    scanner cannot be inserted by any process (NULLs never collide, on SQLite or PostgreSQL).
+    """
+
+    __tablename__ = "scan_jobs"
+    __table_args__ = (
+        # latest_jobs: the jobs of one digest, newest first.
+        Index("ix_scan_jobs_digest_scanner_created", "digest", "scanner", "created_at"),
+        UniqueConstraint("active_key", name="uq_scan_jobs_active_key"),
+    )
+
+    id: str = Field(primary_key=True)  # uuid4 hex
+    digest: str
+    scanner: str
+    state: str
+    image: str = ""
+    # ScanTarget as JSON (kind, location, insecure, ca_file). Credentials are never stored: a resumed
+    # job gets them again from configuration.
+    target: str | None = Field(default=None, sa_type=Text)
+    error: str = Field(default="", sa_type=Text)
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    scanner_version: str = ""
+    db_version: str = ""
+    db_updated_at: datetime | None = None
+    finding_count: int = 0
+    imported: bool = False
+    active_key: str | None = None
+
+
+class CurrentScanRow(SQLModel, table=True):
+    """Per digest and scanner, the latest SUCCEEDED job: "current findings" are that job's findings.
+
+    Updated in the same transaction that stores the findings, so readers see either the old scan or
+    the new one, never a mixture.
+    """
+
+    __tablename__ = "current_scans"
+
+    digest: str = Field(primary_key=True)
+    scanner: str = Field(primary_key=True)
+    job_id: str = Field(foreign_key="scan_jobs.id", index=True)
+    updated_at: datetime
+
+
+class FindingRow(SQLModel, table=True):
+    """One finding of one job; (job_id, seq) is its identity.
+
+    A per-job sequence number instead of a database-generated id lets a whole scan be bulk inserted
+    (findings and their finding_ids) without reading generated keys back.
+    """
+
+    __tablename__ = "findings"
+    __table_args__ = (
+        # list_findings: one job's findings, most severe first.
+        Index("ix_findings_job_severity", "job_id", "severity"),
+    )
+
+    job_id: str = Field(primary_key=True, foreign_key="scan_jobs.id", ondelete="CASCADE")
+    seq: int = Field(primary_key=True)
+    digest: str
+    scanner: str
+    vulnerability_id: str
+    aliases: str = Field(default="[]", sa_type=Text)
+    package: str = ""
+    installed_version: str = ""
+    fixed_version: str = ""
+    fix_state: str = ""
+    severity: int = 0  # scanners.interface.Severity value, so ORDER BY and >= work in SQL
+    scanner_severity: str = ""
+    finding_class: str = ""
+    layer_diff_id: str = ""
+    target: str = Field(default="", sa_type=Text)
+    package_path: str = Field(default="", sa_type=Text)
+    title: str = Field(default="", sa_type=Text)
+    primary_url: str = Field(default="", sa_type=Text)
+
+
+class FindingIdRow(SQLModel, table=True):
+    """Every identifier of a finding (its id and each alias), upper-cased, for "who has CVE-X?".
+
+    Upper-casing makes `cve-2024-1` and `CVE-2024-1` the same query; the finding itself keeps the
+    scanner's spelling.
+    """
+
+    __tablename__ = "finding_ids"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["job_id", "seq"],
+            ["findings.job_id", "findings.seq"],
+            name="fk_finding_ids_finding",
+            ondelete="CASCADE",
+        ),
+        # affected_images / list_findings: id → findings, then filtered by current job.
+        Index("ix_finding_ids_vuln_job", "vuln_id", "job_id"),
+    )
+
+    job_id: str = Field(primary_key=True)
+    seq: int = Field(primary_key=True)
+    vuln_id: str = Field(primary_key=True)
+
+
+class DecisionRow(SQLModel, table=True):
+    """One promotion decision as it was answered (the audit log proper lives in gate/audit.py)."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (Index("ix_decisions_digest_evaluated", "digest", "evaluated_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    digest: str
+    from_stage: str
+    to_stage: str
+    allowed: bool
+    state: str
+    policy_digest: str = ""
+    evaluated_at: datetime
+    scanned_at: datetime | None = None
+    violations: str = Field(default="[]", sa_type=Text)  # JSON list of Violation fields
+    warnings: str = Field(default="[]", sa_type=Text)  # JSON list of strings
+    details: str = Field(default="[]", sa_type=Text)  # JSON list of [key, value]
+    summary: str = Field(default="", sa_type=Text)
