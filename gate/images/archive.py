@@ -175,8 +175,8 @@ def select_platform(entries: Sequence[Descriptor], where: str) -> Descriptor:
     wanted = [e for e in images if (e.os, e.architecture) == DEFAULT_PLATFORM]
     if len(wanted) == 1:
         return wanted[0]
-    if len(images) == 1:
-        return images[0]
+    # No fallback to a lone other platform: trivy, given the same index, reads linux/amd64 or fails,
+    # and gate's identity must describe the bytes the scanner reads.
     listed = ", ".join(e.platform or f"(no platform) {e.digest}" for e in images) or "nothing"
     if not wanted:
         raise InvalidArgument(
