@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -158,13 +159,30 @@ def bench_scan(rounds: int) -> dict[str, float]:
             for i in range(rounds + 1):
                 t0 = time.perf_counter()
                 subprocess.run(
-                    [trivy, "image", "--format", "json", "--output", str(tmp / "out.json"), "--cache-dir",
-                     str(cache), "--skip-db-update", "--scanners", "vuln,secret", "--input", str(archive)],
-                    env=trivy_env(), check=True, capture_output=True,
+                    [
+                        trivy,
+                        "image",
+                        "--format",
+                        "json",
+                        "--output",
+                        str(tmp / "out.json"),
+                        "--cache-dir",
+                        str(cache),
+                        "--skip-db-update",
+                        "--scanners",
+                        "vuln,secret",
+                        "--input",
+                        str(archive),
+                    ],
+                    env=trivy_env(),
+                    check=True,
+                    capture_output=True,
                 )
                 b = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                job = client.SubmitScan(pb.SubmitScanRequest(image=f"docker-archive:{archive}", force=True)).jobs[0]
+                job = client.SubmitScan(
+                    pb.SubmitScanRequest(image=f"docker-archive:{archive}", force=True)
+                ).jobs[0]
                 for ev in client.WatchScan(pb.WatchScanRequest(id=job.id)):
                     if ev.job.state in (pb.SUCCEEDED, pb.FAILED_JOB):
                         assert ev.job.state == pb.SUCCEEDED, ev.job.error
@@ -192,7 +210,7 @@ def main() -> int:
     ap.add_argument("--scan-rounds", type=int, default=5)
     args = ap.parse_args()
     results = {
-        "machine": f"{platform.machine()} {platform.processor() or ''} cores={__import__('os').cpu_count()}".strip(),
+        "machine": f"{platform.machine()} cores={os.cpu_count()}",
         "python": sys.version.split()[0],
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "check": bench_check(args.images, args.findings_per_image, args.calls),

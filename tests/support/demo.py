@@ -63,10 +63,20 @@ def main() -> int:
             ok &= _gate(["scan", f"docker-archive:{clean}", "--wait"], server.address, env) == 0
 
             _say("4. May the vulnerable image move from s2 (pre-production) to p (production)?")
-            ok &= _gate(["check", f"docker-archive:{vulnerable}", "--from", "s2", "--to", "p"], server.address, env) == 1
+            ok &= (
+                _gate(
+                    ["check", f"docker-archive:{vulnerable}", "--from", "s2", "--to", "p"],
+                    server.address,
+                    env,
+                )
+                == 1
+            )
 
             _say("5. May the clean image?")
-            ok &= _gate(["check", f"docker-archive:{clean}", "--from", "s2", "--to", "p"], server.address, env) == 0
+            ok &= (
+                _gate(["check", f"docker-archive:{clean}", "--from", "s2", "--to", "p"], server.address, env)
+                == 0
+            )
 
             _say("6. The security team asks: which images carry the critical OpenSSL CVE?")
             ok &= _gate(["affected", catalog.CVE_OPENSSL_CRITICAL], server.address, env) == 0
@@ -74,7 +84,10 @@ def main() -> int:
             _say("7. Stop the server")
             server.terminate()
             print("stopped")
-        print("\ndemo " + ("completed: the vulnerable image was denied, the clean one allowed" if ok else "FAILED"))
+        print(
+            "\ndemo "
+            + ("completed: the vulnerable image was denied, the clean one allowed" if ok else "FAILED")
+        )
         return 0 if ok else 1
     finally:
         shutil.rmtree(work, ignore_errors=True)

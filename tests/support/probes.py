@@ -7,6 +7,7 @@ it fails instead, so a machine without the tool can never pass CI silently.
 from __future__ import annotations
 
 import os
+from typing import NoReturn
 
 import pytest
 
@@ -16,7 +17,7 @@ def integration_required() -> bool:
     return os.environ.get("GATE_REQUIRE_INTEGRATION", "") not in ("", "0", "false")
 
 
-def missing(tool: str, why: str) -> None:
+def missing(tool: str, why: str) -> NoReturn:
     """Skip (locally) or fail (under CI) because `tool` is not usable; never returns."""
     message = f"{tool} unavailable: {why}"
     if integration_required():
