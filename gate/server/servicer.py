@@ -50,7 +50,7 @@ def _guard_stream(fn: Handler[Iterator[T]]) -> Handler[Iterator[T]]:
     return wrapper
 
 
-class GateServicer(pb_grpc.GateServicer):  # type: ignore[misc]
+class GateServicer(pb_grpc.GateServicer):
     """Implements gate.v1.Gate on top of GateService."""
 
     def __init__(self, service: GateService) -> None:

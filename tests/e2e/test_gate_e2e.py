@@ -79,14 +79,14 @@ def test_cli_scan_check_denied_then_clean_allowed(settings: Settings, archives: 
         denied = run_cli(["check", vuln, "--from", "s2", "--to", "p"], gate.address)
         assert denied.returncode == 1, denied.stdout + denied.stderr
         assert catalog.CVE_OPENSSL_CRITICAL in denied.stdout
-        assert catalog.CVE_UNFIXED_CRITICAL in denied.stdout
+        assert catalog.CVE_ZLIB_CRITICAL_NOFIX in denied.stdout
 
         as_json = run_cli(["check", vuln, "--from", "s2", "--to", "p", "--json"], gate.address)
         decision = json.loads(as_json.stdout)
         assert decision["allowed"] is False
         assert decision["state"] == "EVALUATED"
         ids = {v.get("vulnerability_id") for v in decision["violations"]}
-        assert {catalog.CVE_OPENSSL_CRITICAL, catalog.CVE_FIXABLE_HIGH, catalog.CVE_UNFIXED_CRITICAL} <= ids
+        assert {catalog.CVE_OPENSSL_CRITICAL, catalog.CVE_BUSYBOX_HIGH, catalog.CVE_ZLIB_CRITICAL_NOFIX} <= ids
         # The fixable CRITICAL names the version that fixes it, so the reader knows what to do.
         openssl = [
             v for v in decision["violations"] if v.get("vulnerability_id") == catalog.CVE_OPENSSL_CRITICAL
