@@ -33,6 +33,7 @@ other host is https. There are no retry loops: the caller (a scan job) decides w
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn, cast
@@ -258,9 +259,11 @@ class RegistryClient:
         status = response.status_code
         detail = _registry_error(response)
         if status == 404:
-            if what.startswith("manifest"):
+            if what.startswith("manifest "):
+                reference = what.removeprefix("manifest ")
+                kind = "digest" if reference.startswith("sha256:") else "tag"
                 raise NotFound(
-                    f"{ref.name}: {what.removeprefix('manifest ')} not found in repository {repo} on "
+                    f"{_where(ref, reference)} not found: no {kind} {reference!r} in repository {repo} on "
                     f"registry {host} ({detail})"
                 ) from error
             raise Unavailable(f"registry {host}: {repo} {what} is missing ({detail})") from error
@@ -304,6 +307,13 @@ def _registry_error(response: requests.Response) -> str:
     return text or f"HTTP {response.status_code}"
 
 
+_CAUSE_RE = re.compile(r"\[(?:SSL: [A-Z_]+|Errno -?\d+)\][^'\"()]*")
+
+
 def _first_line(error: Exception) -> str:
-    # requests wraps urllib3 errors in long reprs; the first line names the cause.
-    return str(error).splitlines()[0][:300] if str(error) else type(error).__name__
+    # requests wraps urllib3 errors in long reprs; the bracketed OS/SSL reason is the useful part.
+    text = str(error)
+    match = _CAUSE_RE.search(text)
+    if match:
+        return match.group(0).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
