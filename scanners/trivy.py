@@ -230,7 +230,14 @@ class TrivyScanner(Scanner):
         return found
 
     def scan(self, target: ScanTarget, timeout: float) -> ScanResult:
-        """Scan `target` with the real binary; see the module docstring for the error mapping."""
+        """Scan `target` with the real binary and return its findings plus scanner and DB versions.
+
+        The effective deadline is `timeout`, capped by the constructor's ceiling. Errors: binary missing,
+        not executable or not answering `version` -> ScannerUnavailable; deadline passed -> ScanTimeout
+        (the whole process group is killed); non-zero exit or death by signal -> ScannerError carrying
+        the end of stderr; no, empty or unparseable report -> ScanParseError. Temporary files are
+        removed in every case.
+        """
         deadline = min(timeout, self.timeout) if timeout > 0 else self.timeout
         scanner_version = self.version()
         with tempfile.TemporaryDirectory(prefix="gate-trivy-") as work:
