@@ -7,10 +7,9 @@ single-flight and restart guarantees; scanner failures that keep the previous fi
 from __future__ import annotations
 
 import json
-import os
 import stat
 import threading
-from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -53,19 +52,17 @@ def archives(tmp_path: Path) -> dict[str, Path]:
     }
 
 
-def _wrapper(tmp_path: Path, name: str, body: str) -> str:
-    """A fake `trivy` that answers `version` with the real binary and does `body` for scans."""
+def _wrapper(tmp_path: Path, trivy_bin: str, name: str, body: str) -> str:
+    """A fake `trivy` that answers `version` with the real binary and runs `body` for scans.
+
+    The real binary's path is written into the script: gate gives trivy a minimal environment.
+    """
     path = tmp_path / name
-    path.write_text(f'#!/bin/sh\nif [ "$1" = version ]; then exec "$REAL_TRIVY" "$@"; fi\n{body}\n')
+    path.write_text(
+        f'#!/bin/sh\nREAL_TRIVY="{trivy_bin}"\nif [ "$1" = version ]; then exec "$REAL_TRIVY" "$@"; fi\n{body}\n'
+    )
     path.chmod(path.stat().st_mode | stat.S_IEXEC)
     return str(path)
-
-
-@pytest.fixture
-def real_trivy_env(trivy_bin: str) -> Iterator[None]:
-    os.environ["REAL_TRIVY"] = trivy_bin
-    yield
-    os.environ.pop("REAL_TRIVY", None)
 
 
 def test_cli_scan_check_denied_then_clean_allowed(settings: Settings, archives: dict[str, Path]) -> None:
@@ -86,7 +83,11 @@ def test_cli_scan_check_denied_then_clean_allowed(settings: Settings, archives: 
         assert decision["allowed"] is False
         assert decision["state"] == "EVALUATED"
         ids = {v.get("vulnerability_id") for v in decision["violations"]}
-        assert {catalog.CVE_OPENSSL_CRITICAL, catalog.CVE_BUSYBOX_HIGH, catalog.CVE_ZLIB_CRITICAL_NOFIX} <= ids
+        assert {
+            catalog.CVE_OPENSSL_CRITICAL,
+            catalog.CVE_BUSYBOX_HIGH,
+            catalog.CVE_ZLIB_CRITICAL_NOFIX,
+        } <= ids
         # The fixable CRITICAL names the version that fixes it, so the reader knows what to do.
         openssl = [
             v for v in decision["violations"] if v.get("vulnerability_id") == catalog.CVE_OPENSSL_CRITICAL
@@ -176,12 +177,10 @@ def test_never_scanned_digest_needs_no_registry(settings: Settings) -> None:
 
 
 def test_fifty_concurrent_submits_one_trivy_run(
-    tmp_path: Path, settings: Settings, archives: dict[str, Path], trivy_bin: str, real_trivy_env: None
+    tmp_path: Path, settings: Settings, archives: dict[str, Path], trivy_bin: str
 ) -> None:
     log = tmp_path / "runs.log"
-    fake = _wrapper(tmp_path, "counting-trivy", f'echo run >> "{log}"\nexec "$REAL_TRIVY" "$@"')
-    from dataclasses import replace
-
+    fake = _wrapper(tmp_path, trivy_bin, "counting-trivy", f'echo run >> "{log}"\nexec "$REAL_TRIVY" "$@"')
     with running_gate(replace(settings, trivy_bin=fake)) as gate:
         client = stub(gate.address)
         ref = f"docker-archive:{archives['vulnerable']}"
@@ -210,11 +209,9 @@ def test_fifty_concurrent_submits_one_trivy_run(
 
 
 def test_restart_resumes_queued_jobs(
-    tmp_path: Path, settings: Settings, archives: dict[str, Path], trivy_bin: str, real_trivy_env: None
+    tmp_path: Path, settings: Settings, archives: dict[str, Path], trivy_bin: str
 ) -> None:
-    from dataclasses import replace
-
-    hang = _wrapper(tmp_path, "hanging-trivy", "exec sleep 300")
+    hang = _wrapper(tmp_path, trivy_bin, "hanging-trivy", "exec sleep 300")
     first = start_gate_process(replace(settings, trivy_bin=hang, scan_concurrency=1), tmp_path / "first.log")
     try:
         client = stub(first.address)
@@ -250,13 +247,11 @@ def test_scanner_failure_keeps_previous_findings(
     tmp_path: Path,
     settings: Settings,
     archives: dict[str, Path],
-    real_trivy_env: None,
+    trivy_bin: str,
     name: str,
     body: str,
     reason: str,
 ) -> None:
-    from dataclasses import replace
-
     ref = f"docker-archive:{archives['vulnerable']}"
     with running_gate(settings) as gate:
         client = stub(gate.address)
@@ -264,7 +259,7 @@ def test_scanner_failure_keeps_previous_findings(
         assert first.state == pb.SUCCEEDED
         before = client.ListFindings(pb.ListFindingsRequest(image=ref, page_size=1000))
 
-    broken = _wrapper(tmp_path, f"{name}-trivy", body)
+    broken = _wrapper(tmp_path, trivy_bin, f"{name}-trivy", body)
     with running_gate(replace(settings, trivy_bin=broken, trivy_timeout=3.0)) as gate:
         client = stub(gate.address)
         job = wait_terminal(client, client.SubmitScan(pb.SubmitScanRequest(image=ref, force=True)).jobs[0].id)
