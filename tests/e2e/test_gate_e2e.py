@@ -239,7 +239,7 @@ def test_restart_resumes_queued_jobs(
             "json",
         ),
         ("killed", "kill -9 $$", "signal"),
-        ("timeout", "exec sleep 60", "timed out"),
+        ("timeout", "exec sleep 60", "deadline"),
         ("crash", 'echo "FATAL: boom" >&2; exit 1', "boom"),
     ],
 )
@@ -324,7 +324,8 @@ def test_import_report_for_unknown_digest(
     [
         (["check", "not a ref", "--from", "s2", "--to", "p"], "image"),
         (["check", UNKNOWN_DIGEST, "--from", "s2", "--to", "prod"], "to_stage"),
-        (["check", UNKNOWN_DIGEST, "--from", "p", "--to", "s2"], "to_stage"),
+        (["check", UNKNOWN_DIGEST, "--from", "s2", "--to", "t"], "to_stage"),
+        (["check", UNKNOWN_DIGEST, "--from", "p", "--to", "s2"], "from_stage"),
         (["check", UNKNOWN_DIGEST, "--from", "d", "--to", "p"], "to_stage"),
         (["scan", "docker-archive:/nonexistent/x.tar"], "image"),
         (["scan", "127.0.0.1:1/p/app:20200102_01", "--scanners", "nessus"], "scanners"),
