@@ -114,22 +114,14 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["job_id"], ["scan_jobs.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("job_id", "seq"),
     )
-    op.create_index("ix_findings_job_severity", "findings", ["job_id", "severity"])
 
     op.create_table(
         "finding_ids",
+        sa.Column("vuln_id", sa.String(), nullable=False),
         sa.Column("job_id", sa.String(), nullable=False),
         sa.Column("seq", sa.Integer(), nullable=False),
-        sa.Column("vuln_id", sa.String(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["job_id", "seq"],
-            ["findings.job_id", "findings.seq"],
-            name="fk_finding_ids_finding",
-            ondelete="CASCADE",
-        ),
-        sa.PrimaryKeyConstraint("job_id", "seq", "vuln_id"),
+        sa.PrimaryKeyConstraint("vuln_id", "job_id", "seq"),
     )
-    op.create_index("ix_finding_ids_vuln_job", "finding_ids", ["vuln_id", "job_id"])
 
     op.create_table(
         "decisions",
