@@ -39,7 +39,9 @@ _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 def parse_digest(text: str, field_name: str = "digest") -> str:
     """Validate a `sha256:<64 hex>` digest and return it; raise InvalidArgument naming the field."""
     if not _DIGEST_RE.match(text):
-        raise InvalidArgument(f"{text!r} is not a sha256 digest (expected sha256:<64 lowercase hex>)", field_name)
+        raise InvalidArgument(
+            f"{text!r} is not a sha256 digest (expected sha256:<64 lowercase hex>)", field_name
+        )
     return text
 
 

@@ -64,9 +64,20 @@ class Repository(Protocol):
         ...
 
     def create_job(
-        self, digest: str, scanner: str, image: str, target: ScanTarget, now: datetime
+        self,
+        digest: str,
+        scanner: str,
+        image: str,
+        target: ScanTarget,
+        now: datetime,
+        *,
+        reuse_success: bool = False,
     ) -> tuple[ScanJob, bool]:
-        """Create a QUEUED job unless one is active for digest+scanner; return (job, created)."""
+        """Create a QUEUED job unless one is active for digest+scanner; return (job, created).
+
+        With `reuse_success`, an existing successful scan is returned instead of creating a job. Both
+        checks happen in the creating transaction, so a job finishing concurrently is never missed.
+        """
         ...
 
     def get_job(self, job_id: str) -> ScanJob | None:
@@ -81,7 +92,9 @@ class Repository(Protocol):
         """Move a job to RUNNING and stamp started_at."""
         ...
 
-    def complete_job(self, job_id: str, result: ScanResult, findings: Sequence[Finding], now: datetime) -> ScanJob:
+    def complete_job(
+        self, job_id: str, result: ScanResult, findings: Sequence[Finding], now: datetime
+    ) -> ScanJob:
         """Atomically store the findings and mark the job SUCCEEDED (all or nothing)."""
         ...
 
@@ -90,7 +103,13 @@ class Repository(Protocol):
         ...
 
     def record_import(
-        self, digest: str, scanner: str, image: str, result: ScanResult, findings: Sequence[Finding], now: datetime
+        self,
+        digest: str,
+        scanner: str,
+        image: str,
+        result: ScanResult,
+        findings: Sequence[Finding],
+        now: datetime,
     ) -> ScanJob:
         """Store an imported report as a SUCCEEDED, imported job with its findings, atomically."""
         ...

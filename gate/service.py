@@ -94,13 +94,10 @@ class GateService:
         now = self._clock.now()
         record = self._repo.upsert_image(info, ref, now)
         out: list[SubmittedJob] = []
-        latest = self._repo.latest_jobs(record.digest)
         for name in names:
-            success, _attempt = latest.get(name, (None, None))
-            if success is not None and not force:
-                out.append(SubmittedJob(success, reused=True))
-                continue
-            job, created = self._repo.create_job(record.digest, name, image, target, now)
+            job, created = self._repo.create_job(
+                record.digest, name, image, target, now, reuse_success=not force
+            )
             if created:
                 self._runner.submit(job.id)
             out.append(SubmittedJob(job, reused=not created))

@@ -216,9 +216,21 @@ class SqlRepository:
     # -- jobs -----------------------------------------------------------------------------------
 
     def create_job(
-        self, digest: str, scanner: str, image: str, target: ScanTarget, now: datetime
+        self,
+        digest: str,
+        scanner: str,
+        image: str,
+        target: ScanTarget,
+        now: datetime,
+        *,
+        reuse_success: bool = False,
     ) -> tuple[ScanJob, bool]:
-        """Create a QUEUED job unless one is active for digest+scanner; return (job, created)."""
+        """Create a QUEUED job unless one is active for digest+scanner; return (job, created).
+
+        With `reuse_success` the digest's current successful job is returned when there is one. The
+        active job is looked up BEFORE the current scan: under READ COMMITTED a job that finishes
+        between the two statements is then seen as current, so no second run can slip in.
+        """
         now = _utc(now)
         key = _active_key(digest, scanner)
         for _ in range(_CREATE_ATTEMPTS):
@@ -227,6 +239,12 @@ class SqlRepository:
                     active = session.exec(select(ScanJobRow).where(ScanJobRow.active_key == key)).first()
                     if active is not None:
                         return _to_job(active), False
+                    if reuse_success:
+                        current = session.get(CurrentScanRow, (digest, scanner))
+                        if current is not None:
+                            done = session.get(ScanJobRow, current.job_id)
+                            if done is not None:
+                                return _to_job(done), False
                     row = ScanJobRow(
                         id=uuid.uuid4().hex,
                         digest=digest,

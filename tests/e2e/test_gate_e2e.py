@@ -58,9 +58,13 @@ def _wrapper(tmp_path: Path, trivy_bin: str, name: str, body: str) -> str:
     The real binary's path is written into the script: gate gives trivy a minimal environment.
     """
     path = tmp_path / name
-    path.write_text(
-        f'#!/bin/sh\nREAL_TRIVY="{trivy_bin}"\nif [ "$1" = version ]; then exec "$REAL_TRIVY" "$@"; fi\n{body}\n'
-    )
+    script = [
+        "#!/bin/sh",
+        f'REAL_TRIVY="{trivy_bin}"',
+        'if [ "$1" = version ]; then exec "$REAL_TRIVY" "$@"; fi',
+        body,
+    ]
+    path.write_text("\n".join(script) + "\n")
     path.chmod(path.stat().st_mode | stat.S_IEXEC)
     return str(path)
 

@@ -553,3 +553,15 @@ def test_sqlite_parent_directory_is_created(tmp_path: Path) -> None:
     finally:
         repo.close()
     assert path.exists()
+
+
+def test_create_job_reuses_a_success_only_when_asked(repo: SqlRepository) -> None:
+    repo.upsert_image(info(), ref("s2/payments", "1.2"), at(0))
+    first, created = repo.create_job(DIGEST_A, "trivy", "img", registry_target(), at(1), reuse_success=True)
+    assert created  # nothing to reuse yet
+    repo.mark_running(first.id, at(2))
+    done = repo.complete_job(first.id, result(), [finding("CVE-2025-1")], at(3))
+    again, created = repo.create_job(DIGEST_A, "trivy", "img", registry_target(), at(5), reuse_success=True)
+    assert (again.id, created) == (done.id, False)
+    forced, created = repo.create_job(DIGEST_A, "trivy", "img", registry_target(), at(6))
+    assert created and forced.id != done.id
