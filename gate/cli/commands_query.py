@@ -213,5 +213,7 @@ def run_affected(args: argparse.Namespace, ctx: Context) -> int:
             "FIXED",
         )
         ctx.out.write(render_table(headers, rows))
-    ctx.out.write(f"{len(rows)} image(s) affected by {args.vulnerability_id}\n")
+    digests = len({i.digest for i in images})
+    noun = "image" if digests == 1 else "images"
+    ctx.out.write(f"{digests} {noun} affected by {args.vulnerability_id} ({len(rows)} package rows)\n")
     return ExitCode.OK

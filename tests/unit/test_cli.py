@@ -523,9 +523,9 @@ def test_findings_repeating_token_is_an_error(fake: FakeGate, capsys: pytest.Cap
 # ---------------------------------------------------------------- affected
 
 
-def _affected(repo: str, severity: str) -> gate_pb2.AffectedImage:
+def _affected(repo: str, severity: str, digest: str = DIGEST) -> gate_pb2.AffectedImage:
     return gate_pb2.AffectedImage(
-        digest=DIGEST,
+        digest=digest,
         registry="registry.example:5000",
         repository=repo,
         tags=["1.0"],
@@ -539,19 +539,24 @@ def _affected(repo: str, severity: str) -> gate_pb2.AffectedImage:
 
 
 def test_affected_stream(fake: FakeGate, capsys: pytest.CaptureFixture[str]) -> None:
-    fake.affected = [_affected("team/low", "LOW"), _affected("team/crit", "CRITICAL")]
+    other = "sha256:" + "e" * 64
+    fake.affected = [
+        _affected("team/low", "LOW"),
+        _affected("team/low", "LOW", other),
+        _affected("team/crit", "CRITICAL", other),
+    ]
     r = run_cli(capsys, "affected", "CVE-2024-0001", "--stage", "p")
     assert r.code == 0
     request = fake.requests["FindAffectedImages"][0]
     assert (request.vulnerability_id, request.stage) == ("CVE-2024-0001", "p")
     assert r.out.index("team/crit") < r.out.index("team/low")
     assert "registry.example:5000/team/crit" in r.out
-    assert "2 image(s) affected by CVE-2024-0001" in r.out
+    assert "2 images affected by CVE-2024-0001 (3 package rows)" in r.out
 
     r = run_cli(capsys, "affected", "CVE-2024-0001", "--json")
     doc = json.loads(r.out)
     assert isinstance(doc, list)
-    assert [d["repository"] for d in doc] == ["team/low", "team/crit"]
+    assert [d["repository"] for d in doc] == ["team/low", "team/low", "team/crit"]
 
 
 def test_affected_empty_json_is_an_empty_list(fake: FakeGate, capsys: pytest.CaptureFixture[str]) -> None:
