@@ -121,6 +121,7 @@ class ImageInfo:
     os: str = ""
     architecture: str = ""
     created: str = ""
+    repo_tags: tuple[str, ...] = ()  # names a docker-save archive was written under (NAME:TAG)
 
 
 @dataclass(frozen=True)

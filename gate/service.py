@@ -45,6 +45,24 @@ class ImageReport:
     finding_count: int
 
 
+def _naming_ref(ref: ImageRef, info: ImageInfo) -> ImageRef | None:
+    """The reference that names an image's repository and tag (and so its stage), if any.
+
+    A registry reference names itself. A docker-save archive is named by the first RepoTags entry
+    that is a full registry reference; a layout or bare digest names nothing.
+    """
+    if ref.kind is RefKind.REGISTRY:
+        return ref
+    for name in info.repo_tags:
+        try:
+            named = parse_ref(name, "image")
+        except InvalidArgument:
+            continue  # e.g. "payments:1" without a registry host: not a name gate can place
+        if named.kind is RefKind.REGISTRY:
+            return named
+    return None
+
+
 class GateService:
     """The gate's use cases, wired to a repository, an image resolver, scanners and a policy."""
 
@@ -92,7 +110,7 @@ class GateService:
             )
         info, target = self._resolver.resolve(ref)
         now = self._clock.now()
-        record = self._repo.upsert_image(info, ref, now)
+        record = self._repo.upsert_image(info, _naming_ref(ref, info), now)
         out: list[SubmittedJob] = []
         for name in names:
             job, created = self._repo.create_job(
@@ -248,5 +266,5 @@ class GateService:
             )
         findings = findings_of(result)
         now = self._clock.now()
-        self._repo.upsert_image(info, ref if ref.kind is not RefKind.DIGEST else None, now)
+        self._repo.upsert_image(info, _naming_ref(ref, info), now)
         return self._repo.record_import(info.digest, name, image, result, findings, now)

@@ -18,6 +18,7 @@ sources interpret images identically.
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import json
@@ -340,7 +341,11 @@ def read_docker_archive(path: Path) -> ImageInfo:
                     f"{where}: digest mismatch: layer {name} hashes to {actual}, config says {diff_id}",
                     _FIELD,
                 )
-        return info
+        # `docker save NAME:TAG` records the names it was saved under; they tell gate the repository
+        # (and so the stage) even though the archive carries no manifest digest.
+        tags = entry.get("RepoTags")
+        repo_tags = tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else ()
+        return dataclasses.replace(info, repo_tags=repo_tags)
 
 
 def _open_tar(path: Path, where: str) -> tarfile.TarFile:

@@ -46,7 +46,9 @@ def archives(tmp_path: Path) -> dict[str, Path]:
     out = tmp_path / "images"
     out.mkdir()
     return {
-        "vulnerable": write_docker_archive(catalog.vulnerable_alpine(), out / "vulnerable.tar"),
+        "vulnerable": write_docker_archive(
+            catalog.vulnerable_alpine(), out / "vulnerable.tar", "registry.example/s2/payments:20200102_01"
+        ),
         "clean": write_docker_archive(catalog.clean_alpine(), out / "clean.tar"),
         "secret": write_docker_archive(catalog.secret_image(), out / "secret.tar"),
     }
@@ -97,6 +99,14 @@ def test_cli_scan_check_denied_then_clean_allowed(settings: Settings, archives: 
             v for v in decision["violations"] if v.get("vulnerability_id") == catalog.CVE_OPENSSL_CRITICAL
         ]
         assert openssl and all(v.get("fixed_version") for v in openssl)
+
+        # `docker save` recorded the name: gate places the archive in repository s2/payments, stage s2.
+        report = json.loads(run_cli(["report", vuln, "--json"], gate.address).stdout)
+        assert (report["repository"], report["stage"], report["tags"]) == (
+            "s2/payments",
+            "s2",
+            ["20200102_01"],
+        )
 
         assert run_cli(["scan", clean, "--wait"], gate.address).returncode == 0
         allowed = run_cli(["check", clean, "--from", "s2", "--to", "p"], gate.address)

@@ -41,8 +41,14 @@ def main() -> int:
         _say("1. An offline vulnerability DB and two images, built locally (no internet needed)")
         cache = work / "trivy-cache"
         build_trivy_cache(cache, catalog.standard_advisories(), datetime.now(UTC))
-        vulnerable = write_docker_archive(catalog.vulnerable_alpine(), work / "payments-vulnerable.tar")
-        clean = write_docker_archive(catalog.clean_alpine(), work / "payments-clean.tar")
+        vulnerable = write_docker_archive(
+            catalog.vulnerable_alpine(),
+            work / "payments-vulnerable.tar",
+            "registry.example/s2/payments:20261122_01",
+        )
+        clean = write_docker_archive(
+            catalog.clean_alpine(), work / "payments-clean.tar", "registry.example/s2/payments:20261122_02"
+        )
         print(f"vulnerability DB: {cache}/db/trivy.db ({len(catalog.standard_advisories())} advisories)")
         print(f"images: {vulnerable.name}, {clean.name}")
 

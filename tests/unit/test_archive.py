@@ -152,6 +152,7 @@ def test_docker_archive_reads_config(tmp_path: Path) -> None:
     assert info.user == "1000"
     assert info.labels == (("team", "payments"),)
     assert (info.os, info.architecture, info.created) == ("linux", "amd64", "2024-01-02T03:04:05Z")
+    assert info.repo_tags == ("reg.io/p/app:1",)
 
 
 def test_docker_archive_gzipped_tar_and_gzipped_layers(tmp_path: Path) -> None:
