@@ -15,6 +15,9 @@ from gate.errors import InvalidArgument
 from scanners.interface import FindingClass, FixState, ScanTarget, Severity
 
 __all__ = [
+    "KNOWN_TIERS",
+    "BaseImage",
+    "BaseStatus",
     "Decision",
     "Finding",
     "FindingClass",
@@ -126,7 +129,7 @@ class ImageInfo:
 
 @dataclass(frozen=True)
 class ImageRecord:
-    """An image as stored: keyed by digest, with where it was seen."""
+    """An image as stored: keyed by digest, with where it was seen and what its config says."""
 
     digest: str
     config_digest: str = ""
@@ -137,6 +140,39 @@ class ImageRecord:
     diff_ids: tuple[str, ...] = ()
     os: str = ""
     first_seen: datetime | None = None
+    user: str = ""  # config User ("" means root)
+    labels: tuple[tuple[str, str], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()  # manifest annotations (e.g. the self-declared base)
+
+
+KNOWN_TIERS = ("compile-osbase", "dev-osbase", "prod-osbase", "runtime")
+"""The built-in base tiers; the catalog accepts custom tier names too."""
+
+
+class BaseStatus(enum.StrEnum):
+    """Lifecycle of a catalogued base image."""
+
+    APPROVED = "approved"
+    DEPRECATED = "deprecated"  # still usable until its grace period ends; rebuild on the successor
+    REVOKED = "revoked"  # never usable again
+
+
+@dataclass(frozen=True)
+class BaseImage:
+    """A catalogued base image, identified by its layer chain (diff_ids), not by its tag."""
+
+    name: str  # human name, e.g. "prod-osbase 20200102_01"
+    tier: str  # compile-osbase | dev-osbase | prod-osbase | runtime | a custom tier
+    digest: str  # the manifest (or config) digest it was registered from
+    diff_ids: tuple[str, ...]
+    chain_id: str  # OCI ChainID of diff_ids: the identity lineage matches on
+    reference: str = ""  # the reference it was registered under
+    status: BaseStatus = BaseStatus.APPROVED
+    superseded_by: str = ""  # digest of the successor base, when deprecated
+    superseded_by_name: str = ""  # the successor's name, for messages ("rebuild on …")
+    deprecated_at: datetime | None = None
+    grace_until: datetime | None = None  # deprecated bases stay acceptable until then
+    registered_at: datetime | None = None
 
 
 class JobState(enum.StrEnum):
@@ -222,6 +258,8 @@ class Violation:
     fixed_version: str = ""
     severity: str = ""
     layer_diff_id: str = ""
+    introduced_by: str = ""  # the base (tier and name) whose layers brought the finding in, if any
+    platform: str = ""  # os/arch, for verdicts on a multi-platform index
 
 
 @dataclass(frozen=True)
