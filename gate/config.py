@@ -74,6 +74,7 @@ class Settings:
     trivy_skip_db_update: bool = False
     trivy_db_repository: str = ""
     trivy_timeout: float = 600.0
+    docker_host: str = ""  # DOCKER_HOST for docker: images; empty → the engine's default socket
 
     @property
     def effective_database_url(self) -> str:
@@ -108,4 +109,6 @@ class Settings:
             trivy_skip_db_update=_bool(e, "GATE_TRIVY_SKIP_DB_UPDATE", False),
             trivy_db_repository=e.get("GATE_TRIVY_DB_REPOSITORY", ""),
             trivy_timeout=_number(e, "GATE_TRIVY_TIMEOUT", 600.0, 1.0),
+            # The docker CLI's own variable, so gate reaches the same engine `docker images` shows.
+            docker_host=e.get("DOCKER_HOST", ""),
         )

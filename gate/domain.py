@@ -79,6 +79,7 @@ class RefKind(enum.StrEnum):
     DOCKER_ARCHIVE = "docker-archive"  # docker-archive:PATH
     OCI_LAYOUT = "oci"  # oci:PATH
     DIGEST = "digest"  # bare sha256:…
+    DOCKER = "docker"  # docker:NAME:TAG, docker:NAME@sha256:…, docker:sha256:<image id> on an engine
 
 
 @dataclass(frozen=True)
