@@ -5,12 +5,17 @@ Accepted forms (see RefKind):
 - ``HOST[:PORT]/REPO:TAG``, ``HOST[:PORT]/REPO@sha256:<64hex>``, ``HOST[:PORT]/REPO:TAG@sha256:<64hex>``
 - ``docker-archive:PATH`` (a `docker save` tarball) and ``oci:PATH`` (an OCI image layout directory)
 - a bare ``sha256:<64hex>`` digest, which identifies an image already known to gate
+- ``docker:NAME:TAG``, ``docker:NAME@sha256:<64hex>`` or ``docker:sha256:<64hex>`` (an image id): an image
+  on the local Docker engine (DOCKER_HOST), NAME written as docker names it, so the registry host is
+  optional there (``docker:payments:1``, ``docker:registry.example/s2/payments:20200102_01``)
 
 Deliberate departures from `docker pull`: a registry host is always required (gate never guesses
 Docker Hub, because a promotion gate must know exactly which registry it is judging) and a tag or digest
 is always required (gate never assumes ``latest``, which is a moving target). The transport prefixes
 ``docker-archive:`` and ``oci:`` are matched before anything else, as skopeo does, so a registry whose
-host name is literally ``oci`` must be written with a dot or port (``oci.local/...``).
+host name is literally ``oci`` must be written with a dot or port (``oci.local/...``). ``docker:`` is
+matched after the URL check (so ``docker://…`` is still reported as a URL), and ``docker:PORT/…`` is read
+as a registry host called ``docker`` with a port (a compose service, say), never as an engine image.
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ _IPV6_RE = re.compile(r"^\[[0-9A-Fa-f:.]+\]$")
 _MAX_NAME = 255
 
 _TRANSPORTS = {"docker-archive:": RefKind.DOCKER_ARCHIVE, "oci:": RefKind.OCI_LAYOUT}
+_ENGINE_PREFIX = "docker:"
+_ENGINE_EXAMPLE = "docker:payments:1"
+_REGISTRY_HOST_PORT_RE = re.compile(r"^docker:\d+(?:/|$)")
 
 
 def parse_ref(text: str, field: str = "image") -> ImageRef:
@@ -61,10 +69,36 @@ def parse_ref(text: str, field: str = "image") -> ImageRef:
             field,
         )
 
+    if text.startswith(_ENGINE_PREFIX) and not _REGISTRY_HOST_PORT_RE.match(text):
+        return _parse_engine_ref(text, field)
+
     if _looks_like_bare_digest(text):
         return ImageRef(kind=RefKind.DIGEST, original=text, digest=_check_digest(text, text, field))
 
     return _parse_registry_ref(text, field)
+
+
+def _parse_engine_ref(text: str, field: str) -> ImageRef:
+    name = text[len(_ENGINE_PREFIX) :]
+    if not name:
+        raise InvalidArgument(
+            f"{text!r} names no image after 'docker:' (e.g. {_ENGINE_EXAMPLE} or docker:sha256:<image id>)",
+            field,
+        )
+    if _looks_like_bare_digest(name):
+        # An image id is the config digest; the engine also accepts short ids, but a short id can
+        # match a different image tomorrow, so only the full id is accepted.
+        return ImageRef(kind=RefKind.DOCKER, original=text, digest=_check_digest(name, text, field))
+    host, repository, tag, digest = _split_name(name, text, field, host_required=False)
+    if not tag and not digest:
+        raise InvalidArgument(
+            f"{text!r} has neither a tag nor a digest: gate never assumes 'latest'; add :TAG or "
+            f"@sha256:<digest> (e.g. {_ENGINE_EXAMPLE})",
+            field,
+        )
+    return ImageRef(
+        kind=RefKind.DOCKER, original=text, registry=host, repository=repository, tag=tag, digest=digest
+    )
 
 
 def _looks_like_bare_digest(text: str) -> bool:
@@ -76,7 +110,25 @@ def _looks_like_bare_digest(text: str) -> bool:
 
 
 def _parse_registry_ref(text: str, field: str) -> ImageRef:
-    name_and_tag, sep, digest_part = text.partition("@")
+    host, repository, tag, digest = _split_name(text, text, field, host_required=True)
+    if not tag and not digest:
+        raise InvalidArgument(
+            f"{text!r} has neither a tag nor a digest: gate never assumes 'latest'; "
+            f"add :TAG or @sha256:<digest> (e.g. {_EXAMPLE})",
+            field,
+        )
+    return ImageRef(
+        kind=RefKind.REGISTRY, original=text, registry=host, repository=repository, tag=tag, digest=digest
+    )
+
+
+def _split_name(name: str, text: str, field: str, *, host_required: bool) -> tuple[str, str, str, str]:
+    """Split and validate `[HOST/]REPO[:TAG][@DIGEST]` into (host, repository, tag, digest).
+
+    `name` is the part being parsed, `text` the whole input for messages. Docker's rule decides whether
+    the first component is a host; engine names may omit it, registry references may not.
+    """
+    name_and_tag, sep, digest_part = name.partition("@")
     digest = ""
     if sep:
         if "@" in digest_part:
@@ -87,12 +139,16 @@ def _parse_registry_ref(text: str, field: str) -> ImageRef:
 
     host, slash, rest = name_and_tag.partition("/")
     if not slash or not _is_host(host):
-        raise InvalidArgument(
-            f"{text!r} has no registry host: a registry host is required because gate never assumes "
-            f"Docker Hub (e.g. {_EXAMPLE}, or localhost:5000/payments:1)",
-            field,
-        )
-    _check_host(host, text, field)
+        if host_required:
+            raise InvalidArgument(
+                f"{text!r} has no registry host: a registry host is required because gate never assumes "
+                f"Docker Hub (e.g. {_EXAMPLE}, or localhost:5000/payments:1; for an image on the local "
+                f"Docker engine write docker:{text})",
+                field,
+            )
+        host, rest = "", name_and_tag
+    else:
+        _check_host(host, text, field)
 
     repository, colon, tag = rest.partition(":")
     if colon:
@@ -104,19 +160,10 @@ def _parse_registry_ref(text: str, field: str) -> ImageRef:
                 "'.' or '-'; at most 128 characters)",
                 field,
             )
-    _check_repository(repository, text, field)
+    _check_repository(repository, text, field, after_host=bool(host))
     if len(host) + 1 + len(repository) > _MAX_NAME:
         raise InvalidArgument(f"image name in {text!r} is longer than {_MAX_NAME} characters", field)
-
-    if not tag and not digest:
-        raise InvalidArgument(
-            f"{text!r} has neither a tag nor a digest: gate never assumes 'latest'; "
-            f"add :TAG or @sha256:<digest> (e.g. {_EXAMPLE})",
-            field,
-        )
-    return ImageRef(
-        kind=RefKind.REGISTRY, original=text, registry=host, repository=repository, tag=tag, digest=digest
-    )
+    return host, repository, tag, digest
 
 
 def _is_host(component: str) -> bool:
@@ -140,9 +187,10 @@ def _check_host(host: str, text: str, field: str) -> None:
         raise InvalidArgument(f"registry port {port!r} in {text!r} is not a number from 1 to 65535", field)
 
 
-def _check_repository(repository: str, text: str, field: str) -> None:
+def _check_repository(repository: str, text: str, field: str, *, after_host: bool = True) -> None:
     if not repository:
-        raise InvalidArgument(f"{text!r} names no repository after the registry host", field)
+        where = "after the registry host" if after_host else "before the tag"
+        raise InvalidArgument(f"{text!r} names no repository {where}", field)
     for component in repository.split("/"):
         if not component:
             raise InvalidArgument(f"repository {repository!r} in {text!r} has an empty path component", field)

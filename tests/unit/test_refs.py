@@ -35,6 +35,23 @@ GOOD: list[tuple[str, ImageRef]] = [
     ("docker-archive:rel/app.tar", ImageRef(RefKind.DOCKER_ARCHIVE, "", path="rel/app.tar")),
     ("oci:/tmp/layout", ImageRef(RefKind.OCI_LAYOUT, "", path="/tmp/layout")),
     (D, ImageRef(RefKind.DIGEST, "", digest=D)),
+    # Images on the local Docker engine: NAME as docker writes it, the registry host optional.
+    ("docker:payments:1", ImageRef(RefKind.DOCKER, "", repository="payments", tag="1")),
+    ("docker:team/api:v1", ImageRef(RefKind.DOCKER, "", repository="team/api", tag="v1")),
+    (
+        "docker:registry.example/s2/payments:20200102_01",
+        ImageRef(RefKind.DOCKER, "", "registry.example", "s2/payments", tag="20200102_01"),
+    ),
+    (
+        "docker:127.0.0.1:5000/p/app:1",
+        ImageRef(RefKind.DOCKER, "", "127.0.0.1:5000", "p/app", tag="1"),
+    ),
+    ("docker:localhost/app:1", ImageRef(RefKind.DOCKER, "", "localhost", "app", tag="1")),
+    (f"docker:payments@{D}", ImageRef(RefKind.DOCKER, "", repository="payments", digest=D)),
+    (f"docker:payments:1@{D}", ImageRef(RefKind.DOCKER, "", repository="payments", tag="1", digest=D)),
+    (f"docker:{D}", ImageRef(RefKind.DOCKER, "", digest=D)),  # an image id
+    # "docker:PORT/…" is a registry host called docker (a compose service), not an engine image.
+    ("docker:5000/app:1", ImageRef(RefKind.REGISTRY, "", "docker:5000", "app", tag="1")),
 ]
 
 
@@ -91,6 +108,21 @@ BAD: list[tuple[str, str]] = [
     ("sha256:abc", "64 lowercase hex"),
     ("sha512:" + "a" * 128, "only sha256"),
     ("r.io/" + "a" * 260 + ":1", "longer than 255"),
+    ("docker:", "names no image"),
+    ("docker:payments", "never assumes 'latest'"),
+    ("docker:reg.io/p/payments", "never assumes 'latest'"),
+    ("docker:Payments:1", "must be lowercase"),
+    ("docker::1", "names no repository"),
+    ("docker:app:", "empty tag"),
+    ("docker:app:-x", "tag '-x'"),
+    ("docker:p//app:1", "empty path component"),
+    ("docker:sha256:abc", "64 lowercase hex"),
+    ("docker:266bbc192bd3", "never assumes 'latest'"),  # a short id is a name to docker: refused
+    ("docker:app@sha512:" + "a" * 128, "only sha256"),
+    (f"docker:app@{D}@{D}", "more than one '@'"),
+    ("docker:reg.io:99999/app:1", "port '99999'"),
+    ("docker:a pp:1", "whitespace"),
+    ("docker://reg.io/app:1", "is a URL"),
 ]
 
 
@@ -122,6 +154,12 @@ def test_registry_error_mentions_an_example() -> None:
         parse_ref("payments:1")
     assert info.value.field == "image"
     assert "e.g. registry.example.com/" in info.value.message
+    assert "docker:payments:1" in info.value.message  # and how to name it on the local engine
+
+
+def test_engine_refs_keep_the_stage_of_their_repository() -> None:
+    assert parse_ref("docker:reg.io/s2/payments:20200102_01").stage == Stage.S2
+    assert parse_ref("docker:payments:1").stage is None
 
 
 @pytest.mark.parametrize(
