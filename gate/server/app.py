@@ -15,7 +15,6 @@ from types import FrameType
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from scanners.trivy import TrivyScanner
 
 from gate.clock import SystemClock
 from gate.config import Settings
@@ -31,6 +30,7 @@ from gate.store.db import create_engine_for, migrate
 from gate.store.repository import SqlRepository
 from gate.v1 import gate_pb2 as pb
 from scanners.interface import Scanner
+from scanners.trivy import TrivyScanner
 
 log = logging.getLogger(__name__)
 
