@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import io
 import json
+import ssl
 import tarfile
 import urllib.error
 import urllib.parse
@@ -21,7 +22,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 __all__ = [
     "ACCEPT_MANIFESTS",
@@ -37,6 +38,7 @@ __all__ = [
     "OCI_MANIFEST",
     "Blob",
     "BuiltImage",
+    "PushAuth",
     "PushError",
     "alpine_layer",
     "build_image",
@@ -374,28 +376,60 @@ def write_oci_layout(image: BuiltImage, directory: Path, ref_name: str = "") -> 
     return directory
 
 
-def _base_url(registry: str) -> str:
-    return registry.rstrip("/") if "://" in registry else f"http://{registry}"
+class PushAuth(Protocol):
+    """How to push to a TLS registry that wants credentials (tests/support/fx_registry.py has some)."""
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        """Trusts the registry's certificate."""
+        ...
+
+    def authorization(self, repository: str) -> str:
+        """The Authorization header value for pushing to `repository` (Basic, or a scoped Bearer)."""
+        ...
+
+
+def _base_url(registry: str, auth: PushAuth | None = None) -> str:
+    if "://" in registry:
+        return registry.rstrip("/")
+    return f"https://{registry}" if auth is not None else f"http://{registry}"
 
 
 def _request(
-    method: str, url: str, data: bytes | None = None, headers: Mapping[str, str] | None = None
+    method: str,
+    url: str,
+    data: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    auth: PushAuth | None = None,
+    repository: str = "",
 ) -> tuple[int, dict[str, str], bytes]:
-    request = urllib.request.Request(url, data=data, method=method, headers=dict(headers or {}))
+    all_headers = dict(headers or {})
+    context = None
+    if auth is not None:
+        all_headers["Authorization"] = auth.authorization(repository)
+        context = auth.ssl_context
+    request = urllib.request.Request(url, data=data, method=method, headers=all_headers)
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=30, context=context) as response:
             return response.status, dict(response.headers.items()), response.read()
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers.items()), error.read()
 
 
-def push_blob(registry: str, repository: str, blob: Blob) -> None:
-    """Upload one blob (monolithic POST + PUT ?digest=) unless the registry already has it."""
-    base = _base_url(registry)
-    status, _, _ = _request("HEAD", f"{base}/v2/{repository}/blobs/{blob.digest}")
+def push_blob(registry: str, repository: str, blob: Blob, auth: PushAuth | None = None) -> None:
+    """Upload one blob (monolithic POST + PUT ?digest=) unless the registry already has it.
+
+    With `auth`, the registry is reached over https with its credentials (see PushAuth).
+    """
+    base = _base_url(registry, auth)
+    status, _, _ = _request(
+        "HEAD", f"{base}/v2/{repository}/blobs/{blob.digest}", auth=auth, repository=repository
+    )
     if status == 200:
         return
-    status, headers, body = _request("POST", f"{base}/v2/{repository}/blobs/uploads/", b"")
+    status, headers, body = _request(
+        "POST", f"{base}/v2/{repository}/blobs/uploads/", b"", auth=auth, repository=repository
+    )
     location = headers.get("Location", "")
     if status != 202 or not location:
         raise PushError(f"starting upload of {blob.digest} to {repository}: HTTP {status} {body[:500]!r}")
@@ -403,15 +437,27 @@ def push_blob(registry: str, repository: str, blob: Blob) -> None:
     separator = "&" if "?" in upload else "?"
     target = f"{upload}{separator}digest={urllib.parse.quote(blob.digest)}"
     put_headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(blob.data))}
-    status, _, body = _request("PUT", target, blob.data, put_headers)
+    status, _, body = _request("PUT", target, blob.data, put_headers, auth=auth, repository=repository)
     if status != 201:
         raise PushError(f"uploading {blob.digest} to {repository}: HTTP {status} {body[:500]!r}")
 
 
-def _put_manifest(registry: str, repository: str, reference: str, data: bytes, media_type: str) -> str:
-    base = _base_url(registry)
+def _put_manifest(
+    registry: str,
+    repository: str,
+    reference: str,
+    data: bytes,
+    media_type: str,
+    auth: PushAuth | None = None,
+) -> str:
+    base = _base_url(registry, auth)
     status, headers, body = _request(
-        "PUT", f"{base}/v2/{repository}/manifests/{reference}", data, {"Content-Type": media_type}
+        "PUT",
+        f"{base}/v2/{repository}/manifests/{reference}",
+        data,
+        {"Content-Type": media_type},
+        auth=auth,
+        repository=repository,
     )
     if status != 201:
         raise PushError(f"putting manifest {repository}:{reference}: HTTP {status} {body[:500]!r}")
@@ -422,20 +468,28 @@ def _put_manifest(registry: str, repository: str, reference: str, data: bytes, m
     return digest
 
 
-def push_image(registry: str, repository: str, reference: str, image: BuiltImage) -> str:
+def push_image(
+    registry: str, repository: str, reference: str, image: BuiltImage, auth: PushAuth | None = None
+) -> str:
     """Push `image` over plain http to `registry` ("host:port") as `repository:reference`.
 
-    Returns the manifest digest. `reference` may be a tag or the manifest digest itself.
+    Returns the manifest digest. `reference` may be a tag or the manifest digest itself. With `auth`,
+    the push goes over https with the registry's credentials.
     """
     for blob in image.blobs:
-        push_blob(registry, repository, blob)
-    return _put_manifest(registry, repository, reference, image.manifest, image.manifest_media_type)
+        push_blob(registry, repository, blob, auth)
+    return _put_manifest(registry, repository, reference, image.manifest, image.manifest_media_type, auth)
 
 
 def push_index(
-    registry: str, repository: str, reference: str, index: Blob, images: Sequence[BuiltImage]
+    registry: str,
+    repository: str,
+    reference: str,
+    index: Blob,
+    images: Sequence[BuiltImage],
+    auth: PushAuth | None = None,
 ) -> str:
     """Push every child image by digest, then the index under `reference`; return the index digest."""
     for image in images:
-        push_image(registry, repository, image.manifest_digest, image)
-    return _put_manifest(registry, repository, reference, index.data, index.media_type)
+        push_image(registry, repository, image.manifest_digest, image, auth)
+    return _put_manifest(registry, repository, reference, index.data, index.media_type, auth)
