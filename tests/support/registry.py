@@ -13,6 +13,8 @@ deadline, never slept for.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import secrets
@@ -20,6 +22,7 @@ import ssl
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,10 +31,11 @@ from typing import Literal
 
 import bcrypt
 
+from tests.support.images import Blob, BuiltImage, push_image, push_index
 from tests.support.tls import TlsFiles
 from tests.support.tokenserver import TokenServer
 
-__all__ = ["REGISTRY_BIN", "Mode", "Registry", "RegistryError", "start_registry"]
+__all__ = ["REGISTRY_BIN", "AuthRegistry", "Mode", "Registry", "RegistryError", "start_registry"]
 
 Mode = Literal["anonymous", "htpasswd", "token"]
 
@@ -196,3 +200,75 @@ def start_registry(
         process.kill()
         process.wait()
         raise
+
+
+@dataclass
+class AuthRegistry:
+    """A TLS registry that wants credentials, with what a test needs to use it and to push to it.
+
+    It is a tests.support.images.PushAuth: `push`/`push_index` authenticate as `username` (Basic for
+    htpasswd; a Bearer token scoped to the one repository, fetched from the token server, for token).
+    """
+
+    registry: Registry
+    username: str
+    password: str = field(repr=False)
+    token_server: TokenServer | None = None
+    identity_token: str = field(default="", repr=False)  # an OAuth2 refresh token (token mode only)
+    _tokens: dict[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def host(self) -> str:
+        """ "127.0.0.1:PORT", as image references name it."""
+        return self.registry.host
+
+    @property
+    def ca_file(self) -> str:
+        """The CA bundle that verifies the registry (and the token server)."""
+        return self.registry.ca_file
+
+    @property
+    def mode(self) -> Mode:
+        """ "htpasswd" or "token"."""
+        return self.registry.mode
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        """Trusts only the test CA."""
+        return ssl.create_default_context(cafile=self.ca_file)
+
+    def ref(self, repository: str, reference: str = "") -> str:
+        """An image reference in this registry (see Registry.ref)."""
+        return self.registry.ref(repository, reference)
+
+    def _basic(self) -> str:
+        return "Basic " + base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+
+    def authorization(self, repository: str) -> str:
+        """The Authorization header for pushing to `repository`."""
+        if self.token_server is None:
+            return self._basic()
+        if repository not in self._tokens:
+            query = urllib.parse.urlencode(
+                {"service": self.token_server.service, "scope": f"repository:{repository}:pull,push"}
+            )
+            request = urllib.request.Request(
+                f"{self.token_server.realm}?{query}", headers={"Authorization": self._basic()}
+            )
+            with urllib.request.urlopen(request, timeout=10, context=self.ssl_context) as response:
+                self._tokens[repository] = json.loads(response.read())["token"]
+        return "Bearer " + self._tokens[repository]
+
+    def push(self, repository: str, reference: str, image: BuiltImage) -> str:
+        """Push `image` as `repository:reference` with this registry's credentials; return its digest."""
+        return push_image(self.host, repository, reference, image, auth=self)
+
+    def push_index(self, repository: str, reference: str, index: Blob, images: list[BuiltImage]) -> str:
+        """Push an index and its images with this registry's credentials; return the index digest."""
+        return push_index(self.host, repository, reference, index, images, auth=self)
+
+    def stop(self) -> None:
+        """Stop the registry and its token server."""
+        self.registry.stop()
+        if self.token_server is not None:
+            self.token_server.stop()
