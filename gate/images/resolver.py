@@ -1,8 +1,10 @@
-"""SourceResolver: the gate.ports.ImageResolver for registries, docker-save archives and OCI layouts.
+"""SourceResolver: the gate.ports.ImageResolver for registries, archives, OCI layouts and a Docker engine.
 
 It turns an ImageRef into the image's identity (ImageInfo) and a ScanTarget telling a scanner where to
 read exactly that image: a registry target is always pinned by the resolved digest, never by tag, so the
-scanner reads the bytes gate identified even if the tag moves in between.
+scanner reads the bytes gate identified even if the tag moves in between. `docker:` references go to an
+optional engine source (gate.images.engine.EngineSource), typed here by the ImageResolver protocol so
+this module does not import the docker SDK; without one they are refused as not enabled.
 """
 
 from __future__ import annotations
@@ -13,16 +15,18 @@ from gate.domain import ImageInfo, ImageRef, RefKind
 from gate.errors import InvalidArgument
 from gate.images.archive import read_docker_archive, read_oci_layout
 from gate.images.registry import RegistryClient
+from gate.ports import ImageResolver
 from scanners.interface import ScanTarget, TargetKind
 
 __all__ = ["SourceResolver"]
 
 
 class SourceResolver:
-    """Resolves registry references through a RegistryClient and archives/layouts from the filesystem."""
+    """Resolves registries, archives/layouts on the filesystem and (when enabled) `docker:` engine images."""
 
-    def __init__(self, registry: RegistryClient) -> None:
+    def __init__(self, registry: RegistryClient, engine: ImageResolver | None = None) -> None:
         self._registry = registry
+        self._engine = engine
 
     def resolve(self, ref: ImageRef) -> tuple[ImageInfo, ScanTarget]:
         """Read the image's manifest/config; raise InvalidArgument, NotFound or Unavailable."""
@@ -41,6 +45,14 @@ class SourceResolver:
         if ref.kind is RefKind.OCI_LAYOUT:
             path = _absolute(ref)
             return read_oci_layout(path), ScanTarget(TargetKind.OCI_LAYOUT, str(path))
+        if ref.kind is RefKind.DOCKER:
+            if self._engine is None:
+                raise InvalidArgument(
+                    f"{ref.original!r}: docker: sources are not enabled on this gate (no Docker engine is "
+                    "configured); push the image to a registry or pass docker-archive:PATH",
+                    "image",
+                )
+            return self._engine.resolve(ref)
         raise InvalidArgument(
             "a bare digest identifies but cannot locate an image; give a registry reference or an archive "
             "to scan it",
