@@ -56,6 +56,15 @@ def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+def _docker_config(env: Mapping[str, str]) -> str:
+    # docker's own rule: DOCKER_CONFIG, else ~/.docker; a missing config.json there is not an error.
+    explicit = env.get("DOCKER_CONFIG", "")
+    if explicit:
+        return explicit
+    home = env.get("HOME", "")
+    return str(Path(home) / ".docker") if home else ""
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every knob of a gate process, resolved once at start-up."""
@@ -69,6 +78,10 @@ class Settings:
     scan_concurrency: int = 2
     insecure_registries: tuple[str, ...] = ()
     registry_ca: str = ""
+    # GATE_REGISTRY_AUTH: JSON text or a file path (format in gate/images/credentials.py). It may hold
+    # secrets, so it stays out of repr (settings get logged at start-up).
+    registry_auth: str = field(default="", repr=False)
+    docker_config: str = ""  # the directory holding docker's config.json (DOCKER_CONFIG, else ~/.docker)
     trivy_bin: str = field(default_factory=_default_trivy)
     trivy_cache_dir: str = ""  # empty → <data_dir>/trivy-cache
     trivy_skip_db_update: bool = False
@@ -104,6 +117,8 @@ class Settings:
             scan_concurrency=concurrency,
             insecure_registries=_list(e, "GATE_INSECURE_REGISTRIES", ()),
             registry_ca=e.get("GATE_REGISTRY_CA", ""),
+            registry_auth=e.get("GATE_REGISTRY_AUTH", ""),
+            docker_config=_docker_config(e),
             trivy_bin=e.get("GATE_TRIVY_BIN") or _default_trivy(),
             trivy_cache_dir=e.get("GATE_TRIVY_CACHE_DIR", ""),
             trivy_skip_db_update=_bool(e, "GATE_TRIVY_SKIP_DB_UPDATE", False),
