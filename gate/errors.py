@@ -26,6 +26,10 @@ class NotFound(GateError):
     """The named image, scan or object does not exist."""
 
 
+class AlreadyExists(GateError):
+    """The caller tried to create something that exists already (e.g. a base registered twice)."""
+
+
 class FailedPrecondition(GateError):
     """The request is well-formed but the system is not in a state to serve it."""
 

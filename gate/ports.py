@@ -12,6 +12,8 @@ from datetime import datetime
 from typing import Protocol
 
 from gate.domain import (
+    BaseImage,
+    BaseStatus,
     Decision,
     Finding,
     ImageInfo,
@@ -50,6 +52,14 @@ class AffectedRow:
 
     image: ImageRecord
     finding: Finding
+
+
+@dataclass(frozen=True)
+class ImageOnBase:
+    """A stored image whose layers start with a catalogued base's layers."""
+
+    image: ImageRecord
+    base: BaseImage
 
 
 class Repository(Protocol):
@@ -132,6 +142,42 @@ class Repository(Protocol):
 
     def save_decision(self, decision: Decision) -> None:
         """Append a decision record."""
+        ...
+
+    def add_base(self, base: BaseImage) -> BaseImage:
+        """Register a base; raise AlreadyExists when its digest or name is registered already."""
+        ...
+
+    def get_base(self, digest_or_name: str) -> BaseImage | None:
+        """The base registered under a digest, or else under a name."""
+        ...
+
+    def list_bases(self) -> list[BaseImage]:
+        """Every catalogued base, by tier then name."""
+        ...
+
+    def update_base_status(
+        self,
+        digest: str,
+        status: BaseStatus,
+        *,
+        superseded_by: str,
+        deprecated_at: datetime | None,
+        grace_until: datetime | None,
+    ) -> BaseImage:
+        """Set a base's lifecycle fields as given; raise NotFound for an unknown base or successor."""
+        ...
+
+    def bases_for_chain_ids(self, chains: Sequence[str]) -> list[BaseImage]:
+        """Bases whose ChainID is one of `chains` (an image's prefix ChainIDs), longest first."""
+        ...
+
+    def descendants(self, base: BaseImage) -> list[ImageRecord]:
+        """Every stored image, other than the base itself, whose layers start with the base's."""
+        ...
+
+    def images_on_bases(self, digests: Sequence[str], stage: Stage | None = None) -> list[ImageOnBase]:
+        """(image, base) for every stored image built on one of the bases named by digest."""
         ...
 
 

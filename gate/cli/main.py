@@ -26,6 +26,7 @@ from gate.cli import (
 from gate.cli.client import client_options
 from gate.config import Settings
 from gate.errors import (
+    AlreadyExists,
     DeadlineExceeded,
     FailedPrecondition,
     GateError,
@@ -41,6 +42,7 @@ from gate.errors import (
 _GATE_ERROR_EXITS: tuple[tuple[type[GateError], ExitCode], ...] = (
     (InvalidArgument, ExitCode.BAD_INPUT),
     (NotFound, ExitCode.BAD_INPUT),
+    (AlreadyExists, ExitCode.BAD_INPUT),
     (FailedPrecondition, ExitCode.BAD_INPUT),
     (PermissionDenied, ExitCode.NOT_AUTHORIZED),
     (Unauthenticated, ExitCode.NOT_AUTHORIZED),

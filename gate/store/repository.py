@@ -21,13 +21,15 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, Table, and_, case, exists, func, or_
+from sqlalchemy import Engine, Table, and_, case, delete, exists, func, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import Select
 
 from gate.domain import (
+    BaseImage,
+    BaseStatus,
     Decision,
     Finding,
     FindingClass,
@@ -40,14 +42,17 @@ from gate.domain import (
     Severity,
     Stage,
 )
-from gate.errors import FailedPrecondition, InvalidArgument, NotFound
-from gate.ports import AffectedRow, FindingFilter, FindingPage, Repository
+from gate.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from gate.ports import AffectedRow, FindingFilter, FindingPage, ImageOnBase, Repository
+from gate.provenance import chain_ids
 from gate.store.db import create_engine_for, database_errors, migrate, write_engine
 from gate.store.tables import (
+    BaseRow,
     CurrentScanRow,
     DecisionRow,
     FindingIdRow,
     FindingRow,
+    ImageChainRow,
     ImageRow,
     ImageTagRow,
     ScanJobRow,
@@ -112,13 +117,15 @@ class SqlRepository:
     def upsert_image(self, info: ImageInfo, ref: ImageRef | None, now: datetime) -> ImageRecord:
         """Create or update the image keyed by `info.digest`, adding the ref's tag and repository.
 
-        Identity fields (config digest, diff_ids, os) are only overwritten by non-empty values; the
-        location (registry, repository, stage) becomes the ref's when the ref names a repository.
+        Identity fields (config digest, diff_ids, os) and config facts (user, labels, annotations)
+        are only overwritten by non-empty values; the location (registry, repository, stage) becomes
+        the ref's when the ref names a repository. The image's layer chains (image_chains) are written
+        whenever its diff_ids are new.
         """
         now = _utc(now)
         located = ref is not None and bool(ref.repository)
         with self._write() as session:
-            self._insert_image(
+            inserted = self._insert_image(
                 session,
                 info.digest,
                 now,
@@ -134,9 +141,18 @@ class SqlRepository:
             if info.config_digest:
                 row.config_digest = info.config_digest
             if info.diff_ids:
-                row.diff_ids = json.dumps(list(info.diff_ids))
+                new_diff_ids = json.dumps(list(info.diff_ids))
+                if inserted or row.diff_ids != new_diff_ids:
+                    self._write_chains(session, info.digest, info.diff_ids, replace=not inserted)
+                row.diff_ids = new_diff_ids
             if info.os:
                 row.os = info.os
+            if info.user:
+                row.config_user = info.user
+            if info.labels:
+                row.labels = _pairs_json(info.labels)
+            if info.annotations:
+                row.annotations = _pairs_json(info.annotations)
             if ref is not None and located:
                 row.registry_host = ref.registry
                 row.repository = ref.repository
@@ -182,10 +198,11 @@ class SqlRepository:
         diff_ids: Sequence[str] = (),
         os: str = "",
         ref: ImageRef | None = None,
-    ) -> None:
+    ) -> bool:
+        """Insert the image unless it exists; True when this call inserted it (and its chains)."""
         # Insert-or-ignore, so two processes meeting a new digest at once both succeed.
         stage = ref.stage if ref is not None else None
-        session.exec(
+        result = session.connection().execute(
             self._insert(table_of(ImageRow))
             .values(
                 digest=digest,
@@ -199,6 +216,28 @@ class SqlRepository:
                 last_seen=now,
             )
             .on_conflict_do_nothing(index_elements=["digest"])
+            # RETURNING tells "inserted" from "already there" on both backends (psycopg reports no
+            # rowcount for this statement).
+            .returning(table_of(ImageRow).c.digest)
+        )
+        inserted = result.first() is not None
+        if inserted and diff_ids:
+            self._write_chains(session, digest, diff_ids, replace=False)
+        return inserted
+
+    def _write_chains(self, session: Session, digest: str, diff_ids: Sequence[str], *, replace: bool) -> None:
+        # One row per layer prefix: descendants of a base and candidate bases of an image are then
+        # plain indexed equality lookups instead of prefix comparisons over JSON.
+        connection = session.connection()
+        if replace:
+            connection.execute(delete(table_of(ImageChainRow)).where(col(ImageChainRow.digest) == digest))
+        rows = [
+            {"digest": digest, "depth": depth, "chain_id": chain_id}
+            for depth, chain_id in enumerate(chain_ids(diff_ids), start=1)
+        ]
+        connection.execute(
+            self._insert(table_of(ImageChainRow)).on_conflict_do_nothing(index_elements=["digest", "depth"]),
+            rows,
         )
 
     def _image_record(self, session: Session, row: ImageRow) -> ImageRecord:
@@ -552,6 +591,170 @@ class SqlRepository:
                     image=_to_image(image_row, tuple(image_tags)), finding=_to_finding(finding_row)
                 )
 
+    # -- base-image catalog ---------------------------------------------------------------------
+
+    def add_base(self, base: BaseImage) -> BaseImage:
+        """Register a base; AlreadyExists when its digest or its name is registered already."""
+        if base.registered_at is None:
+            raise ValueError("BaseImage.registered_at is required: the service stamps it from its clock")
+        with self._write() as session:
+            self._refuse_duplicate(session, base)
+            row = BaseRow(
+                digest=base.digest,
+                name=base.name,
+                tier=base.tier,
+                reference=base.reference,
+                diff_ids=json.dumps(list(base.diff_ids)),
+                layers=len(base.diff_ids),
+                chain_id=base.chain_id,
+                status=base.status.value,
+                superseded_by=base.superseded_by,
+                deprecated_at=_utc(base.deprecated_at) if base.deprecated_at else None,
+                grace_until=_utc(base.grace_until) if base.grace_until else None,
+                registered_at=_utc(base.registered_at),
+            )
+            session.add(row)
+            try:
+                session.flush()
+            except IntegrityError:
+                # Lost a race with a concurrent registration of the same digest or name (PostgreSQL;
+                # SQLite's IMMEDIATE transactions cannot interleave). Same answer as the check above.
+                raise AlreadyExists(
+                    f"base {base.name!r} ({base.digest}) was registered concurrently", "image"
+                ) from None
+            return _to_base(row, {})
+
+    @staticmethod
+    def _refuse_duplicate(session: Session, base: BaseImage) -> None:
+        same_digest = session.get(BaseRow, base.digest)
+        if same_digest is not None:
+            raise AlreadyExists(
+                f"{base.digest} is already registered as base {same_digest.name!r} (tier {same_digest.tier})",
+                "image",
+            )
+        same_name = session.exec(select(BaseRow).where(BaseRow.name == base.name)).first()
+        if same_name is not None:
+            raise AlreadyExists(
+                f"the name {base.name!r} is already taken by base {same_name.digest}; choose another --name",
+                "name",
+            )
+
+    def get_base(self, digest_or_name: str) -> BaseImage | None:
+        """The base registered under a digest, or else under a name."""
+        with self._read() as session:
+            row = session.get(BaseRow, digest_or_name)
+            if row is None:
+                row = session.exec(select(BaseRow).where(BaseRow.name == digest_or_name)).first()
+            return None if row is None else self._bases(session, [row])[0]
+
+    def list_bases(self) -> list[BaseImage]:
+        """Every base, by tier then name."""
+        with self._read() as session:
+            rows = session.exec(select(BaseRow).order_by(col(BaseRow.tier), col(BaseRow.name))).all()
+            return self._bases(session, rows)
+
+    def update_base_status(
+        self,
+        digest: str,
+        status: BaseStatus,
+        *,
+        superseded_by: str,
+        deprecated_at: datetime | None,
+        grace_until: datetime | None,
+    ) -> BaseImage:
+        """Set a base's lifecycle fields (all of them, as given); NotFound for an unknown digest."""
+        with self._write() as session:
+            row = session.get(BaseRow, digest)
+            if row is None:
+                raise NotFound(f"no base is registered under {digest}", "image")
+            if superseded_by and session.get(BaseRow, superseded_by) is None:
+                raise NotFound(f"no base is registered under {superseded_by}", "superseded_by")
+            row.status = status.value
+            row.superseded_by = superseded_by
+            row.deprecated_at = _utc(deprecated_at) if deprecated_at else None
+            row.grace_until = _utc(grace_until) if grace_until else None
+            session.flush()
+            return self._bases(session, [row])[0]
+
+    def bases_for_chain_ids(self, chains: Sequence[str]) -> list[BaseImage]:
+        """Bases whose ChainID is one of `chains` (an image's prefix ChainIDs), longest chain first."""
+        if not chains:
+            return []
+        with self._read() as session:
+            rows = session.exec(
+                select(BaseRow)
+                .where(col(BaseRow.chain_id).in_(list(dict.fromkeys(chains))))
+                .order_by(col(BaseRow.layers).desc(), col(BaseRow.name))
+            ).all()
+            return self._bases(session, rows)
+
+    def descendants(self, base: BaseImage) -> list[ImageRecord]:
+        """Every stored image (other than the base itself) whose layers start with the base's."""
+        with self._read() as session:
+            rows = session.exec(
+                select(ImageRow)
+                .join(ImageChainRow, col(ImageChainRow.digest) == col(ImageRow.digest))
+                .where(
+                    ImageChainRow.chain_id == base.chain_id,
+                    ImageChainRow.depth == len(base.diff_ids),
+                    col(ImageRow.digest) != base.digest,
+                )
+                .order_by(col(ImageRow.stage), col(ImageRow.repository), col(ImageRow.digest))
+            ).all()
+            return self._records(session, rows)
+
+    def images_on_bases(self, digests: Sequence[str], stage: Stage | None = None) -> list[ImageOnBase]:
+        """(image, base) for every stored image built on one of the bases named by digest."""
+        if not digests:
+            return []
+        conditions = [col(BaseRow.digest).in_(list(digests)), col(ImageRow.digest) != col(BaseRow.digest)]
+        if stage is not None:
+            conditions.append(col(ImageRow.stage) == stage.value)
+        with self._read() as session:
+            pairs = session.exec(
+                select(ImageRow, BaseRow)
+                .select_from(ImageChainRow)
+                .join(
+                    BaseRow,
+                    and_(
+                        col(BaseRow.chain_id) == col(ImageChainRow.chain_id),
+                        col(BaseRow.layers) == col(ImageChainRow.depth),
+                    ),
+                )
+                .join(ImageRow, col(ImageRow.digest) == col(ImageChainRow.digest))
+                .where(*conditions)
+                .order_by(
+                    col(ImageRow.stage), col(ImageRow.repository), col(ImageRow.digest), col(BaseRow.name)
+                )
+            ).all()
+            images = self._records(session, [image for image, _ in pairs])
+            bases = self._bases(session, [base for _, base in pairs])
+            return [ImageOnBase(image, base) for image, base in zip(images, bases, strict=True)]
+
+    def _records(self, session: Session, rows: Sequence[ImageRow]) -> list[ImageRecord]:
+        # Tags of all rows in one query (not one per image).
+        digests = list({r.digest for r in rows})
+        tags: dict[tuple[str, str, str], list[str]] = {}
+        if digests:
+            for tag_row in session.exec(
+                select(ImageTagRow).where(col(ImageTagRow.digest).in_(digests)).order_by(col(ImageTagRow.tag))
+            ):
+                key = (tag_row.digest, tag_row.registry_host, tag_row.repository)
+                tags.setdefault(key, []).append(tag_row.tag)
+        return [_to_image(r, tuple(tags.get((r.digest, r.registry_host, r.repository), []))) for r in rows]
+
+    def _bases(self, session: Session, rows: Sequence[BaseRow]) -> list[BaseImage]:
+        # Successor names are looked up once, for messages such as "rebuild on <successor>".
+        successors = list({r.superseded_by for r in rows if r.superseded_by})
+        names: dict[str, str] = {}
+        if successors:
+            names = dict(
+                session.exec(
+                    select(BaseRow.digest, BaseRow.name).where(col(BaseRow.digest).in_(successors))
+                ).all()
+            )
+        return [_to_base(r, names) for r in rows]
+
     # -- decisions ------------------------------------------------------------------------------
 
     def save_decision(self, decision: Decision) -> None:
@@ -730,6 +933,31 @@ def _target_from_json(text: str | None) -> ScanTarget | None:
     )
 
 
+def _pairs_json(pairs: Sequence[tuple[str, str]]) -> str:
+    return json.dumps([list(kv) for kv in sorted(pairs)])
+
+
+def _pairs(text: str) -> tuple[tuple[str, str], ...]:
+    return tuple((str(k), str(v)) for k, v in json.loads(text or "[]"))
+
+
+def _to_base(row: BaseRow, successor_names: dict[str, str]) -> BaseImage:
+    return BaseImage(
+        name=row.name,
+        tier=row.tier,
+        digest=row.digest,
+        diff_ids=tuple(json.loads(row.diff_ids)),
+        chain_id=row.chain_id,
+        reference=row.reference,
+        status=BaseStatus(row.status),
+        superseded_by=row.superseded_by,
+        superseded_by_name=successor_names.get(row.superseded_by, ""),
+        deprecated_at=row.deprecated_at,
+        grace_until=row.grace_until,
+        registered_at=row.registered_at,
+    )
+
+
 def _to_image(row: ImageRow, tags: tuple[str, ...]) -> ImageRecord:
     return ImageRecord(
         digest=row.digest,
@@ -741,6 +969,9 @@ def _to_image(row: ImageRow, tags: tuple[str, ...]) -> ImageRecord:
         diff_ids=tuple(json.loads(row.diff_ids)),
         os=row.os,
         first_seen=row.first_seen,
+        user=row.config_user,
+        labels=_pairs(row.labels),
+        annotations=_pairs(row.annotations),
     )
 
 

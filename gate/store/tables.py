@@ -20,10 +20,12 @@ from sqlalchemy import Index, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 __all__ = [
+    "BaseRow",
     "CurrentScanRow",
     "DecisionRow",
     "FindingIdRow",
     "FindingRow",
+    "ImageChainRow",
     "ImageRow",
     "ImageTagRow",
     "ScanJobRow",
@@ -60,6 +62,52 @@ class ImageRow(SQLModel, table=True):
     os: str = ""
     first_seen: datetime
     last_seen: datetime
+    # Facts from the image config and manifest that policy rules read (root user, required labels,
+    # the self-declared base). "user" is reserved in PostgreSQL, hence config_user.
+    config_user: str = ""
+    labels: str = Field(default="[]", sa_type=Text)  # JSON list of [key, value]
+    annotations: str = Field(default="[]", sa_type=Text)  # JSON list of [key, value]
+
+
+class ImageChainRow(SQLModel, table=True):
+    """The OCI ChainID of every layer prefix of an image: (digest, depth) → chain_id.
+
+    Depth counts layers (1 = the first layer alone). A base with n layers and ChainID c has as
+    descendants exactly the images with a row (depth n, chain_id c), so "what is built on B?" and
+    "which catalogued bases does image I start with?" are both one indexed lookup, whatever the number
+    of images. Derived from images.diff_ids and written with it.
+    """
+
+    __tablename__ = "image_chains"
+    __table_args__ = (Index("ix_image_chains_chain_depth", "chain_id", "depth"),)
+
+    digest: str = Field(primary_key=True, foreign_key="images.digest", ondelete="CASCADE")
+    depth: int = Field(primary_key=True)
+    chain_id: str
+
+
+class BaseRow(SQLModel, table=True):
+    """A catalogued base image, identified by its layer chain; name and digest are each unique."""
+
+    __tablename__ = "bases"
+    __table_args__ = (
+        UniqueConstraint("name", name="uq_bases_name"),
+        # Candidate bases of an image: bases whose (chain_id, layers) is one of the image's prefixes.
+        Index("ix_bases_chain_id", "chain_id"),
+    )
+
+    digest: str = Field(primary_key=True)
+    name: str
+    tier: str
+    reference: str = Field(default="", sa_type=Text)
+    diff_ids: str = Field(default="[]", sa_type=Text)  # JSON list
+    layers: int  # len(diff_ids): the depth at which descendants carry this chain_id
+    chain_id: str
+    status: str
+    superseded_by: str = ""  # successor digest (a base in this table) once deprecated
+    deprecated_at: datetime | None = None
+    grace_until: datetime | None = None
+    registered_at: datetime
 
 
 class ImageTagRow(SQLModel, table=True):

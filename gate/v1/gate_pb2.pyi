@@ -115,7 +115,7 @@ class CheckPromotionRequest(_message.Message):
     def __init__(self, image: _Optional[str] = ..., from_stage: _Optional[str] = ..., to_stage: _Optional[str] = ...) -> None: ...
 
 class Violation(_message.Message):
-    __slots__ = ("rule", "message", "vulnerability_id", "package", "installed_version", "fixed_version", "severity", "layer_diff_id")
+    __slots__ = ("rule", "message", "vulnerability_id", "package", "installed_version", "fixed_version", "severity", "layer_diff_id", "introduced_by", "platform")
     RULE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     VULNERABILITY_ID_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +124,8 @@ class Violation(_message.Message):
     FIXED_VERSION_FIELD_NUMBER: _ClassVar[int]
     SEVERITY_FIELD_NUMBER: _ClassVar[int]
     LAYER_DIFF_ID_FIELD_NUMBER: _ClassVar[int]
+    INTRODUCED_BY_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
     rule: str
     message: str
     vulnerability_id: str
@@ -132,7 +134,9 @@ class Violation(_message.Message):
     fixed_version: str
     severity: str
     layer_diff_id: str
-    def __init__(self, rule: _Optional[str] = ..., message: _Optional[str] = ..., vulnerability_id: _Optional[str] = ..., package: _Optional[str] = ..., installed_version: _Optional[str] = ..., fixed_version: _Optional[str] = ..., severity: _Optional[str] = ..., layer_diff_id: _Optional[str] = ...) -> None: ...
+    introduced_by: str
+    platform: str
+    def __init__(self, rule: _Optional[str] = ..., message: _Optional[str] = ..., vulnerability_id: _Optional[str] = ..., package: _Optional[str] = ..., installed_version: _Optional[str] = ..., fixed_version: _Optional[str] = ..., severity: _Optional[str] = ..., layer_diff_id: _Optional[str] = ..., introduced_by: _Optional[str] = ..., platform: _Optional[str] = ...) -> None: ...
 
 class Decision(_message.Message):
     __slots__ = ("allowed", "digest", "from_stage", "to_stage", "state", "violations", "warnings", "policy_digest", "evaluated_at", "scanned_at", "summary")
@@ -197,7 +201,7 @@ class SeverityCount(_message.Message):
     def __init__(self, severity: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class ImageReport(_message.Message):
-    __slots__ = ("digest", "config_digest", "registry", "repository", "tags", "stage", "diff_ids", "scans", "counts", "finding_count", "os")
+    __slots__ = ("digest", "config_digest", "registry", "repository", "tags", "stage", "diff_ids", "scans", "counts", "finding_count", "os", "user", "lineage", "lineage_warnings", "annotated_base_digest", "annotated_base_name")
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     CONFIG_DIGEST_FIELD_NUMBER: _ClassVar[int]
     REGISTRY_FIELD_NUMBER: _ClassVar[int]
@@ -209,6 +213,11 @@ class ImageReport(_message.Message):
     COUNTS_FIELD_NUMBER: _ClassVar[int]
     FINDING_COUNT_FIELD_NUMBER: _ClassVar[int]
     OS_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    LINEAGE_FIELD_NUMBER: _ClassVar[int]
+    LINEAGE_WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATED_BASE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    ANNOTATED_BASE_NAME_FIELD_NUMBER: _ClassVar[int]
     digest: str
     config_digest: str
     registry: str
@@ -220,7 +229,12 @@ class ImageReport(_message.Message):
     counts: _containers.RepeatedCompositeFieldContainer[SeverityCount]
     finding_count: int
     os: str
-    def __init__(self, digest: _Optional[str] = ..., config_digest: _Optional[str] = ..., registry: _Optional[str] = ..., repository: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., stage: _Optional[str] = ..., diff_ids: _Optional[_Iterable[str]] = ..., scans: _Optional[_Iterable[_Union[ScanSummary, _Mapping]]] = ..., counts: _Optional[_Iterable[_Union[SeverityCount, _Mapping]]] = ..., finding_count: _Optional[int] = ..., os: _Optional[str] = ...) -> None: ...
+    user: str
+    lineage: _containers.RepeatedCompositeFieldContainer[Base]
+    lineage_warnings: _containers.RepeatedScalarFieldContainer[str]
+    annotated_base_digest: str
+    annotated_base_name: str
+    def __init__(self, digest: _Optional[str] = ..., config_digest: _Optional[str] = ..., registry: _Optional[str] = ..., repository: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., stage: _Optional[str] = ..., diff_ids: _Optional[_Iterable[str]] = ..., scans: _Optional[_Iterable[_Union[ScanSummary, _Mapping]]] = ..., counts: _Optional[_Iterable[_Union[SeverityCount, _Mapping]]] = ..., finding_count: _Optional[int] = ..., os: _Optional[str] = ..., user: _Optional[str] = ..., lineage: _Optional[_Iterable[_Union[Base, _Mapping]]] = ..., lineage_warnings: _Optional[_Iterable[str]] = ..., annotated_base_digest: _Optional[str] = ..., annotated_base_name: _Optional[str] = ...) -> None: ...
 
 class Finding(_message.Message):
     __slots__ = ("vulnerability_id", "aliases", "package", "installed_version", "fixed_version", "fix_state", "severity", "scanner_severity", "layer_diff_id", "finding_class", "scanner", "target", "title", "primary_url", "package_path")
@@ -337,3 +351,119 @@ class ImportReportResponse(_message.Message):
     scan: ScanJob
     digest: str
     def __init__(self, scan: _Optional[_Union[ScanJob, _Mapping]] = ..., digest: _Optional[str] = ...) -> None: ...
+
+class Base(_message.Message):
+    __slots__ = ("name", "tier", "digest", "reference", "status", "superseded_by", "superseded_by_name", "deprecated_at", "grace_until", "registered_at", "chain_length", "chain_id")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    SUPERSEDED_BY_FIELD_NUMBER: _ClassVar[int]
+    SUPERSEDED_BY_NAME_FIELD_NUMBER: _ClassVar[int]
+    DEPRECATED_AT_FIELD_NUMBER: _ClassVar[int]
+    GRACE_UNTIL_FIELD_NUMBER: _ClassVar[int]
+    REGISTERED_AT_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    tier: str
+    digest: str
+    reference: str
+    status: str
+    superseded_by: str
+    superseded_by_name: str
+    deprecated_at: _timestamp_pb2.Timestamp
+    grace_until: _timestamp_pb2.Timestamp
+    registered_at: _timestamp_pb2.Timestamp
+    chain_length: int
+    chain_id: str
+    def __init__(self, name: _Optional[str] = ..., tier: _Optional[str] = ..., digest: _Optional[str] = ..., reference: _Optional[str] = ..., status: _Optional[str] = ..., superseded_by: _Optional[str] = ..., superseded_by_name: _Optional[str] = ..., deprecated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., grace_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., registered_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., chain_length: _Optional[int] = ..., chain_id: _Optional[str] = ...) -> None: ...
+
+class AddBaseRequest(_message.Message):
+    __slots__ = ("image", "tier", "name")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    image: str
+    tier: str
+    name: str
+    def __init__(self, image: _Optional[str] = ..., tier: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class ListBasesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListBasesResponse(_message.Message):
+    __slots__ = ("bases",)
+    BASES_FIELD_NUMBER: _ClassVar[int]
+    bases: _containers.RepeatedCompositeFieldContainer[Base]
+    def __init__(self, bases: _Optional[_Iterable[_Union[Base, _Mapping]]] = ...) -> None: ...
+
+class DeprecateBaseRequest(_message.Message):
+    __slots__ = ("image", "superseded_by", "grace")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    SUPERSEDED_BY_FIELD_NUMBER: _ClassVar[int]
+    GRACE_FIELD_NUMBER: _ClassVar[int]
+    image: str
+    superseded_by: str
+    grace: str
+    def __init__(self, image: _Optional[str] = ..., superseded_by: _Optional[str] = ..., grace: _Optional[str] = ...) -> None: ...
+
+class RevokeBaseRequest(_message.Message):
+    __slots__ = ("image",)
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    image: str
+    def __init__(self, image: _Optional[str] = ...) -> None: ...
+
+class ListBaseDescendantsRequest(_message.Message):
+    __slots__ = ("image",)
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    image: str
+    def __init__(self, image: _Optional[str] = ...) -> None: ...
+
+class BaseDescendant(_message.Message):
+    __slots__ = ("digest", "registry", "repository", "tags", "stage", "base_name", "base_digest")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    REGISTRY_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    BASE_NAME_FIELD_NUMBER: _ClassVar[int]
+    BASE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    registry: str
+    repository: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    stage: str
+    base_name: str
+    base_digest: str
+    def __init__(self, digest: _Optional[str] = ..., registry: _Optional[str] = ..., repository: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., stage: _Optional[str] = ..., base_name: _Optional[str] = ..., base_digest: _Optional[str] = ...) -> None: ...
+
+class RebuildListRequest(_message.Message):
+    __slots__ = ("stage",)
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    def __init__(self, stage: _Optional[str] = ...) -> None: ...
+
+class RebuildItem(_message.Message):
+    __slots__ = ("digest", "registry", "repository", "tags", "stage", "base", "reason", "successor_digest", "successor_name")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    REGISTRY_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    BASE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    SUCCESSOR_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SUCCESSOR_NAME_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    registry: str
+    repository: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    stage: str
+    base: Base
+    reason: str
+    successor_digest: str
+    successor_name: str
+    def __init__(self, digest: _Optional[str] = ..., registry: _Optional[str] = ..., repository: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., stage: _Optional[str] = ..., base: _Optional[_Union[Base, _Mapping]] = ..., reason: _Optional[str] = ..., successor_digest: _Optional[str] = ..., successor_name: _Optional[str] = ...) -> None: ...

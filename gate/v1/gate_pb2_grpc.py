@@ -75,6 +75,36 @@ class GateStub:
                 request_serializer=gate_dot_v1_dot_gate__pb2.ImportReportRequest.SerializeToString,
                 response_deserializer=gate_dot_v1_dot_gate__pb2.ImportReportResponse.FromString,
                 _registered_method=True)
+        self.AddBase = channel.unary_unary(
+                '/gate.v1.Gate/AddBase',
+                request_serializer=gate_dot_v1_dot_gate__pb2.AddBaseRequest.SerializeToString,
+                response_deserializer=gate_dot_v1_dot_gate__pb2.Base.FromString,
+                _registered_method=True)
+        self.ListBases = channel.unary_unary(
+                '/gate.v1.Gate/ListBases',
+                request_serializer=gate_dot_v1_dot_gate__pb2.ListBasesRequest.SerializeToString,
+                response_deserializer=gate_dot_v1_dot_gate__pb2.ListBasesResponse.FromString,
+                _registered_method=True)
+        self.DeprecateBase = channel.unary_unary(
+                '/gate.v1.Gate/DeprecateBase',
+                request_serializer=gate_dot_v1_dot_gate__pb2.DeprecateBaseRequest.SerializeToString,
+                response_deserializer=gate_dot_v1_dot_gate__pb2.Base.FromString,
+                _registered_method=True)
+        self.RevokeBase = channel.unary_unary(
+                '/gate.v1.Gate/RevokeBase',
+                request_serializer=gate_dot_v1_dot_gate__pb2.RevokeBaseRequest.SerializeToString,
+                response_deserializer=gate_dot_v1_dot_gate__pb2.Base.FromString,
+                _registered_method=True)
+        self.ListBaseDescendants = channel.unary_stream(
+                '/gate.v1.Gate/ListBaseDescendants',
+                request_serializer=gate_dot_v1_dot_gate__pb2.ListBaseDescendantsRequest.SerializeToString,
+                response_deserializer=gate_dot_v1_dot_gate__pb2.BaseDescendant.FromString,
+                _registered_method=True)
+        self.RebuildList = channel.unary_stream(
+                '/gate.v1.Gate/RebuildList',
+                request_serializer=gate_dot_v1_dot_gate__pb2.RebuildListRequest.SerializeToString,
+                response_deserializer=gate_dot_v1_dot_gate__pb2.RebuildItem.FromString,
+                _registered_method=True)
 
 
 class GateServicer:
@@ -137,6 +167,49 @@ class GateServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AddBase(self, request, context):
+        """AddBase registers a base image in the catalog with a tier. A base is identified by its layer chain
+        (diff_ids): images whose layers start with it are built on it, whatever their tags say.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBases(self, request, context):
+        """ListBases returns every catalogued base, by tier then name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeprecateBase(self, request, context):
+        """DeprecateBase marks a base deprecated in favour of a successor base, after a grace period.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeBase(self, request, context):
+        """RevokeBase marks a base revoked: images built on it are denied from then on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListBaseDescendants(self, request, context):
+        """ListBaseDescendants streams every stored image built on a base, by stage.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RebuildList(self, request, context):
+        """RebuildList streams the stored images built on deprecated, revoked or superseded bases.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GateServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -179,6 +252,36 @@ def add_GateServicer_to_server(servicer, server):
                     servicer.ImportReport,
                     request_deserializer=gate_dot_v1_dot_gate__pb2.ImportReportRequest.FromString,
                     response_serializer=gate_dot_v1_dot_gate__pb2.ImportReportResponse.SerializeToString,
+            ),
+            'AddBase': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddBase,
+                    request_deserializer=gate_dot_v1_dot_gate__pb2.AddBaseRequest.FromString,
+                    response_serializer=gate_dot_v1_dot_gate__pb2.Base.SerializeToString,
+            ),
+            'ListBases': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListBases,
+                    request_deserializer=gate_dot_v1_dot_gate__pb2.ListBasesRequest.FromString,
+                    response_serializer=gate_dot_v1_dot_gate__pb2.ListBasesResponse.SerializeToString,
+            ),
+            'DeprecateBase': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeprecateBase,
+                    request_deserializer=gate_dot_v1_dot_gate__pb2.DeprecateBaseRequest.FromString,
+                    response_serializer=gate_dot_v1_dot_gate__pb2.Base.SerializeToString,
+            ),
+            'RevokeBase': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeBase,
+                    request_deserializer=gate_dot_v1_dot_gate__pb2.RevokeBaseRequest.FromString,
+                    response_serializer=gate_dot_v1_dot_gate__pb2.Base.SerializeToString,
+            ),
+            'ListBaseDescendants': grpc.unary_stream_rpc_method_handler(
+                    servicer.ListBaseDescendants,
+                    request_deserializer=gate_dot_v1_dot_gate__pb2.ListBaseDescendantsRequest.FromString,
+                    response_serializer=gate_dot_v1_dot_gate__pb2.BaseDescendant.SerializeToString,
+            ),
+            'RebuildList': grpc.unary_stream_rpc_method_handler(
+                    servicer.RebuildList,
+                    request_deserializer=gate_dot_v1_dot_gate__pb2.RebuildListRequest.FromString,
+                    response_serializer=gate_dot_v1_dot_gate__pb2.RebuildItem.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -398,6 +501,168 @@ class Gate:
             '/gate.v1.Gate/ImportReport',
             gate_dot_v1_dot_gate__pb2.ImportReportRequest.SerializeToString,
             gate_dot_v1_dot_gate__pb2.ImportReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddBase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gate.v1.Gate/AddBase',
+            gate_dot_v1_dot_gate__pb2.AddBaseRequest.SerializeToString,
+            gate_dot_v1_dot_gate__pb2.Base.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBases(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gate.v1.Gate/ListBases',
+            gate_dot_v1_dot_gate__pb2.ListBasesRequest.SerializeToString,
+            gate_dot_v1_dot_gate__pb2.ListBasesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeprecateBase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gate.v1.Gate/DeprecateBase',
+            gate_dot_v1_dot_gate__pb2.DeprecateBaseRequest.SerializeToString,
+            gate_dot_v1_dot_gate__pb2.Base.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeBase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gate.v1.Gate/RevokeBase',
+            gate_dot_v1_dot_gate__pb2.RevokeBaseRequest.SerializeToString,
+            gate_dot_v1_dot_gate__pb2.Base.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListBaseDescendants(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/gate.v1.Gate/ListBaseDescendants',
+            gate_dot_v1_dot_gate__pb2.ListBaseDescendantsRequest.SerializeToString,
+            gate_dot_v1_dot_gate__pb2.BaseDescendant.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RebuildList(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/gate.v1.Gate/RebuildList',
+            gate_dot_v1_dot_gate__pb2.RebuildListRequest.SerializeToString,
+            gate_dot_v1_dot_gate__pb2.RebuildItem.FromString,
             options,
             channel_credentials,
             insecure,
