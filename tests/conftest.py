@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.support.fx_trivy",
     "tests.support.fx_registry",
     "tests.support.fx_postgres",
+    "tests.support.fx_dockerd",
 ]
