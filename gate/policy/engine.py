@@ -1,7 +1,8 @@
 """evaluate(): apply a Policy to what gate knows about one digest and explain the answer.
 
-Pure: the caller gathers scans and findings and passes `now`. Every violation is listed (not only the
-first), findings reported by several scanners count once, and the summary names the cheapest fix.
+Pure: the caller gathers scans, findings, the image record and its lineage, and passes `now`. Every
+violation is listed (not only the first), findings reported by several scanners count once, findings
+from a base's layers name that base, and the summary names the cheapest fix.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from gate.domain import Decision, Finding, FindingClass, Severity, VerdictState, Violation
+from gate.policy.image_rules import IMAGE_RULES, attribute, who
 from gate.policy.model import EvaluationInput, Policy, TransitionPolicy
 from gate.policy.rules import (
     FINDING_RULES,
@@ -26,7 +28,24 @@ from gate.policy.rules import (
 
 __all__ = ["dedupe_findings", "evaluate"]
 
-_RULE_ORDER = {"scan-state": 0, "fixable-severity": 1, "unfixable-severity": 2, "secret": 3}
+_RULE_ORDER = {
+    "scan-state": 0,
+    "fixable-severity": 1,
+    "unfixable-severity": 2,
+    "secret": 3,
+    # Image rules: what the image is built on first (a rebuild may clear findings too), then its
+    # config, then its name.
+    "NO_APPROVED_BASE": 10,
+    "base-revoked": 11,
+    "base-deprecated": 12,
+    "require-base-tier": 13,
+    "forbid-base-tier": 14,
+    "root-user": 15,
+    "require-labels": 16,
+    "tag-latest": 17,
+    "tag-pattern": 18,
+    "stage-path": 19,
+}
 _MAX_FIX_HINTS = 3
 
 
@@ -100,6 +119,7 @@ def _summary(
     warnings: list[str],
     finding_count: int,
     denied_states: list[VerdictState],
+    hints: list[str],
 ) -> str:
     if not violations:
         seen = (
@@ -122,13 +142,14 @@ def _summary(
         "unfixable-severity": "unfixable" + _at_least(t.max_unfixable_severity),
     }
     parts = [
-        _plural(counts[rule], "secret") if rule == "secret" else f"{counts[rule]} {labels[rule]}"
-        for rule in sorted(counts, key=_RULE_ORDER.__getitem__)
+        _plural(counts[rule], "secret") if rule == "secret" else f"{counts[rule]} {labels.get(rule, rule)}"
+        for rule in sorted(counts, key=lambda r: _RULE_ORDER.get(r, len(_RULE_ORDER)))
     ]
     text = f"denied {t.label}: {_plural(len(violations), 'violation')} — {', '.join(parts)}"
-    fixes = _cheapest_fixes(violations)
-    if counts["scan-state"]:
-        fixes.insert(0, RESCAN_HINT)
+    # A rescan first (nothing else can be trusted before it), then rebuilds and other image fixes,
+    # which may clear many findings at once, then package upgrades.
+    fixes = list(dict.fromkeys([*([RESCAN_HINT] if counts["scan-state"] else []), *hints]))
+    fixes += _cheapest_fixes(violations)
     if fixes:
         more = ", …" if len(fixes) > _MAX_FIX_HINTS else ""
         text += f"; cheapest fix: {', '.join(fixes[:_MAX_FIX_HINTS])}{more}"
@@ -172,6 +193,20 @@ def evaluate(policy: Policy, inp: EvaluationInput, now: datetime) -> Decision:
         if hit.warning:
             warnings.append(hit.warning)
 
+    hints: list[str] = []
+    if inp.lineage is not None:
+        warnings.extend(inp.lineage.warnings)
+    for image_rule in IMAGE_RULES:
+        for hit in image_rule.check(t, inp, now):
+            if hit.violation is not None:
+                v = hit.violation
+                # Image violations carry no severity; CRITICAL keeps them counted as blocking.
+                ranked.append(((1, 0, _RULE_ORDER[v.rule], v.message, "", ""), Severity.CRITICAL, v))
+                if hit.hint:
+                    hints.append(hit.hint)
+            if hit.warning:
+                warnings.append(hit.warning)
+
     # Findings of the last successful scans count in every state: a failed rescan hides nothing.
     findings = dedupe_findings(inp.findings)
     for f in findings:
@@ -181,8 +216,11 @@ def evaluate(policy: Policy, inp: EvaluationInput, now: datetime) -> Decision:
                 continue
             if hit.violation is not None:
                 sev = effective_severity(f, t)
-                key = (1, -sev, _RULE_ORDER[rule.name], f.vulnerability_id, f.package, f.installed_version)
-                ranked.append((key, sev, hit.violation))
+                key = (2, -sev, _RULE_ORDER[rule.name], f.vulnerability_id, f.package, f.installed_version)
+                violation, rebuild = attribute(hit.violation, inp)
+                ranked.append((key, sev, violation))
+                if rebuild:
+                    hints.append(rebuild)
             if hit.warning:
                 warnings.append(hit.warning)
 
@@ -196,6 +234,16 @@ def evaluate(policy: Policy, inp: EvaluationInput, now: datetime) -> Decision:
         and s.latest_success is not None
         and s.latest_success.finished_at is not None
     ]
+    # The same "cannot check" warning may come from several rules; say it once.
+    warnings = list(dict.fromkeys(warnings))
+    details = [
+        ("transition", t.key),
+        ("required_scanners", ",".join(required)),
+        ("findings", str(len(findings))),
+        ("policy_source", policy.source),
+    ]
+    if inp.lineage is not None:
+        details.append(("lineage", " > ".join(who(b) for b in inp.lineage.chain) or "none"))
     return Decision(
         allowed=not violations,
         digest=inp.digest,
@@ -207,11 +255,6 @@ def evaluate(policy: Policy, inp: EvaluationInput, now: datetime) -> Decision:
         violations=tuple(v for _, v in violations),
         warnings=tuple(warnings),
         scanned_at=min(scan_times) if scan_times else None,
-        summary=_summary(t, state, violations, warnings, len(findings), denied_states),
-        details=(
-            ("transition", t.key),
-            ("required_scanners", ",".join(required)),
-            ("findings", str(len(findings))),
-            ("policy_source", policy.source),
-        ),
+        summary=_summary(t, state, violations, warnings, len(findings), denied_states, hints),
+        details=tuple(details),
     )

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import difflib
 import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from importlib import resources
 from itertools import pairwise
@@ -22,6 +24,10 @@ from gate.policy.model import (
     OnState,
     Policy,
     TransitionPolicy,
+    check_label_name,
+    check_stage_path,
+    check_tag_pattern,
+    check_tier,
     parse_duration,
     transition_key,
 )
@@ -39,6 +45,13 @@ _T_KEYS = (
     "require_scanners",
     "unknown_severity_as",
     "on_state",
+    "require_base_tier",
+    "forbid_base_tiers",
+    "tag_pattern",
+    "forbid_latest",
+    "stage_path",
+    "forbid_root_user",
+    "require_labels",
 )
 _SUPPORTED_VERSION = 1
 
@@ -156,6 +169,33 @@ class _Doc:
             )
         return tuple(names)
 
+    def checked(self, node: yaml.Node, path: str, expected: str, check: Callable[[str], str]) -> str:
+        """A string scalar passed through a model validator; its ValueError becomes a line error."""
+        text = self.scalar(node, path, expected)
+        try:
+            return check(text)
+        except ValueError as e:
+            raise self.fail(node, path, str(e)) from None
+
+    def names(
+        self, node: yaml.Node, path: str, expected: str, check: Callable[[str], str]
+    ) -> tuple[str, ...]:
+        """A list of validated names, repeats dropped, order kept; an empty list is allowed."""
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.fail(node, path, f"expected a list of {expected}s, got {_kind(node)}")
+        out: list[str] = []
+        for i, item in enumerate(node.value):
+            name = self.checked(item, f"{path}[{i}]", f"a {expected}", check)
+            if name not in out:
+                out.append(name)
+        return tuple(out)
+
+    def stage_path(self, node: yaml.Node, path: str) -> bool | str:
+        """`true`/`false`, or a template such as `{stage}/{name}`."""
+        if isinstance(node, yaml.ScalarNode) and node.tag == _TAG + "bool":
+            return self.boolean(node, path)
+        return self.checked(node, path, "true, false or a template such as {stage}/{name}", check_stage_path)
+
     def on_state(self, node: yaml.Node, path: str) -> dict[VerdictState, OnState]:
         states = {s.value: s for s in CHECKED_STATES}
         verdicts = ", ".join(v.value for v in OnState)
@@ -234,6 +274,7 @@ def _transition(
         else Severity.MEDIUM
     )
     on_state = doc.on_state(entries["on_state"][1], _join(path, "on_state")) if "on_state" in entries else {}
+    image = _image_rules(doc, entries, path)
     return TransitionPolicy(
         from_stage=stages[0],
         to_stage=stages[1],
@@ -244,7 +285,50 @@ def _transition(
         require_scanners=scanners,
         unknown_severity_as=unknown,
         on_state=on_state,
+        require_base_tier=image.require_base_tier,
+        forbid_base_tiers=image.forbid_base_tiers,
+        tag_pattern=image.tag_pattern,
+        forbid_latest=image.forbid_latest,
+        stage_path=image.stage_path,
+        forbid_root_user=image.forbid_root_user,
+        require_labels=image.require_labels,
     )
+
+
+@dataclass(frozen=True)
+class _ImageRules:
+    require_base_tier: str = ""
+    forbid_base_tiers: tuple[str, ...] = ()
+    tag_pattern: str = ""
+    forbid_latest: bool = False
+    stage_path: bool | str = False
+    forbid_root_user: bool = False
+    require_labels: tuple[str, ...] = ()
+
+
+def _image_rules(doc: _Doc, entries: dict[str, tuple[yaml.Node, yaml.Node]], path: str) -> _ImageRules:
+    """The provenance, naming and hygiene keys of one transition; each is optional and off by default."""
+
+    def node(key: str) -> tuple[yaml.Node | None, str]:
+        return (entries[key][1] if key in entries else None), _join(path, key)
+
+    n, p = node("require_base_tier")
+    required = doc.checked(n, p, "a tier name", check_tier) if n is not None else ""
+    n, p = node("forbid_base_tiers")
+    forbidden = doc.names(n, p, "tier name", check_tier) if n is not None else ()
+    if required and required in forbidden:
+        raise doc.fail(n, p, f"{required} is required by require_base_tier and forbidden here")
+    n, p = node("tag_pattern")
+    pattern = doc.checked(n, p, "a regular expression", check_tag_pattern) if n is not None else ""
+    n, p = node("forbid_latest")
+    latest = doc.boolean(n, p) if n is not None else False
+    n, p = node("stage_path")
+    stage_path = doc.stage_path(n, p) if n is not None else False
+    n, p = node("forbid_root_user")
+    root = doc.boolean(n, p) if n is not None else False
+    n, p = node("require_labels")
+    labels = doc.names(n, p, "label name", check_label_name) if n is not None else ()
+    return _ImageRules(required, forbidden, pattern, latest, stage_path, root, labels)
 
 
 def load_policy(text: str, source: str = "<policy>") -> Policy:

@@ -11,15 +11,16 @@ import enum
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cached_property
 from itertools import pairwise
 from types import MappingProxyType
 
-from gate.domain import Finding, ScanJob, Severity, Stage, VerdictState
+from gate.domain import Finding, ImageRecord, ScanJob, Severity, Stage, VerdictState
 from gate.errors import InvalidArgument
+from gate.provenance import Lineage
 
 __all__ = [
     "CHECKED_STATES",
@@ -28,8 +29,13 @@ __all__ = [
     "Policy",
     "ScannerStatus",
     "TransitionPolicy",
+    "check_label_name",
+    "check_stage_path",
+    "check_tag_pattern",
+    "check_tier",
     "format_duration",
     "parse_duration",
+    "stage_path_regex",
     "transition_key",
 ]
 
@@ -42,6 +48,9 @@ CHECKED_STATES: tuple[VerdictState, ...] = (
 )
 
 _DURATION_PART = re.compile(r"(\d+)([wdhms])")
+_TIER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
+_STAGE_PATH_FIELDS = ("stage", "name")
 _UNIT_SECONDS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
@@ -70,6 +79,66 @@ def parse_duration(text: str) -> timedelta:
     return total
 
 
+def check_tier(text: str) -> str:
+    """Validate a base tier name (built-in or custom) and return it; raise ValueError saying why."""
+    tier = text.strip()
+    if not _TIER_RE.match(tier):
+        raise ValueError(
+            f"bad tier {text!r} (expected a name of letters, digits, '.', '_' or '-', "
+            f"e.g. prod-osbase; custom tiers are allowed)"
+        )
+    return tier
+
+
+def check_tag_pattern(text: str) -> str:
+    """Validate a tag regular expression and return it; raise ValueError with the regex error."""
+    if not text:
+        raise ValueError("empty pattern (leave the key out to accept any tag)")
+    try:
+        re.compile(text)
+    except re.error as e:
+        raise ValueError(f"bad regular expression {text!r}: {e}") from None
+    return text
+
+
+def check_stage_path(text: str) -> str:
+    """Validate a stage-path template such as `{stage}/{name}` and return it; raise ValueError."""
+    fields = _PLACEHOLDER.findall(text)
+    unknown = [f for f in fields if f not in _STAGE_PATH_FIELDS]
+    if unknown:
+        raise ValueError(
+            f"unknown placeholder {{{unknown[0]}}} in {text!r} (expected {{stage}} and {{name}})"
+        )
+    if "stage" not in fields:
+        raise ValueError(f"template {text!r} must contain {{stage}}")
+    if "{" in _PLACEHOLDER.sub("", text) or "}" in _PLACEHOLDER.sub("", text):
+        raise ValueError(f"unbalanced brace in {text!r}")
+    return text
+
+
+def stage_path_regex(template: str, stage: Stage) -> re.Pattern[str]:
+    """The regex a repository path must fully match for a stage-path template at `stage`.
+
+    `{stage}` is the stage name itself; `{name}` is one or more path components.
+    """
+    out = []
+    pos = 0
+    for m in _PLACEHOLDER.finditer(template):
+        out.append(re.escape(template[pos : m.start()]))
+        out.append(re.escape(stage.value) if m.group(1) == "stage" else r"[^/]+(?:/[^/]+)*")
+        pos = m.end()
+    out.append(re.escape(template[pos:]))
+    return re.compile("".join(out))
+
+
+def check_label_name(text: str) -> str:
+    """Validate a required label name and return it stripped; raise ValueError when empty."""
+    name = text.strip()
+    if not name:
+        raise ValueError("label name is empty")
+    return name
+
+
 def format_duration(value: timedelta) -> str:
     """Render a duration in the largest whole units, e.g. 7d, 1d12h, 90s — the inverse of parse."""
     seconds = int(value.total_seconds())
@@ -90,6 +159,9 @@ class TransitionPolicy:
 
     `max_fixable_severity` / `max_unfixable_severity` are the highest severity still allowed among
     findings with / without a fix; None spells the YAML value NONE: no such finding is allowed at all.
+
+    The provenance, naming and hygiene fields all default to "off", so a policy written before they
+    existed keeps its meaning; the built-in policy turns them on (docs/policy.md).
     """
 
     from_stage: Stage
@@ -102,6 +174,13 @@ class TransitionPolicy:
     unknown_severity_as: Severity = Severity.MEDIUM
     # Excluded from the hash because a dict is unhashable; the other fields identify a transition.
     on_state: Mapping[VerdictState, OnState] = field(default_factory=dict, hash=False)
+    require_base_tier: str = ""  # "" → no base tier required
+    forbid_base_tiers: tuple[str, ...] = ()
+    tag_pattern: str = ""  # regex the whole promoted tag must match; "" → any tag
+    forbid_latest: bool = False
+    stage_path: bool | str = False  # True → the from-stage is a path component; str → a template
+    forbid_root_user: bool = False
+    require_labels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         """Check the invariants the loader also checks, so hand-built policies cannot bypass them."""
@@ -122,6 +201,28 @@ class TransitionPolicy:
                 raise InvalidArgument(f"no verdict can be set for {state}", f"{where}.on_state")
         # A read-only copy: the policy digest is cached, so the map must not change under it.
         object.__setattr__(self, "on_state", MappingProxyType(dict(self.on_state)))
+        self._check_image_rules(where)
+
+    def _check_image_rules(self, where: str) -> None:
+        checks: list[tuple[str, Callable[[str], str], str]] = [
+            ("forbid_base_tiers", check_tier, tier) for tier in self.forbid_base_tiers
+        ]
+        checks += [("require_labels", check_label_name, label) for label in self.require_labels]
+        if self.require_base_tier:
+            checks.append(("require_base_tier", check_tier, self.require_base_tier))
+        if self.tag_pattern:
+            checks.append(("tag_pattern", check_tag_pattern, self.tag_pattern))
+        if isinstance(self.stage_path, str) and self.stage_path:
+            checks.append(("stage_path", check_stage_path, self.stage_path))
+        for name, check, value in checks:
+            try:
+                check(value)
+            except ValueError as e:
+                raise InvalidArgument(str(e), f"{where}.{name}") from None
+        if self.require_base_tier and self.require_base_tier in self.forbid_base_tiers:
+            raise InvalidArgument(
+                f"{self.require_base_tier} is both required and forbidden", f"{where}.forbid_base_tiers"
+            )
 
     @property
     def key(self) -> str:
@@ -148,6 +249,13 @@ class TransitionPolicy:
             "require_scanners": scanners,
             "unknown_severity_as": self.unknown_severity_as.name,
             "on_state": {s.value: self.verdict_for(s).value for s in CHECKED_STATES},
+            "require_base_tier": self.require_base_tier or None,
+            "forbid_base_tiers": sorted(set(self.forbid_base_tiers)),
+            "tag_pattern": self.tag_pattern or None,
+            "forbid_latest": self.forbid_latest,
+            "stage_path": self.stage_path if self.stage_path else False,
+            "forbid_root_user": self.forbid_root_user,
+            "require_labels": sorted(set(self.require_labels)),
         }
 
 
@@ -255,7 +363,11 @@ class ScannerStatus:
 
 @dataclass(frozen=True)
 class EvaluationInput:
-    """Everything `evaluate` reads besides the policy and the clock."""
+    """Everything `evaluate` reads besides the policy and the clock.
+
+    `image`, `tag` and `lineage` feed the naming, hygiene and provenance rules; left at their
+    defaults, those rules have nothing to judge (see docs/policy.md for what each then does).
+    """
 
     digest: str
     from_stage: Stage
@@ -263,3 +375,7 @@ class EvaluationInput:
     scans: Mapping[str, ScannerStatus]  # by scanner name; a scanner gate never ran is absent
     findings: tuple[Finding, ...]  # current findings: each scanner's latest success
     configured_scanners: tuple[str, ...]  # the server's scanners (default for require_scanners)
+    image: ImageRecord | None = None  # repository, tags, stage, user, labels, annotations, diff_ids
+    tag: str = ""  # the tag named in the request; "" when the request used a digest
+    lineage: Lineage | None = None  # from gate.provenance; None → the base catalog was not consulted
+    platform: str = ""  # reserved for multi-platform verdicts; not read yet

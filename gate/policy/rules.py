@@ -3,6 +3,9 @@
 A finding rule looks at one (already deduplicated) finding under one transition and returns a RuleHit:
 a Violation that denies, a warning that does not, or None when the rule has nothing to say. Messages
 are written for the person who has to act on them: what was found, where, and what to do.
+
+Rules about the image itself rather than its findings (base provenance, naming, config hygiene) live in
+gate/policy/image_rules.py.
 """
 
 from __future__ import annotations
@@ -44,10 +47,15 @@ RESCAN_HINT = "run `gate scan IMAGE`"
 
 @dataclass(frozen=True)
 class RuleHit:
-    """What one rule says about one finding or scanner: a denying violation or a warning."""
+    """What one rule says about one finding, scanner or image: a denying violation or a warning.
+
+    `hint` is the shortest action that clears the violation (e.g. "rebuild on osbase-20200115_02"),
+    offered in the Decision summary.
+    """
 
     violation: Violation | None = None
     warning: str = ""
+    hint: str = ""
 
 
 def effective_severity(finding: Finding, t: TransitionPolicy) -> Severity:

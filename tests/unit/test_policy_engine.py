@@ -8,10 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from gate.domain import (
+    BaseImage,
     Decision,
     Finding,
     FindingClass,
     FixState,
+    ImageRecord,
     JobState,
     ScanJob,
     Severity,
@@ -29,6 +31,7 @@ from gate.policy import (
     evaluate,
 )
 from gate.policy.model import CHECKED_STATES
+from gate.provenance import chain_id, lineage
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 DIGEST = "sha256:" + "a" * 64
@@ -108,6 +111,31 @@ def policy_with(from_stage: Stage = S2, to_stage: Stage = P, **changes: object) 
     return Policy(ts, source="test")
 
 
+# A well-behaved app image on an approved prod-osbase: it passes every naming, hygiene and provenance
+# rule of the built-in policy, so the tests here judge findings and scan states only
+# (tests/unit/test_policy_image_rules.py covers those rules).
+OSBASE_LAYERS = ("sha256:" + "0" * 64, "sha256:" + "1" * 64)
+APP_LAYERS = (*OSBASE_LAYERS, "sha256:" + "2" * 64)
+OSBASE = BaseImage(
+    name="osbase-20250101_01",
+    tier="prod-osbase",
+    digest="sha256:" + "b" * 64,
+    diff_ids=OSBASE_LAYERS,
+    chain_id=chain_id(OSBASE_LAYERS),
+)
+
+
+def compliant_image(from_stage: Stage) -> ImageRecord:
+    return ImageRecord(
+        digest=DIGEST,
+        repository=f"{from_stage.value}/app",
+        tags=("20250601_01",),
+        stage=from_stage,
+        diff_ids=APP_LAYERS,
+        user="1000",
+    )
+
+
 def run(
     findings: tuple[Finding, ...] = (),
     scans: dict[str, ScannerStatus] | None = None,
@@ -124,6 +152,9 @@ def run(
         scans={"trivy": ok()} if scans is None else scans,
         findings=findings,
         configured_scanners=configured,
+        image=compliant_image(from_stage),
+        tag="20250601_01",
+        lineage=lineage(APP_LAYERS, (OSBASE,)),
     )
     return evaluate(policy or default_policy(), inp, now)
 
