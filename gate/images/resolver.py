@@ -32,10 +32,13 @@ class SourceResolver:
         """Read the image's manifest/config; raise InvalidArgument, NotFound or Unavailable."""
         if ref.kind is RefKind.REGISTRY:
             info = self._registry.resolve(ref)
+            # Credentials ride along for a scanner run straight from this target; they are never
+            # persisted, so a queued job gets them again from RegistryClient.attach_credentials.
             target = ScanTarget(
                 kind=TargetKind.REGISTRY,
                 location=f"{ref.registry}/{ref.repository}@{info.digest}",
                 insecure=self._registry.is_insecure(ref.registry),
+                credentials=self._registry.scanner_credentials(ref.registry, ref.repository),
                 ca_file=self._registry.ca_file,
             )
             return info, target
