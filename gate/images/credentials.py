@@ -31,13 +31,13 @@ import binascii
 import json
 import urllib.parse
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gate.config import Settings
 from gate.errors import InvalidArgument
-from scanners.interface import Credentials, ScanTarget, TargetKind
+from scanners.interface import Credentials
 
 __all__ = [
     "AUTH_VARIABLE",
@@ -106,8 +106,8 @@ class CredentialStore:
     """Registry credentials by host, loaded once from GATE_REGISTRY_AUTH and the docker config.json.
 
     Both the RegistryClient (to read manifests) and the scan path (to give trivy the same access) ask
-    it, so a job resumed after a restart — whose stored target never held credentials — finds them
-    again with `attach`.
+    it: a scan job's stored target never holds credentials, so RegistryClient.attach_credentials
+    looks them up here again just before the scanner runs.
     """
 
     def __init__(
@@ -157,17 +157,6 @@ class CredentialStore:
     def helper_for(self, host: str) -> str:
         """The docker credential helper the config names for `host` ("" for none); gate does not run it."""
         return self._helpers.get(normalize_host(host), "")
-
-    def attach(self, target: ScanTarget) -> ScanTarget:
-        """`target` with its registry's credentials filled in (others and hosts without any unchanged).
-
-        The store refuses to persist credentials, so a scan job's target must get them back here just
-        before the scanner runs.
-        """
-        if target.kind is not TargetKind.REGISTRY or target.credentials is not None:
-            return target
-        credentials = self.for_host(target.location.split("/", 1)[0])
-        return replace(target, credentials=credentials) if credentials is not None else target
 
     @property
     def hosts(self) -> tuple[str, ...]:

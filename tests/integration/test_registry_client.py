@@ -302,7 +302,7 @@ def test_docker_content_digest_header_disagreeing_is_a_digest_mismatch(
             Unauthenticated,
             "only ever",
         ),
-        (403, {}, PermissionDenied, "denied access to p/app"),
+        (403, {}, PermissionDenied, "denied anonymous access to p/app"),
         (500, {}, Unavailable, "HTTP 500"),
         (429, {}, Unavailable, "HTTP 429"),
     ],
