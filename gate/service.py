@@ -1,4 +1,4 @@
-"""Use cases: scan, check a promotion, query findings, import reports.
+"""Use cases: scan, check a promotion, query findings, import reports, and the base-image catalog.
 
 This module speaks only domain types and Protocols (gate.ports); it imports no grpc, sqlmodel or docker,
 so every behaviour here can be tested without a server. A verdict never scans: CheckPromotion reads
@@ -9,14 +9,36 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
-from gate.domain import Decision, ImageInfo, ImageRecord, ImageRef, RefKind, ScanJob, Stage
-from gate.errors import InvalidArgument, NotFound
+from gate import provenance
+from gate.domain import (
+    KNOWN_TIERS,
+    BaseImage,
+    BaseStatus,
+    Decision,
+    ImageInfo,
+    ImageRecord,
+    ImageRef,
+    RefKind,
+    ScanJob,
+    Stage,
+)
+from gate.errors import FailedPrecondition, InvalidArgument, NotFound
 from gate.images.refs import parse_ref
-from gate.policy import EvaluationInput, Policy, ScannerStatus, evaluate
-from gate.ports import AffectedRow, Clock, FindingFilter, FindingPage, ImageResolver, Repository
+from gate.policy import EvaluationInput, Policy, ScannerStatus, evaluate, format_duration, parse_duration
+from gate.ports import (
+    AffectedRow,
+    Clock,
+    FindingFilter,
+    FindingPage,
+    ImageResolver,
+    Repository,
+)
+from gate.provenance import Lineage
 from gate.scanning.convert import findings_of
 from gate.scanning.jobs import JobRunner
 from scanners.interface import Scanner, ScanParseError, Severity
@@ -25,6 +47,13 @@ log = logging.getLogger(__name__)
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
+DEFAULT_GRACE = timedelta(days=30)
+"""How long a deprecated base stays acceptable when DeprecateBase names no grace period."""
+
+# Custom tiers are allowed, but as identifiers: policy files and deny messages name them verbatim.
+_TIER_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
+# "0", "0s", "0d"…: deprecate with no grace at all (parse_duration rightly refuses zero for policies).
+_ZERO_DURATION_RE = re.compile(r"^0+[smhdw]?$")
 
 
 @dataclass(frozen=True)
@@ -43,6 +72,62 @@ class ImageReport:
     scans: Mapping[str, tuple[ScanJob | None, ScanJob | None]]
     counts: Mapping[Severity, int]
     finding_count: int
+    lineage: Lineage = dataclasses.field(default_factory=Lineage)
+
+
+@dataclass(frozen=True)
+class RebuildItem:
+    """An image to rebuild: the base that makes it necessary, why, and the base to rebuild on."""
+
+    image: ImageRecord
+    base: BaseImage
+    reason: str
+    successor: BaseImage | None = None
+
+
+def parse_grace(text: str) -> timedelta:
+    """A deprecation grace period: a policy duration (30d, 12h), "0" for none, empty for the default."""
+    cleaned = text.strip().lower()
+    if not cleaned:
+        return DEFAULT_GRACE
+    if _ZERO_DURATION_RE.match(cleaned):
+        return timedelta(0)
+    try:
+        return parse_duration(cleaned)
+    except ValueError as e:
+        raise InvalidArgument(str(e), "grace") from None
+
+
+def validate_tier(text: str) -> str:
+    """A base tier: a built-in one or a custom name matching ^[a-z0-9][a-z0-9-]{1,62}$."""
+    tier = text.strip()
+    if not _TIER_RE.match(tier):
+        known = ", ".join(KNOWN_TIERS)
+        raise InvalidArgument(
+            f"bad tier {text!r}: use one of {known} or a custom name of 2-63 lowercase letters, digits "
+            "and dashes",
+            "tier",
+        )
+    return tier
+
+
+def _default_base_name(ref: ImageRef, info: ImageInfo, tier: str) -> str:
+    # "alpine:20200102_01" reads well in deny messages ("rebuild on prod-osbase alpine:20200115_02").
+    named = _naming_ref(ref, info)
+    if named is not None and named.repository:
+        last = named.repository.rsplit("/", 1)[-1]
+        return f"{last}:{named.tag}" if named.tag else f"{last}@{info.digest[7:19]}"
+    return f"{tier}@{info.digest[7:19]}"
+
+
+def _rebuild_reason(base: BaseImage) -> str:
+    label = f"{base.tier} {base.name}"
+    if base.status is BaseStatus.REVOKED:
+        return f"{label} is revoked"
+    if base.status is BaseStatus.DEPRECATED:
+        until = base.grace_until.strftime("%Y-%m-%dT%H:%M:%SZ") if base.grace_until else "now"
+        return f"{label} is deprecated (acceptable until {until})"
+    return f"{label} is superseded"
 
 
 def _naming_ref(ref: ImageRef, info: ImageInfo) -> ImageRef | None:
@@ -174,6 +259,7 @@ class GateService:
         latest = self._repo.latest_jobs(digest) if record else {}
         scans = {name: ScannerStatus(name, ok, attempt) for name, (ok, attempt) in latest.items()}
         findings = self._repo.current_findings(digest) if record else ()
+        lineage = self._lineage(record) if record else None
         decision = evaluate(
             self._policy,
             EvaluationInput(
@@ -183,17 +269,36 @@ class GateService:
                 scans=scans,
                 findings=findings,
                 configured_scanners=self._default_scanners,
+                image=record,
+                tag=ref.tag,
+                lineage=lineage,
             ),
             self._clock.now(),
         )
-        extra: list[str] = []
+        extra: list[str] = list(lineage.warnings) if lineage else []
         named = ref.stage or (record.stage if record else None)
         if named is not None and named not in (src, dst):
             extra.append(f"the image name places it in stage {named.value}, not {src.value} or {dst.value}")
-        if extra:
-            decision = dataclasses.replace(decision, warnings=decision.warnings + tuple(extra))
+        # The policy may already have reported the lineage warnings; each is said once.
+        new = tuple(w for w in dict.fromkeys(extra) if w not in decision.warnings)
+        if new:
+            decision = dataclasses.replace(decision, warnings=decision.warnings + new)
         self._repo.save_decision(decision)
         return decision
+
+    def _lineage(self, record: ImageRecord) -> Lineage:
+        """The image's catalogued bases by layer chain, with its base annotations cross-checked."""
+        bases = self._repo.bases_for_chain_ids(provenance.chain_ids(record.diff_ids))
+        # The base an annotation names is fetched too, so a false claim is reported as naming that base
+        # (not as "unknown") — it still never enters the chain, which comes from the layers alone.
+        declared = dict(record.annotations)
+        for key in (provenance.ANNOTATION_BASE_DIGEST, provenance.ANNOTATION_BASE_NAME):
+            claimed = declared.get(key, "").strip()
+            if claimed:
+                found = self._repo.get_base(claimed)
+                if found is not None and found not in bases:
+                    bases.append(found)
+        return provenance.lineage(record.diff_ids, bases, record.annotations)
 
     # -- queries --------------------------------------------------------------------------------------
 
@@ -211,7 +316,9 @@ class GateService:
         counts: dict[Severity, int] = {}
         for f in findings:
             counts[f.severity] = counts.get(f.severity, 0) + 1
-        return ImageReport(record, self._repo.latest_jobs(record.digest), counts, len(findings))
+        return ImageReport(
+            record, self._repo.latest_jobs(record.digest), counts, len(findings), self._lineage(record)
+        )
 
     def list_findings(
         self, image: str, flt: FindingFilter, page_token: str, page_size: int
@@ -268,3 +375,119 @@ class GateService:
         now = self._clock.now()
         self._repo.upsert_image(info, _naming_ref(ref, info), now)
         return self._repo.record_import(info.digest, name, image, result, findings, now)
+
+    # -- base-image catalog ---------------------------------------------------------------------------
+
+    def add_base(self, image: str, tier: str, name: str) -> BaseImage:
+        """Register an image as a base of `tier`; it is identified from then on by its layer chain.
+
+        The image is resolved (registry, archive or layout; never scanned) and stored like any other.
+        """
+        tier = validate_tier(tier)
+        name = " ".join(name.split())
+        ref = parse_ref(image, "image")
+        if ref.kind is RefKind.DIGEST:
+            record = self._repo.get_image(ref.digest)
+            if record is None:
+                raise NotFound(
+                    f"gate has no record of {ref.digest}; give a reference it can read (registry, "
+                    "docker-archive:, oci:) to register it",
+                    "image",
+                )
+            info = ImageInfo(record.digest, record.config_digest, record.diff_ids)
+        else:
+            info, _target = self._resolver.resolve(ref)
+            record = self._repo.upsert_image(info, _naming_ref(ref, info), self._clock.now())
+        if not record.diff_ids:
+            raise InvalidArgument(f"{image!r} has no layers: an empty image cannot be a base", "image")
+        base = BaseImage(
+            name=name or _default_base_name(ref, info, tier),
+            tier=tier,
+            digest=record.digest,
+            diff_ids=record.diff_ids,
+            chain_id=provenance.chain_id(record.diff_ids),
+            reference=image,
+            registered_at=self._clock.now(),
+        )
+        return self._repo.add_base(base)
+
+    def list_bases(self) -> list[BaseImage]:
+        """Every catalogued base, by tier then name."""
+        return self._repo.list_bases()
+
+    def find_base(self, image: str, field: str = "image") -> BaseImage:
+        """A base by name, digest or any image reference resolving to a registered base's digest."""
+        text = image.strip()
+        if not text:
+            raise InvalidArgument("a base (name, digest or image reference) is required", field)
+        base = self._repo.get_base(text)
+        if base is not None:
+            return base
+        try:
+            ref = parse_ref(text, field)
+        except InvalidArgument:
+            raise NotFound(f"{text!r} is not a registered base name, digest or image", field) from None
+        digest = ref.digest or self._resolver.resolve(ref)[0].digest
+        base = self._repo.get_base(digest)
+        if base is None:
+            raise NotFound(f"{text!r} ({digest}) is not a registered base", field)
+        return base
+
+    def deprecate_base(self, image: str, superseded_by: str, grace: str) -> BaseImage:
+        """Deprecate a base in favour of a successor; images on it stay acceptable for `grace`."""
+        if not superseded_by.strip():
+            raise InvalidArgument("deprecating a base needs the base to rebuild on", "superseded_by")
+        period = parse_grace(grace)
+        base = self.find_base(image, "image")
+        successor = self.find_base(superseded_by, "superseded_by")
+        if successor.digest == base.digest:
+            raise InvalidArgument("a base cannot supersede itself", "superseded_by")
+        if successor.status is not BaseStatus.APPROVED:
+            raise InvalidArgument(
+                f"the successor {successor.name!r} is {successor.status.value}; name an approved base",
+                "superseded_by",
+            )
+        if base.status is BaseStatus.REVOKED:
+            raise FailedPrecondition(f"base {base.name!r} is revoked already", "image")
+        now = self._clock.now()
+        log.info(
+            "deprecating base %s (%s) in favour of %s, grace %s",
+            base.name,
+            base.digest,
+            successor.name,
+            format_duration(period),
+        )
+        return self._repo.update_base_status(
+            base.digest,
+            BaseStatus.DEPRECATED,
+            superseded_by=successor.digest,
+            deprecated_at=now,
+            grace_until=now + period,
+        )
+
+    def revoke_base(self, image: str) -> BaseImage:
+        """Revoke a base: images built on it are denied from now on. Its successor, if any, is kept."""
+        base = self.find_base(image, "image")
+        return self._repo.update_base_status(
+            base.digest,
+            BaseStatus.REVOKED,
+            superseded_by=base.superseded_by,
+            deprecated_at=base.deprecated_at,
+            grace_until=base.grace_until,
+        )
+
+    def base_descendants(self, image: str) -> tuple[BaseImage, list[ImageRecord]]:
+        """The base and every stored image built on it, by stage then repository."""
+        base = self.find_base(image, "image")
+        return base, self._repo.descendants(base)
+
+    def rebuild_list(self, stage: str) -> list[RebuildItem]:
+        """Stored images built on deprecated, revoked or superseded bases, with the base to rebuild on."""
+        stage_filter = Stage.parse(stage, "stage") if stage.strip() else None
+        bases = {b.digest: b for b in self._repo.list_bases()}
+        flagged = [d for d, b in bases.items() if b.status is not BaseStatus.APPROVED or b.superseded_by]
+        out: list[RebuildItem] = []
+        for row in self._repo.images_on_bases(flagged, stage_filter):
+            successor = bases.get(row.base.superseded_by) if row.base.superseded_by else None
+            out.append(RebuildItem(row.image, row.base, _rebuild_reason(row.base), successor))
+        return out

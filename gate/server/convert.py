@@ -6,10 +6,10 @@ from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from gate.domain import Decision, Finding, JobState, ScanJob, VerdictState
+from gate.domain import BaseImage, Decision, Finding, ImageRecord, JobState, ScanJob, VerdictState
 from gate.errors import InvalidArgument
 from gate.ports import AffectedRow, FindingFilter
-from gate.service import ImageReport
+from gate.service import ImageReport, RebuildItem
 from gate.v1 import gate_pb2 as pb
 from scanners.interface import Severity
 
@@ -73,6 +73,8 @@ def decision_to_pb(d: Decision) -> pb.Decision:
                 fixed_version=v.fixed_version,
                 severity=v.severity,
                 layer_diff_id=v.layer_diff_id,
+                introduced_by=v.introduced_by,
+                platform=v.platform,
             )
             for v in d.violations
         ],
@@ -142,6 +144,57 @@ def report_to_pb(r: ImageReport) -> pb.ImageReport:
         ],
         finding_count=r.finding_count,
         os=r.image.os,
+        user=r.image.user,
+        lineage=[base_to_pb(b) for b in r.lineage.chain],
+        lineage_warnings=list(r.lineage.warnings),
+        annotated_base_digest=r.lineage.annotation_base_digest,
+        annotated_base_name=r.lineage.annotation_base_name,
+    )
+
+
+def base_to_pb(b: BaseImage) -> pb.Base:
+    """A catalogued base."""
+    return pb.Base(
+        name=b.name,
+        tier=b.tier,
+        digest=b.digest,
+        reference=b.reference,
+        status=b.status.value,
+        superseded_by=b.superseded_by,
+        superseded_by_name=b.superseded_by_name,
+        deprecated_at=_ts(b.deprecated_at),
+        grace_until=_ts(b.grace_until),
+        registered_at=_ts(b.registered_at),
+        chain_length=len(b.diff_ids),
+        chain_id=b.chain_id,
+    )
+
+
+def descendant_to_pb(image: ImageRecord, base: BaseImage) -> pb.BaseDescendant:
+    """One stored image built on `base`."""
+    return pb.BaseDescendant(
+        digest=image.digest,
+        registry=image.registry,
+        repository=image.repository,
+        tags=list(image.tags),
+        stage=image.stage.value if image.stage else "",
+        base_name=base.name,
+        base_digest=base.digest,
+    )
+
+
+def rebuild_to_pb(item: RebuildItem) -> pb.RebuildItem:
+    """One image to rebuild, with the base to rebuild on."""
+    return pb.RebuildItem(
+        digest=item.image.digest,
+        registry=item.image.registry,
+        repository=item.image.repository,
+        tags=list(item.image.tags),
+        stage=item.image.stage.value if item.image.stage else "",
+        base=base_to_pb(item.base),
+        reason=item.reason,
+        successor_digest=item.successor.digest if item.successor else "",
+        successor_name=item.successor.name if item.successor else "",
     )
 
 

@@ -121,6 +121,44 @@ class GateServicer(pb_grpc.GateServicer):
         job = self._service.import_report(request.image, request.scanner, request.report)
         return pb.ImportReportResponse(scan=convert.job_to_pb(job), digest=job.digest)
 
+    @_guard
+    def AddBase(self, request: pb.AddBaseRequest, context: grpc.ServicerContext) -> pb.Base:
+        """Register a base image with a tier."""
+        return convert.base_to_pb(self._service.add_base(request.image, request.tier, request.name))
+
+    @_guard
+    def ListBases(self, request: pb.ListBasesRequest, context: grpc.ServicerContext) -> pb.ListBasesResponse:
+        """Every catalogued base."""
+        return pb.ListBasesResponse(bases=[convert.base_to_pb(b) for b in self._service.list_bases()])
+
+    @_guard
+    def DeprecateBase(self, request: pb.DeprecateBaseRequest, context: grpc.ServicerContext) -> pb.Base:
+        """Deprecate a base in favour of a successor."""
+        base = self._service.deprecate_base(request.image, request.superseded_by, request.grace)
+        return convert.base_to_pb(base)
+
+    @_guard
+    def RevokeBase(self, request: pb.RevokeBaseRequest, context: grpc.ServicerContext) -> pb.Base:
+        """Revoke a base."""
+        return convert.base_to_pb(self._service.revoke_base(request.image))
+
+    @_guard_stream
+    def ListBaseDescendants(
+        self, request: pb.ListBaseDescendantsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.BaseDescendant]:
+        """Stream every stored image built on a base."""
+        base, images = self._service.base_descendants(request.image)
+        for image in images:
+            yield convert.descendant_to_pb(image, base)
+
+    @_guard_stream
+    def RebuildList(
+        self, request: pb.RebuildListRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.RebuildItem]:
+        """Stream the images to rebuild."""
+        for item in self._service.rebuild_list(request.stage):
+            yield convert.rebuild_to_pb(item)
+
 
 def register(server: grpc.Server, service: GateService) -> None:
     """Attach the servicer to a server."""
