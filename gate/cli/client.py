@@ -144,6 +144,34 @@ class GateClient:
         request = gate_pb2.ImportReportRequest(image=image, scanner=scanner, report=report)
         return self._unary("ImportReport", request, gate_pb2.ImportReportResponse)
 
+    def add_base(self, image: str, tier: str, name: str) -> gate_pb2.Base:
+        """Register a base image with a tier."""
+        request = gate_pb2.AddBaseRequest(image=image, tier=tier, name=name)
+        return self._unary("AddBase", request, gate_pb2.Base)
+
+    def list_bases(self) -> gate_pb2.ListBasesResponse:
+        """Every catalogued base."""
+        return self._unary("ListBases", gate_pb2.ListBasesRequest(), gate_pb2.ListBasesResponse)
+
+    def deprecate_base(self, image: str, superseded_by: str, grace: str) -> gate_pb2.Base:
+        """Deprecate a base in favour of a successor after a grace period."""
+        request = gate_pb2.DeprecateBaseRequest(image=image, superseded_by=superseded_by, grace=grace)
+        return self._unary("DeprecateBase", request, gate_pb2.Base)
+
+    def revoke_base(self, image: str) -> gate_pb2.Base:
+        """Revoke a base."""
+        return self._unary("RevokeBase", gate_pb2.RevokeBaseRequest(image=image), gate_pb2.Base)
+
+    def base_descendants(self, image: str) -> Iterator[gate_pb2.BaseDescendant]:
+        """Stream every stored image built on a base."""
+        request = gate_pb2.ListBaseDescendantsRequest(image=image)
+        return self._stream("ListBaseDescendants", request, gate_pb2.BaseDescendant, self.timeout)
+
+    def rebuild_list(self, stage: str) -> Iterator[gate_pb2.RebuildItem]:
+        """Stream the images built on deprecated, revoked or superseded bases."""
+        request = gate_pb2.RebuildListRequest(stage=stage)
+        return self._stream("RebuildList", request, gate_pb2.RebuildItem, self.timeout)
+
 
 def positive_seconds(text: str) -> float:
     """Argparse type for a deadline: a positive number of seconds."""

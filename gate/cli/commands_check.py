@@ -55,19 +55,34 @@ def render_decision(decision: gate_pb2.Decision) -> str:
             decision.violations,
             key=lambda v: (severity_rank(v.severity), v.rule, v.vulnerability_id, v.package),
         )
-        rows = [
-            [
+        # Attribution and platform columns only when some violation carries them, to keep the
+        # common single-platform, no-catalog table narrow.
+        attributed = any(v.introduced_by for v in violations)
+        per_platform = any(v.platform for v in violations)
+        rows = []
+        for v in violations:
+            row = [
                 v.rule,
                 v.severity,
                 v.vulnerability_id,
                 v.package,
                 f"{v.installed_version or EMPTY} -> {v.fixed_version or EMPTY}" if v.package else "",
                 short_id(v.layer_diff_id),
-                v.message,
             ]
-            for v in violations
-        ]
-        headers = ("RULE", "SEVERITY", "VULNERABILITY", "PACKAGE", "INSTALLED -> FIXED", "LAYER", "MESSAGE")
+            row += [v.introduced_by] if attributed else []
+            row += [v.platform] if per_platform else []
+            rows.append([*row, v.message])
+        headers = (
+            "RULE",
+            "SEVERITY",
+            "VULNERABILITY",
+            "PACKAGE",
+            "INSTALLED -> FIXED",
+            "LAYER",
+            *(["INTRODUCED BY"] if attributed else []),
+            *(["PLATFORM"] if per_platform else []),
+            "MESSAGE",
+        )
         parts.append(f"\nViolations ({len(rows)}):\n")
         parts.append(render_table(headers, rows))
     if decision.warnings:

@@ -78,11 +78,24 @@ def render_report(report: gate_pb2.ImageReport) -> str:
                 ("tags", ", ".join(report.tags)),
                 ("stage", report.stage),
                 ("os", report.os),
+                ("user", report.user or "(root)"),
                 ("layers", str(len(report.diff_ids))),
                 ("findings", str(report.finding_count)),
+                ("declared base", report.annotated_base_digest or report.annotated_base_name),
             ]
         )
     ]
+    if report.lineage:
+        # Nearest base first: the image, then what it was built on, down to the OS base.
+        rows = [
+            [b.tier, b.name, b.status, str(b.chain_length), short_id(b.digest), b.superseded_by_name]
+            for b in report.lineage
+        ]
+        parts.append("\nLineage (nearest base first):\n")
+        parts.append(render_table(("TIER", "NAME", "STATUS", "LAYERS", "DIGEST", "SUPERSEDED BY"), rows))
+    else:
+        parts.append("\nLineage: no catalogued base\n")
+    parts.extend(f"  warning: {w}\n" for w in report.lineage_warnings)
     if report.scans:
         rows = [
             [

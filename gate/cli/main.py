@@ -17,6 +17,7 @@ from gate.cli import (
     Context,
     ExitCode,
     Handler,
+    commands_bases,
     commands_check,
     commands_query,
     commands_scan,
@@ -75,6 +76,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     commands_scan.register(subparsers, shared)
     commands_check.register(subparsers, shared)
     commands_query.register(subparsers, shared)
+    commands_bases.register(subparsers, shared)
     return parser
 
 
