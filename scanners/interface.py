@@ -82,6 +82,13 @@ class ScanTarget:
     insecure: bool = False  # plain http / unverified TLS allowed for this registry
     credentials: Credentials | None = None
     ca_file: str = ""
+    # For scanners that fetch layers themselves (Clair): the platform manifest digest to index (the
+    # location may name an index), its compressed layer digests in manifest order, and HTTP headers the
+    # scanner must send to the registry for those blobs (e.g. a pull-scoped Authorization). Empty =
+    # not known; headers may carry secrets, so they are never shown in reprs.
+    manifest_digest: str = ""
+    layer_digests: tuple[str, ...] = ()
+    registry_headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True)
