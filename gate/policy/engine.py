@@ -29,22 +29,22 @@ from gate.policy.rules import (
 __all__ = ["dedupe_findings", "evaluate"]
 
 _RULE_ORDER = {
+    # Same order as the violations list: scan state, then the image itself (what it is built on first,
+    # since a rebuild may clear findings too; then its config; then its name), then its findings.
     "scan-state": 0,
-    "fixable-severity": 1,
-    "unfixable-severity": 2,
-    "secret": 3,
-    # Image rules: what the image is built on first (a rebuild may clear findings too), then its
-    # config, then its name.
-    "NO_APPROVED_BASE": 10,
-    "base-revoked": 11,
-    "base-deprecated": 12,
-    "require-base-tier": 13,
-    "forbid-base-tier": 14,
-    "root-user": 15,
-    "require-labels": 16,
-    "tag-latest": 17,
-    "tag-pattern": 18,
-    "stage-path": 19,
+    "NO_APPROVED_BASE": 1,
+    "base-revoked": 2,
+    "base-deprecated": 3,
+    "require-base-tier": 4,
+    "forbid-base-tier": 5,
+    "root-user": 6,
+    "require-labels": 7,
+    "tag-latest": 8,
+    "tag-pattern": 9,
+    "stage-path": 10,
+    "fixable-severity": 20,
+    "unfixable-severity": 21,
+    "secret": 22,
 }
 _MAX_FIX_HINTS = 3
 
