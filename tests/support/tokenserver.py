@@ -206,10 +206,14 @@ def start_token_server(
     refresh_tokens: Mapping[str, str] | None = None,
     service: str = "gate-test-registry",
     issuer: str = "gate-test-issuer",
+    realm_host: str = "localhost",
 ) -> TokenServer:
     """Serve HTTPS on 127.0.0.1 (random port) in a daemon thread; every user gets "*" unless `grants` says.
 
-    Call `stop()` when done.
+    The realm names the server as `realm_host` (default "localhost", which the test certificate covers):
+    go-containerregistry, inside trivy, refuses a realm whose host is a literal private or loopback IP
+    ("invalid realm in www-authenticate: realm host ... is a private or link-local address"), a guard
+    against registries steering credentials to internal services. Call `stop()` when done.
     """
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
     # The handshake runs in the request thread (do_handshake_on_connect=False), so a client that never
@@ -219,7 +223,7 @@ def start_token_server(
     )
     port = httpd.server_address[1]
     server = TokenServer(
-        realm=f"https://127.0.0.1:{port}/token",
+        realm=f"https://{realm_host}:{port}/token",
         service=service,
         issuer=issuer,
         signer=signer,
