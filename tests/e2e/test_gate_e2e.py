@@ -109,6 +109,10 @@ def test_cli_scan_check_denied_then_clean_allowed(settings: Settings, archives: 
         )
 
         assert run_cli(["scan", clean, "--wait"], gate.address).returncode == 0
+        # The built-in s2 → p needs a catalogued prod-osbase: the clean OS image is registered as one
+        # (a catalogued base is exempt from the root-user rule). tests/e2e/test_bases_e2e.py covers apps.
+        registered = run_cli(["bases", "add", clean, "--tier", "prod-osbase"], gate.address)
+        assert registered.returncode == 0, registered.stderr
         allowed = run_cli(["check", clean, "--from", "s2", "--to", "p"], gate.address)
         assert allowed.returncode == 0, allowed.stdout + allowed.stderr
 
