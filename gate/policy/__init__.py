@@ -3,7 +3,9 @@
     policy = load_policy_file(path)  # or default_policy()
     decision = evaluate(policy, EvaluationInput(...), now)
 
-No I/O beyond reading the policy text (loader) and no clock: `now` is always passed in.
+Rules judge the scans and findings (rules.py) and the image itself — its catalogued bases by layer
+chain, its name and its config (image_rules.py, fed by gate.provenance). No I/O beyond reading the
+policy text (loader) and no clock: `now` is always passed in.
 """
 
 from gate.policy.engine import dedupe_findings, evaluate
