@@ -85,9 +85,10 @@ def scan_all(client: pb_grpc.GateStub, images: Iterable[str]) -> None:
 
 
 def check(client: pb_grpc.GateStub, ref: str) -> pb.Decision:
-    return client.CheckPromotion(
+    decision: pb.Decision = client.CheckPromotion(
         pb.CheckPromotionRequest(image=ref, from_stage="s2", to_stage="p"), timeout=10
     )
+    return decision
 
 
 def rules(decision: pb.Decision) -> set[str]:

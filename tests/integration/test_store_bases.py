@@ -46,10 +46,23 @@ def ref(repository: str, tag: str) -> ImageRef:
     )
 
 
-def image(name: str, diff_ids: tuple[str, ...], **extra: object) -> ImageInfo:
+def image(
+    name: str,
+    diff_ids: tuple[str, ...],
+    *,
+    user: str = "",
+    labels: tuple[tuple[str, str], ...] = (),
+    annotations: tuple[tuple[str, str], ...] = (),
+) -> ImageInfo:
     return ImageInfo(
-        digest=digest(name), config_digest=digest("cfg-" + name), diff_ids=diff_ids, os="linux", **extra
-    )  # type: ignore[arg-type]
+        digest=digest(name),
+        config_digest=digest("cfg-" + name),
+        diff_ids=diff_ids,
+        os="linux",
+        user=user,
+        labels=labels,
+        annotations=annotations,
+    )
 
 
 def base(name: str, tier: str, diff_ids: tuple[str, ...], *, key: str = "") -> BaseImage:
