@@ -69,8 +69,9 @@ class Credentials:
     """Registry credentials; adapters pass them in the environment, never in argv."""
 
     username: str = ""
-    password: str = ""
-    token: str = ""
+    # Kept out of repr so a logged ScanTarget never prints a secret.
+    password: str = field(default="", repr=False)
+    token: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,12 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from gate.errors import GateError
 from gate.ports import Clock, Repository
 from gate.scanning.convert import findings_of
-from scanners.interface import Scanner, ScannerError
+from scanners.interface import Scanner, ScannerError, ScanTarget
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +34,16 @@ class JobRunner:
         clock: Clock,
         concurrency: int,
         timeouts: Mapping[str, float],
+        prepare_target: Callable[[ScanTarget], ScanTarget] | None = None,
     ) -> None:
         self._repo = repo
         self._scanners = scanners
         self._clock = clock
         self._concurrency = max(1, concurrency)
         self._timeouts = timeouts
+        # The store never persists credentials, so every job's target gets them re-attached here,
+        # just before the scan (also after a restart).
+        self._prepare_target = prepare_target or (lambda target: target)
         self._queue: queue.Queue[str] = queue.Queue()
         self._pending: set[str] = set()  # ids queued or running here, so one id never runs twice at once
         self._lock = threading.Lock()
@@ -128,7 +132,12 @@ class JobRunner:
         self._repo.mark_running(job_id, self._clock.now())
         self._notify()
         try:
-            result = scanner.scan(job.target, self._timeouts.get(job.scanner, 600.0))
+            target = self._prepare_target(job.target)
+        except GateError as e:  # e.g. credentials for the registry can no longer be found
+            self._repo.fail_job(job_id, str(e), self._clock.now())
+            return
+        try:
+            result = scanner.scan(target, self._timeouts.get(job.scanner, 600.0))
         except ScannerError as e:
             log.warning("scan job %s (%s of %s) failed: %s", job_id, job.scanner, job.digest, e)
             self._repo.fail_job(job_id, str(e), self._clock.now())
