@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from gate.clock import SystemClock
 from gate.config import Settings
 from gate.errors import InvalidArgument
+from gate.images.engine import EngineSource
 from gate.images.registry import RegistryClient
 from gate.images.resolver import SourceResolver
 from gate.policy import Policy, default_policy, load_policy_file
@@ -49,13 +50,16 @@ class RunningGate:
     repo: SqlRepository
     service: GateService
     health: health.HealthServicer
+    engine: EngineSource | None = None
 
     def stop(self, grace: float = 2.0) -> None:
-        """Stop accepting calls, let in-flight ones finish, stop the workers, close the store."""
+        """Stop accepting calls, let in-flight ones finish, stop the workers, close the store and engine."""
         self.health.enter_graceful_shutdown()
         self.server.stop(grace).wait(grace + 1)
         self.runner.stop()
         self.repo.close()
+        if self.engine is not None:
+            self.engine.close()
 
 
 def build_scanners(settings: Settings) -> dict[str, Scanner]:
@@ -90,9 +94,16 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
     engine = create_engine_for(settings.effective_database_url)
     migrate(engine)
     repo = SqlRepository(engine)
+    registry = RegistryClient.from_settings(settings)
     timeouts = {name: settings.trivy_timeout for name in scanners}
-    runner = JobRunner(repo, scanners, clock, settings.scan_concurrency, timeouts)
-    resolver = SourceResolver(RegistryClient(settings.insecure_registries, settings.registry_ca))
+    # Stored scan targets never hold credentials; the runner gets them again just before each scan.
+    runner = JobRunner(
+        repo, scanners, clock, settings.scan_concurrency, timeouts, prepare_target=registry.attach_credentials
+    )
+    # The engine client connects lazily, so a gate without a reachable dockerd still starts; docker:
+    # references then fail with UNAVAILABLE. Saved archives live under the data dir for the scanner.
+    docker = EngineSource(settings.docker_host, work_dir=settings.data_dir / "engine")
+    resolver = SourceResolver(registry, docker)
     service = GateService(repo, resolver, scanners, runner, policy, clock, settings.scanners)
 
     server = grpc.server(
@@ -109,6 +120,7 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
     port = server.add_insecure_port(listen)
     if port == 0:
         repo.close()
+        docker.close()
         raise InvalidArgument(f"cannot listen on {listen!r}", "listen")
     server.start()
     runner.start()
@@ -119,7 +131,7 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
     log.info(
         "gate listening on %s (policy %s, database %s)", address, policy.digest[:12], _safe_url(settings)
     )
-    return RunningGate(server, port, address, runner, repo, service, health_servicer)
+    return RunningGate(server, port, address, runner, repo, service, health_servicer, docker)
 
 
 def _safe_url(settings: Settings) -> str:
