@@ -248,15 +248,16 @@ class ClairScanner(Scanner):
             if response.status in (200, 201):
                 return response.body
             if response.status == 202:
+                waits += 1
                 remaining = deadline - self._clock()
-                if remaining <= 0:
+                if remaining > 0:
+                    self._sleep(min(backoff, remaining))
+                    backoff = min(backoff * 2, _BACKOFF_CAP)
+                if self._clock() >= deadline:
                     raise ScanTimeout(
-                        f"Clair's matcher was still initialising (202) after {waits + 1} tries in "
+                        f"Clair's matcher was still initialising (202) after {waits} tries in "
                         f"{limit:g} s; {digest} was not checked for vulnerabilities"
                     )
-                self._sleep(min(backoff, remaining))
-                backoff = min(backoff * 2, _BACKOFF_CAP)
-                waits += 1
                 continue
             if response.status == 404:
                 if reindexed:
