@@ -29,6 +29,7 @@ from scanners.interface import (
     Severity,
     TargetKind,
 )
+from scanners.jwt import decode_psk
 from tests.support import catalog
 from tests.support.clair_double import (
     CVE_REQUESTS,
@@ -434,3 +435,9 @@ def test_report_for_another_manifest_is_refused(
     monkeypatch.setattr(clair, "vulnerability_report", other)
     with pytest.raises(ScanParseError, match="when asked for"):
         scanner.scan(target, 30)
+
+
+def test_psk_decoding_tolerates_missing_padding_and_whitespace() -> None:
+    assert decode_psk(base64.b64encode(b"key!").decode().rstrip("=") + "\n") == b"key!"
+    with pytest.raises(ValueError, match="empty"):
+        decode_psk("  ")
