@@ -183,7 +183,8 @@ def run_descendants(args: argparse.Namespace, ctx: Context) -> int:
     ]
     if rows:
         ctx.out.write(render_table(("STAGE", "REPOSITORY", "TAGS", "DIGEST"), rows))
-    ctx.out.write(f"{len(rows)} image(s) built on {images[0].base_name if images else args.image}\n")
+    on = images[0].base_name if images else args.image
+    ctx.out.write(f"{len(rows)} {'image' if len(rows) == 1 else 'images'} built on {on}\n")
     return ExitCode.OK
 
 
@@ -211,5 +212,5 @@ def run_rebuild_list(args: argparse.Namespace, ctx: Context) -> int:
         headers = ("STAGE", "REPOSITORY", "TAGS", "DIGEST", "BASE", "STATUS", "REBUILD ON", "REASON")
         ctx.out.write(render_table(headers, rows))
     digests = len({i.digest for i in items})
-    ctx.out.write(f"{digests} image(s) to rebuild\n")
+    ctx.out.write(f"{digests} {'image' if digests == 1 else 'images'} to rebuild\n")
     return ExitCode.OK

@@ -195,7 +195,7 @@ def test_deprecated_and_revoked_bases(settings: Settings, refs: dict[str, str]) 
         assert {i.repository for i in everywhere} == {"s2/lineage-app", "bases/runtime"}
         table = run_cli(["rebuild-list"], gate.address)
         assert (
-            table.returncode == 0 and "REBUILD ON" in table.stdout and "2 image(s) to rebuild" in table.stdout
+            table.returncode == 0 and "REBUILD ON" in table.stdout and "2 images to rebuild" in table.stdout
         )
 
         revoked = client.RevokeBase(pb.RevokeBaseRequest(image=RUNTIME))
