@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gate.errors import InvalidArgument
+from scanners.jwt import decode_psk
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 
@@ -56,6 +57,17 @@ def _list(env: Mapping[str, str], name: str, default: tuple[str, ...]) -> tuple[
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+def _listen(env: Mapping[str, str], name: str) -> str:
+    """An optional host:port to listen on ("" = off); the port must be a number (0 = any free port)."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return ""
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise InvalidArgument(f"expected host:port such as 127.0.0.1:6061, got {raw!r}", name)
+    return raw
+
+
 def _docker_config(env: Mapping[str, str]) -> str:
     # docker's own rule: DOCKER_CONFIG, else ~/.docker; a missing config.json there is not an error.
     explicit = env.get("DOCKER_CONFIG", "")
@@ -88,6 +100,24 @@ class Settings:
     trivy_db_repository: str = ""
     trivy_timeout: float = 600.0
     docker_host: str = ""  # DOCKER_HOST for docker: images; empty → the engine's default socket
+    # Clair v4: base URL ("" = Clair not available), PSK (base64, Clair's auth.psk.key; a secret, so out
+    # of repr), the JWT issuer Clair must list in auth.psk.iss, and the per-scan deadline.
+    clair_url: str = ""
+    clair_psk: str = field(default="", repr=False)
+    clair_issuer: str = "gate"
+    clair_timeout: float = 300.0
+    # host:port of the Clair notifier webhook endpoint; "" = not started.
+    notifier_listen: str = ""
+
+    @property
+    def available_scanners(self) -> tuple[str, ...]:
+        """Every scanner this server can run: the defaults, plus clair whenever Clair is configured.
+
+        GATE_SCANNERS names the scanners used when a request names none (and required by default);
+        with GATE_CLAIR_URL set, `gate scan --scanners clair` works even when clair is not a default.
+        """
+        extra = ("clair",) if self.clair_url and "clair" not in self.scanners else ()
+        return (*self.scanners, *extra)
 
     @property
     def effective_database_url(self) -> str:
@@ -107,6 +137,17 @@ class Settings:
         scanners = _list(e, "GATE_SCANNERS", ("trivy",))
         if not scanners:
             raise InvalidArgument("at least one scanner must be configured", "GATE_SCANNERS")
+        clair_url = e.get("GATE_CLAIR_URL", "").strip()
+        if "clair" in scanners and not clair_url:
+            raise InvalidArgument(
+                "lists clair, but GATE_CLAIR_URL (Clair's base URL) is not set", "GATE_SCANNERS"
+            )
+        clair_psk = e.get("GATE_CLAIR_PSK", "")
+        if clair_psk:
+            try:
+                decode_psk(clair_psk)
+            except ValueError as error:  # the message never echoes the key
+                raise InvalidArgument(str(error), "GATE_CLAIR_PSK") from None
         return cls(
             listen=e.get("GATE_LISTEN") or DEFAULT_LISTEN,
             server=e.get("GATE_SERVER") or DEFAULT_LISTEN,
@@ -126,4 +167,9 @@ class Settings:
             trivy_timeout=_number(e, "GATE_TRIVY_TIMEOUT", 600.0, 1.0),
             # The docker CLI's own variable, so gate reaches the same engine `docker images` shows.
             docker_host=e.get("DOCKER_HOST", ""),
+            clair_url=clair_url,
+            clair_psk=clair_psk,
+            clair_issuer=e.get("GATE_CLAIR_ISSUER") or "gate",
+            clair_timeout=_number(e, "GATE_CLAIR_TIMEOUT", 300.0, 1.0),
+            notifier_listen=_listen(e, "GATE_NOTIFIER_LISTEN"),
         )

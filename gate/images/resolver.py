@@ -13,7 +13,7 @@ from pathlib import Path
 
 from gate.domain import ImageInfo, ImageRef, RefKind
 from gate.errors import InvalidArgument
-from gate.images.archive import read_docker_archive, read_oci_layout
+from gate.images.archive import INDEX_TYPES, read_docker_archive, read_oci_layout
 from gate.images.registry import RegistryClient
 from gate.ports import ImageResolver
 from scanners.interface import ScanTarget, TargetKind
@@ -28,20 +28,30 @@ class SourceResolver:
         self._registry = registry
         self._engine = engine
 
+    def registry_target(self, ref: ImageRef, info: ImageInfo) -> ScanTarget:
+        """The scan target of one registry image (`info` a single image, e.g. one platform of an index).
+
+        The location is pinned by `info.digest`. Scanners that fetch layers themselves (Clair) also get
+        the manifest digest to index and its layer digests; both are public and persisted with the job.
+        Credentials ride along for a scanner run straight from this target; they are never persisted,
+        so a queued job gets them (and Clair's registry headers) again from the prepare-target hook.
+        """
+        return ScanTarget(
+            kind=TargetKind.REGISTRY,
+            location=f"{ref.registry}/{ref.repository}@{info.digest}",
+            insecure=self._registry.is_insecure(ref.registry),
+            credentials=self._registry.scanner_credentials(ref.registry, ref.repository),
+            ca_file=self._registry.ca_file,
+            # An index names no layers of its own: each platform image gets a target of its own.
+            manifest_digest="" if info.media_type in INDEX_TYPES else info.digest,
+            layer_digests=() if info.media_type in INDEX_TYPES else info.layer_digests,
+        )
+
     def resolve(self, ref: ImageRef) -> tuple[ImageInfo, ScanTarget]:
         """Read the image's manifest/config; raise InvalidArgument, NotFound or Unavailable."""
         if ref.kind is RefKind.REGISTRY:
             info = self._registry.resolve(ref)
-            # Credentials ride along for a scanner run straight from this target; they are never
-            # persisted, so a queued job gets them again from RegistryClient.attach_credentials.
-            target = ScanTarget(
-                kind=TargetKind.REGISTRY,
-                location=f"{ref.registry}/{ref.repository}@{info.digest}",
-                insecure=self._registry.is_insecure(ref.registry),
-                credentials=self._registry.scanner_credentials(ref.registry, ref.repository),
-                ca_file=self._registry.ca_file,
-            )
-            return info, target
+            return info, self.registry_target(ref, info)
         if ref.kind is RefKind.DOCKER_ARCHIVE:
             path = _absolute(ref)
             return read_docker_archive(path), ScanTarget(TargetKind.DOCKER_ARCHIVE, str(path))
