@@ -910,13 +910,16 @@ def _finding_tuple(job_id: str, digest: str, scanner: str, seq: int, f: Finding)
 
 
 def _target_json(target: ScanTarget) -> str:
-    # Deliberately field by field: credentials must never reach the database.
+    # Deliberately field by field: credentials and registry headers (which carry them) must never reach
+    # the database. The manifest and layer digests are public and let a resumed job reach Clair.
     return json.dumps(
         {
             "kind": target.kind.value,
             "location": target.location,
             "insecure": target.insecure,
             "ca_file": target.ca_file,
+            "manifest_digest": target.manifest_digest,
+            "layer_digests": list(target.layer_digests),
         }
     )
 
@@ -930,6 +933,9 @@ def _target_from_json(text: str | None) -> ScanTarget | None:
         location=data["location"],
         insecure=bool(data.get("insecure", False)),
         ca_file=data.get("ca_file", ""),
+        # Absent in targets stored before Clair support: "" and () mean "not known".
+        manifest_digest=data.get("manifest_digest", ""),
+        layer_digests=tuple(data.get("layer_digests", ())),
     )
 
 

@@ -90,6 +90,10 @@ def result(scanner: str = "trivy", version: str = "0.76.0") -> ScanResult:
     )
 
 
+LAYER_1 = "sha256:" + "1" * 64
+LAYER_2 = "sha256:" + "2" * 64
+
+
 def registry_target(digest: str = DIGEST_A) -> ScanTarget:
     return ScanTarget(
         kind=TargetKind.REGISTRY,
@@ -97,6 +101,9 @@ def registry_target(digest: str = DIGEST_A) -> ScanTarget:
         insecure=True,
         credentials=Credentials(username="robot", password="hunter2-secret"),
         ca_file="/etc/ca.pem",
+        manifest_digest=digest,
+        layer_digests=(LAYER_1, LAYER_2),
+        registry_headers=(("Authorization", "Bearer hunter2-registry-token"),),
     )
 
 
@@ -226,6 +233,9 @@ def test_create_job_is_single_flight_and_never_stores_credentials(repo: SqlRepos
     assert first.target is not None
     assert first.target.credentials is None
     assert first.target.location.endswith(DIGEST_A) and first.target.insecure and first.target.ca_file
+    # Clair's inputs survive for resumed jobs; the registry headers (secrets) are re-derived at run time.
+    assert (first.target.manifest_digest, first.target.layer_digests) == (DIGEST_A, (LAYER_1, LAYER_2))
+    assert first.target.registry_headers == ()
     engine = create_engine_for(db_url)
     try:
         with engine.connect() as conn:
