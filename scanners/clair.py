@@ -107,6 +107,7 @@ class ClairScanner(Scanner):
     """
 
     name = "clair"
+    fetches_layers = True
 
     def __init__(
         self,

@@ -166,6 +166,9 @@ class Scanner(abc.ABC):
     """A vulnerability scanner that can scan a target and describe its own version."""
 
     name: str
+    # True for scanners that download the image's layers from the registry themselves (Clair): the scan
+    # path then hands them the registry's blob headers in ScanTarget.registry_headers.
+    fetches_layers: bool = False
 
     @abc.abstractmethod
     def scan(self, target: ScanTarget, timeout: float) -> ScanResult:

@@ -34,7 +34,7 @@ class JobRunner:
         clock: Clock,
         concurrency: int,
         timeouts: Mapping[str, float],
-        prepare_target: Callable[[ScanTarget], ScanTarget] | None = None,
+        prepare_target: Callable[[ScanTarget, Scanner], ScanTarget] | None = None,
     ) -> None:
         self._repo = repo
         self._scanners = scanners
@@ -42,8 +42,9 @@ class JobRunner:
         self._concurrency = max(1, concurrency)
         self._timeouts = timeouts
         # The store never persists credentials, so every job's target gets them re-attached here,
-        # just before the scan (also after a restart).
-        self._prepare_target = prepare_target or (lambda target: target)
+        # just before the scan (also after a restart); the scanner is passed so only scanners that
+        # fetch layers themselves (Clair) cost a registry token request.
+        self._prepare_target = prepare_target or (lambda target, _scanner: target)
         self._queue: queue.Queue[str] = queue.Queue()
         self._pending: set[str] = set()  # ids queued or running here, so one id never runs twice at once
         self._lock = threading.Lock()
@@ -132,7 +133,7 @@ class JobRunner:
         self._repo.mark_running(job_id, self._clock.now())
         self._notify()
         try:
-            target = self._prepare_target(job.target)
+            target = self._prepare_target(job.target, scanner)
         except GateError as e:  # e.g. credentials for the registry can no longer be found
             self._repo.fail_job(job_id, str(e), self._clock.now())
             return

@@ -22,6 +22,7 @@ from gate.errors import InvalidArgument
 from gate.images.engine import EngineSource
 from gate.images.registry import RegistryClient
 from gate.images.resolver import SourceResolver
+from gate.images.scanner_access import ScanTargetPreparer
 from gate.policy import Policy, default_policy, load_policy_file
 from gate.ports import Clock
 from gate.scanning.jobs import JobRunner
@@ -30,6 +31,7 @@ from gate.service import GateService
 from gate.store.db import create_engine_for, migrate
 from gate.store.repository import SqlRepository
 from gate.v1 import gate_pb2 as pb
+from scanners.clair import ClairScanner
 from scanners.interface import Scanner
 from scanners.trivy import TrivyScanner
 
@@ -63,10 +65,20 @@ class RunningGate:
 
 
 def build_scanners(settings: Settings) -> dict[str, Scanner]:
-    """The configured scanner adapters by name."""
+    """The available scanner adapters by name (the defaults, plus clair whenever Clair is configured)."""
     out: dict[str, Scanner] = {}
-    for name in settings.scanners:
-        if name == "trivy":
+    for name in settings.available_scanners:
+        if name == "clair":
+            if not settings.clair_url:
+                raise InvalidArgument("lists clair, but GATE_CLAIR_URL is not set", "GATE_SCANNERS")
+            try:
+                out[name] = ClairScanner(
+                    settings.clair_url, settings.clair_psk, settings.clair_issuer, settings.clair_timeout
+                )
+            except ValueError as e:  # a bad URL or PSK; the messages never echo the key
+                field = "GATE_CLAIR_PSK" if "PSK" in str(e) else "GATE_CLAIR_URL"
+                raise InvalidArgument(str(e), field) from None
+        elif name == "trivy":
             out[name] = TrivyScanner(
                 settings.trivy_bin,
                 settings.effective_trivy_cache_dir,
@@ -76,7 +88,7 @@ def build_scanners(settings: Settings) -> dict[str, Scanner]:
             )
         else:
             raise InvalidArgument(
-                f"scanner {name!r} is not supported by this build (supported: trivy)", "GATE_SCANNERS"
+                f"scanner {name!r} is not supported by this build (supported: trivy, clair)", "GATE_SCANNERS"
             )
     return out
 
@@ -95,10 +107,18 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
     migrate(engine)
     repo = SqlRepository(engine)
     registry = RegistryClient.from_settings(settings)
-    timeouts = {name: settings.trivy_timeout for name in scanners}
-    # Stored scan targets never hold credentials; the runner gets them again just before each scan.
+    timeouts = {
+        name: settings.clair_timeout if name == "clair" else settings.trivy_timeout for name in scanners
+    }
+    # Stored scan targets never hold credentials; the runner gets them (and, for Clair, the registry's
+    # blob headers) again just before each scan.
     runner = JobRunner(
-        repo, scanners, clock, settings.scan_concurrency, timeouts, prepare_target=registry.attach_credentials
+        repo,
+        scanners,
+        clock,
+        settings.scan_concurrency,
+        timeouts,
+        prepare_target=ScanTargetPreparer(registry),
     )
     # The engine client connects lazily, so a gate without a reachable dockerd still starts; docker:
     # references then fail with UNAVAILABLE. Saved archives live under the data dir for the scanner.
