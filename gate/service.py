@@ -41,7 +41,7 @@ from gate.ports import (
 from gate.provenance import Lineage
 from gate.scanning.convert import findings_of
 from gate.scanning.jobs import JobRunner
-from scanners.interface import Scanner, ScanParseError, Severity
+from scanners.interface import Scanner, ScanParseError, ScanTarget, Severity, TargetKind
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +194,7 @@ class GateService:
                 "image",
             )
         info, target = self._resolver.resolve(ref)
+        self._check_reachable(names, target)
         now = self._clock.now()
         record = self._repo.upsert_image(info, _naming_ref(ref, info), now)
         out: list[SubmittedJob] = []
@@ -205,6 +206,23 @@ class GateService:
                 self._runner.submit(job.id)
             out.append(SubmittedJob(job, reused=not created))
         return out
+
+    def _check_reachable(self, names: Sequence[str], target: ScanTarget) -> None:
+        """Refuse scanners that cannot read this kind of image before any job is queued.
+
+        Clair downloads layers from a registry itself, so it cannot scan an archive, a layout or an image
+        that only a local Docker engine holds; saying so here beats a job that can only fail.
+        """
+        if target.kind is TargetKind.REGISTRY:
+            return
+        blind = [name for name in names if self._scanners[name].fetches_layers]
+        if blind:
+            raise InvalidArgument(
+                f"{', '.join(blind)} needs a registry image (it fetches the layers from the registry "
+                f"itself), not a {target.kind.value} image: push the image and scan HOST/REPO@sha256:…, "
+                "or leave it out of the scanners",
+                "scanners",
+            )
 
     def get_scan(self, job_id: str) -> ScanJob:
         """One job by id."""
