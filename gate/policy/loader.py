@@ -31,6 +31,7 @@ from gate.policy.model import (
     parse_duration,
     transition_key,
 )
+from scanners.normalize import SEVERITY_MAX
 
 __all__ = ["PolicyError", "default_policy", "load_policy", "load_policy_file"]
 
@@ -43,6 +44,7 @@ _T_KEYS = (
     *_REQUIRED_T_KEYS,
     "allow_secrets",
     "require_scanners",
+    "severity_source",
     "unknown_severity_as",
     "on_state",
     "require_base_tier",
@@ -274,6 +276,12 @@ def _transition(
         else Severity.MEDIUM
     )
     on_state = doc.on_state(entries["on_state"][1], _join(path, "on_state")) if "on_state" in entries else {}
+    source = SEVERITY_MAX
+    if "severity_source" in entries:
+        node = entries["severity_source"][1]
+        source = doc.scalar(node, _join(path, "severity_source"), "max or a scanner name").strip().lower()
+        if not source:
+            raise doc.fail(node, _join(path, "severity_source"), "expected max or a scanner name, got ''")
     image = _image_rules(doc, entries, path)
     return TransitionPolicy(
         from_stage=stages[0],
@@ -283,6 +291,7 @@ def _transition(
         max_scan_age=age,
         allow_secrets=secrets,
         require_scanners=scanners,
+        severity_source=source,
         unknown_severity_as=unknown,
         on_state=on_state,
         require_base_tier=image.require_base_tier,

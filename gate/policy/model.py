@@ -21,6 +21,7 @@ from types import MappingProxyType
 from gate.domain import Finding, ImageRecord, ScanJob, Severity, Stage, VerdictState
 from gate.errors import InvalidArgument
 from gate.provenance import Lineage
+from scanners.normalize import SEVERITY_MAX
 
 __all__ = [
     "CHECKED_STATES",
@@ -49,6 +50,7 @@ CHECKED_STATES: tuple[VerdictState, ...] = (
 
 _DURATION_PART = re.compile(r"(\d+)([wdhms])")
 _TIER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_SCANNER_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _STAGE_PATH_FIELDS = ("stage", "name")
 _UNIT_SECONDS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -172,6 +174,9 @@ class TransitionPolicy:
     allow_secrets: bool = False
     require_scanners: tuple[str, ...] | None = None  # None → the server's configured scanners
     unknown_severity_as: Severity = Severity.MEDIUM
+    # Whose severity the thresholds compare when scanners disagree: "max" (the highest any scanner
+    # claims) or a scanner name (its severity when it reported the finding, else the others' highest).
+    severity_source: str = SEVERITY_MAX
     # Excluded from the hash because a dict is unhashable; the other fields identify a transition.
     on_state: Mapping[VerdictState, OnState] = field(default_factory=dict, hash=False)
     require_base_tier: str = ""  # "" → no base tier required
@@ -196,6 +201,12 @@ class TransitionPolicy:
             raise InvalidArgument("must be longer than zero", f"{where}.max_scan_age")
         if self.require_scanners is not None and not self.require_scanners:
             raise InvalidArgument("must name at least one scanner", f"{where}.require_scanners")
+        if not _SCANNER_NAME_RE.match(self.severity_source):
+            raise InvalidArgument(
+                f"bad severity source {self.severity_source!r} (expected max or a scanner name such as "
+                "trivy or clair)",
+                f"{where}.severity_source",
+            )
         for state in self.on_state:
             if state not in CHECKED_STATES:
                 raise InvalidArgument(f"no verdict can be set for {state}", f"{where}.on_state")
@@ -247,6 +258,8 @@ class TransitionPolicy:
             "allow_secrets": self.allow_secrets,
             "max_scan_age_seconds": int(self.max_scan_age.total_seconds()),
             "require_scanners": scanners,
+            # Only when not the default, so every policy written before the key existed keeps its digest.
+            **({"severity_source": self.severity_source} if self.severity_source != SEVERITY_MAX else {}),
             "unknown_severity_as": self.unknown_severity_as.name,
             "on_state": {s.value: self.verdict_for(s).value for s in CHECKED_STATES},
             "require_base_tier": self.require_base_tier or None,

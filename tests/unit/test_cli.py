@@ -268,7 +268,7 @@ def test_server_not_listening_exits_3(
 
 def test_deadline_exceeded_exits_3(fake: FakeGate, capsys: pytest.CaptureFixture[str]) -> None:
     fake.block.add("GetImageReport")
-    r = run_cli(capsys, "report", IMAGE, "--timeout", "0.3")
+    r = run_cli(capsys, "report", IMAGE, "--timeout", "1.0")
     assert r.code == 3
     assert r.err.startswith("gate: error: DEADLINE_EXCEEDED")
 
