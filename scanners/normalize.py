@@ -184,9 +184,10 @@ def _match_rank(entry_ids: frozenset[str], entry_canonical: str, finding: Mergea
 @dataclass
 class _Entry(Generic[F]):
     canonical: str
-    ids: set[str]
+    ids: set[str]  # upper-cased, for matching
     location: str
     claims: list[Claim[F]]
+    spellings: dict[str, str]  # upper-cased id -> as first reported (GHSA ids are lower-case inside)
 
 
 def _choose_severity(claims: Sequence[Claim[F]], severity_source: str) -> Severity:
@@ -235,16 +236,24 @@ def merge(
             ]
             best = min((c for c in candidates if c[0] < 2), default=None)
             if best is None:
-                entry: _Entry[F] = _Entry(canonical_id(f), set(_ids(f)), _location(f), [claim])
+                entry: _Entry[F] = _Entry(canonical_id(f), set(_ids(f)), _location(f), [claim], {})
+                _spell(entry, f)
                 entries.append(entry)
                 order.append(entry)
                 continue
             entry = entries[best[2]]
             entry.claims.append(claim)
             entry.ids |= _ids(f)
+            _spell(entry, f)
             if not _is_cve(entry.canonical):
                 entry.canonical = canonical_id(f)
     return tuple(_merged(e, scanners, severity_source) for e in order)
+
+
+def _spell(entry: _Entry[F], finding: Mergeable) -> None:
+    for name in (finding.vulnerability_id, *finding.aliases):
+        if name.strip():
+            entry.spellings.setdefault(name.strip().upper(), name.strip())
 
 
 def _merged(entry: _Entry[F], scanners: tuple[str, ...], severity_source: str) -> MergedFinding[F]:
@@ -252,7 +261,7 @@ def _merged(entry: _Entry[F], scanners: tuple[str, ...], severity_source: str) -
     preferred = [c for c in claims if c.scanner == severity_source]
     named = [c for c in claims if c.finding.vulnerability_id.strip().upper() == entry.canonical.upper()]
     representative = (preferred or named or list(claims))[0].finding
-    aliases = tuple(sorted(i for i in entry.ids if i != entry.canonical.upper()))
+    aliases = tuple(sorted(entry.spellings[i] for i in entry.ids if i != entry.canonical.upper()))
     return MergedFinding(
         canonical_id=entry.canonical,
         aliases=aliases,

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from gate.domain import Decision, Finding, FindingClass, Severity, VerdictState, Violation
+from gate.domain import Decision, Finding, JobState, Severity, VerdictState, Violation
 from gate.policy.image_rules import IMAGE_RULES, attribute, who
 from gate.policy.model import EvaluationInput, Policy, TransitionPolicy
 from gate.policy.rules import (
@@ -25,6 +25,7 @@ from gate.policy.rules import (
     is_fixable,
     scanner_conditions,
 )
+from scanners.normalize import SEVERITY_MAX, MergedFinding, merge
 
 __all__ = ["dedupe_findings", "evaluate"]
 
@@ -49,18 +50,9 @@ _RULE_ORDER = {
 _MAX_FIX_HINTS = 3
 
 
-def _key(f: Finding) -> tuple[str, ...]:
-    base = (f.vulnerability_id, f.package, f.installed_version)
-    if f.finding_class is FindingClass.SECRET:
-        # A secret rule id says nothing about where the secret sits; two files are two secrets.
-        return (*base, f.target, f.package_path)
-    return base
-
-
 def _merge(group: list[Finding]) -> Finding:
-    # Scanners disagree: keep the worst severity claimed, and a fix if any scanner knows one, so the
-    # verdict never gets softer because a second scanner saw less.
-    worst = max(group, key=lambda f: f.severity)
+    # The first finding represents the group; a fix and a layer are taken from any scanner that knows.
+    worst = group[0]
     with_fix = next((f for f in group if is_fixable(f)), None)
     merged = worst
     if with_fix is not None and not is_fixable(worst):
@@ -71,11 +63,53 @@ def _merge(group: list[Finding]) -> Finding:
 
 
 def dedupe_findings(findings: Iterable[Finding]) -> tuple[Finding, ...]:
-    """Collapse findings on (vulnerability_id, package, installed_version), keeping first-seen order."""
-    groups: dict[tuple[str, ...], list[Finding]] = {}
+    """One finding per problem across scanners, at the highest severity any scanner claims."""
+    return tuple(f for f, _ in merge_findings(findings))
+
+
+def merge_findings(
+    findings: Iterable[Finding], scanners: Sequence[str] = (), severity_source: str = SEVERITY_MAX
+) -> tuple[tuple[Finding, MergedFinding[Finding]], ...]:
+    """Merge each scanner's findings (scanners.normalize.merge) into findings the rules judge.
+
+    `scanners` are the scanners whose latest successful scans are merged, in the order messages name
+    them; one with no findings then counts as "did not find it". Each merged finding is named by its
+    canonical id (the CVE when any scanner knows one) with every other name as an alias, carries the
+    severity `severity_source` picks, and a fix when any scanner knows one, so the verdict never gets
+    softer because a second scanner saw less. The MergedFinding beside it says who reported what.
+    """
+    by_scanner: dict[str, list[Finding]] = {name: [] for name in scanners}
     for f in findings:
-        groups.setdefault(_key(f), []).append(f)
-    return tuple(_merge(g) for g in groups.values())
+        by_scanner.setdefault(f.scanner, []).append(f)
+    out: list[tuple[Finding, MergedFinding[Finding]]] = []
+    for m in merge(by_scanner, severity_source):
+        group = [c.finding for c in m.claims]
+        merged = _merge([m.finding, *group])
+        merged = replace(merged, vulnerability_id=m.canonical_id, aliases=m.aliases, severity=m.severity)
+        out.append((merged, m))
+    return tuple(out)
+
+
+def _merge_order(required: Sequence[str], inp: EvaluationInput) -> tuple[str, ...]:
+    # Required scanners first, in the policy's order, then any other scanner with a successful scan.
+    ran = sorted(name for name, s in inp.scans.items() if s.latest_success is not None)
+    return tuple(dict.fromkeys([*(name for name in required if name in ran), *ran]))
+
+
+def _optional_scanner_warnings(
+    t: TransitionPolicy, required: Sequence[str], inp: EvaluationInput
+) -> list[str]:
+    """Failures of scanners the transition does not require: worth seeing, never a deny."""
+    out = []
+    for name, status in sorted(inp.scans.items()):
+        attempt = status.latest_attempt
+        if name in required or attempt is None or attempt.state is not JobState.FAILED:
+            continue
+        error = attempt.error.strip() or "no error recorded"
+        out.append(
+            f"the latest {name} scan failed: {error} ({t.label} does not require {name}, so this only warns)"
+        )
+    return out
 
 
 def _version_key(version: str) -> tuple[tuple[int, int | str], ...]:
@@ -207,9 +241,12 @@ def evaluate(policy: Policy, inp: EvaluationInput, now: datetime) -> Decision:
             if hit.warning:
                 warnings.append(hit.warning)
 
+    warnings.extend(_optional_scanner_warnings(t, required, inp))
+
     # Findings of the last successful scans count in every state: a failed rescan hides nothing.
-    findings = dedupe_findings(inp.findings)
-    for f in findings:
+    merged = merge_findings(inp.findings, _merge_order(required, inp), t.severity_source)
+    findings = tuple(f for f, _ in merged)
+    for f, provenance in merged:
         for rule in FINDING_RULES:
             hit = rule.check(t, f)
             if hit is None:
@@ -218,6 +255,10 @@ def evaluate(policy: Policy, inp: EvaluationInput, now: datetime) -> Decision:
                 sev = effective_severity(f, t)
                 key = (2, -sev, _RULE_ORDER[rule.name], f.vulnerability_id, f.package, f.installed_version)
                 violation, rebuild = attribute(hit.violation, inp)
+                if provenance.disagreement:
+                    # Say where the scanners differ, so a reader can judge (or pick severity_source).
+                    disagree = f"; scanners disagree ({provenance.describe_disagreement()})"
+                    violation = replace(violation, message=violation.message + disagree)
                 ranked.append((key, sev, violation))
                 if rebuild:
                     hints.append(rebuild)

@@ -92,7 +92,7 @@ def test_ghsa_named_clair_finding_meets_trivys_cve_through_its_links() -> None:
                aliases=("CVE-2099-0201",), path="python:usr/lib/python3.12/site-packages")]  # fmt: skip
     (m,) = merge({"trivy": trivy, "clair": clair})
     assert m.canonical_id == "CVE-2099-0201"
-    assert m.aliases == ("GHSA-9X9X-2V7Q-C4M8",)
+    assert m.aliases == ("GHSA-9x9x-2v7q-c4m8",)
     assert m.found_by == ("trivy", "clair")
     assert not m.disagreement
     assert m.finding is trivy[0]  # the report named by the canonical id represents the finding
