@@ -23,6 +23,10 @@ Fault knobs (attributes, change them at any time): `fail_with` (endpoint -> stat
 `ready_after` (202s), `truncate_reports`, `cut_connection`, `delay`, `index_status`. Every request is
 logged in `requests` (method, path, headers, body, verified JWT claims, status) for contract tests.
 
+Notifier side: `add_notification` stores a notification served (paged by `page_size`/`next`, PSK-checked)
+at `GET /notifier/api/v1/notification/{id}` and removed by DELETE; `deliver` POSTs Clair's webhook
+`{"notification_id", "callback"}` to a URL and returns the status Clair would judge delivery by.
+
 Version matching uses a simple numeric/alpha chunk comparison, not dpkg's or apk's algorithms; it is
 right for the versions tests use (1.2.5-r10 < 1.2.5-r11, 3.0.15-1~deb12u1 < 3.0.17-1~deb12u1).
 """
@@ -39,11 +43,14 @@ import json
 import re
 import secrets
 import ssl
+import sys
 import tarfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -160,6 +167,21 @@ def _affected(installed: str, advisory: ClairAdvisory) -> bool:
     return not fixed or _version_key(installed) < _version_key(fixed)
 
 
+class _QuietServer(http.server.ThreadingHTTPServer):
+    """A threading HTTP server that does not print tracebacks when a client hangs up mid-answer.
+
+    Timeout tests drop connections on purpose; socketserver's default handle_error would print those
+    to stderr from a server thread, where they land in whatever test captures stderr at the time.
+    """
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Ignore a client that went away; report anything else as socketserver does."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError | TimeoutError):
+            return
+        super().handle_error(request, client_address)
+
+
 def _b64url_decode(segment: str) -> bytes:
     return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
@@ -194,9 +216,12 @@ class ClairDouble:
         self.cut_connection = False  # vulnerability reports: promise more bytes than sent, then close
         self.delay = 0.0  # seconds to wait before answering any request
         self.index_status = 201  # what a successful POST index_report answers (Clair: 201)
+        # Notifier side: notification id -> its entries (as Clair's notifier serves them), ids deleted.
+        self.notifications: dict[str, list[dict[str, Any]]] = {}
+        self.deleted_notifications: list[str] = []
         self._lock = threading.Lock()
         self._indexed: dict[str, _Indexed] = {}
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
+        self._server = _QuietServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever,
@@ -246,6 +271,58 @@ class ClairDouble:
         """Whether `digest` has an index report."""
         with self._lock:
             return digest in self._indexed
+
+    # ---- notifier side ----------------------------------------------------------------------------
+
+    def add_notification(self, changes: Sequence[tuple[str, str, str, str]]) -> str:
+        """Store a notification of (manifest digest, reason, vulnerability name, severity) entries; its id."""
+        notification_id = str(uuid.uuid4())
+        entries = [
+            {
+                "id": str(index + 1),
+                "manifest": manifest,
+                "reason": reason,
+                # What Clair's code writes (the schema says normalized_severity and repository).
+                "vulnerability": {
+                    "name": name,
+                    "description": "",
+                    "package": {},
+                    "distribution": {},
+                    "repo": {},
+                    "severity": severity,
+                    "fixed_in_version": "",
+                    "links": "",
+                },
+            }
+            for index, (manifest, reason, name, severity) in enumerate(changes)
+        ]
+        with self._lock:
+            self.notifications[notification_id] = entries
+        return notification_id
+
+    def callback(self, notification_id: str) -> str:
+        """The callback URL Clair puts in its webhook for a notification."""
+        return f"{self.url}{_NOTIFICATION}/{notification_id}"
+
+    def deliver(self, webhook_url: str, notification_id: str, body: bytes | None = None) -> int:
+        """POST the webhook for a notification to `webhook_url` as Clair's notifier does; the HTTP status.
+
+        `body` replaces the JSON Clair would send (for malformed-delivery tests). Any non-200 answer is
+        what Clair counts as a failed delivery.
+        """
+        if body is None:
+            body = json.dumps(
+                {"notification_id": notification_id, "callback": self.callback(notification_id)}
+            )
+            body = body.encode()
+        request = urllib.request.Request(
+            webhook_url, data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as e:
+            return int(e.code)
 
     def logged(self, method: str = "", path_prefix: str = "") -> list[LoggedRequest]:
         """Logged requests, optionally filtered by method and path prefix."""
@@ -528,6 +605,7 @@ def _environment_json(package: _Package) -> dict[str, Any]:
 _INDEX_REPORT = "/indexer/api/v1/index_report"
 _INDEX_STATE = "/indexer/api/v1/index_state"
 _VULN_REPORT = "/matcher/api/v1/vulnerability_report"
+_NOTIFICATION = "/notifier/api/v1/notification"
 
 
 def _handler_for(double: ClairDouble) -> type[http.server.BaseHTTPRequestHandler]:
@@ -577,6 +655,8 @@ def _handler_for(double: ClairDouble) -> type[http.server.BaseHTTPRequestHandler
                 self._get_index_report(entry, method, self.path.removeprefix(_INDEX_REPORT + "/"))
             elif endpoint == "index_state":
                 self._index_state(entry, method)
+            elif endpoint == "notification":
+                self._notification(entry, method)
             elif endpoint == "vulnerability_report":
                 self._vulnerability_report(entry, method, self.path.removeprefix(_VULN_REPORT + "/"))
             else:
@@ -714,10 +794,43 @@ def _handler_for(double: ClairDouble) -> type[http.server.BaseHTTPRequestHandler
             else:
                 self._send(entry, 200, data, content_type=VULNERABILITY_REPORT_CONTENT_TYPE)
 
+        def _notification(self, entry: LoggedRequest, method: str) -> None:
+            parsed = urllib.parse.urlsplit(self.path)
+            notification_id = parsed.path.removeprefix(_NOTIFICATION + "/")
+            with double._lock:
+                entries = double.notifications.get(notification_id)
+            if entries is None:
+                self._error(entry, 404, "not-found", f"notification {notification_id} not found")
+                return
+            if method == "DELETE":
+                with double._lock:
+                    double.notifications.pop(notification_id, None)
+                    double.deleted_notifications.append(notification_id)
+                self._send(entry, 200, b"")
+                return
+            if method != "GET":
+                self._not_allowed(entry)
+                return
+            query = dict(urllib.parse.parse_qsl(parsed.query))
+            try:
+                size = int(query.get("page_size", "500"))
+                start = int(query.get("next", "0"))
+            except ValueError:
+                self._error(entry, 400, "bad-request", "malformed page_size or next")
+                return
+            size = max(1, size)
+            chunk = entries[start : start + size]
+            page: dict[str, Any] = {"size": len(chunk)}
+            if start + size < len(entries):
+                page["next"] = str(start + size)  # Clair's token is opaque; the double uses the offset
+            self._json(entry, 200, {"page": page, "notifications": chunk})
+
     return Handler
 
 
 def _endpoint(path: str) -> str:
+    if path.startswith(_NOTIFICATION + "/"):
+        return "notification"
     if path == _INDEX_REPORT or path.startswith(_INDEX_REPORT + "/"):
         return "index_report"
     if path == _INDEX_STATE:
@@ -761,7 +874,7 @@ class BlobServer:
                 if status == 200 and data:
                     self.wfile.write(data)
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever,
