@@ -26,6 +26,7 @@ __all__ = [
     "ImageRecord",
     "ImageRef",
     "JobState",
+    "PlatformImage",
     "RefKind",
     "ScanJob",
     "ScanTarget",
@@ -126,6 +127,18 @@ class ImageInfo:
     architecture: str = ""
     created: str = ""
     repo_tags: tuple[str, ...] = ()  # names a docker-save archive was written under (NAME:TAG)
+    # For an image index / manifest list: one entry per platform image, in index order. The index
+    # itself then has no config or layers of its own (config_digest and diff_ids are empty): each
+    # platform is an image in its own right, with its own lineage and findings.
+    platforms: tuple[PlatformImage, ...] = ()
+
+
+@dataclass(frozen=True)
+class PlatformImage:
+    """One platform of an image index: `os/arch[/variant]` and that platform's own image."""
+
+    platform: str
+    image: ImageInfo
 
 
 @dataclass(frozen=True)
@@ -144,6 +157,9 @@ class ImageRecord:
     user: str = ""  # config User ("" means root)
     labels: tuple[tuple[str, str], ...] = ()
     annotations: tuple[tuple[str, str], ...] = ()  # manifest annotations (e.g. the self-declared base)
+    # For an image index: (os/arch[/variant], platform manifest digest) per platform, in index order.
+    # Each platform image is stored as an image of its own, with its own findings.
+    platforms: tuple[tuple[str, str], ...] = ()
 
 
 KNOWN_TIERS = ("compile-osbase", "dev-osbase", "prod-osbase", "runtime")
@@ -209,6 +225,7 @@ class ScanJob:
     db_updated_at: datetime | None = None
     finding_count: int = 0
     imported: bool = False
+    platform: str = ""  # os/arch[/variant] when the job scans one platform of a submitted index
 
 
 @dataclass(frozen=True)

@@ -66,7 +66,11 @@ class Repository(Protocol):
     """Persistent state: images, scan jobs with their findings, and decisions."""
 
     def upsert_image(self, info: ImageInfo, ref: ImageRef | None, now: datetime) -> ImageRecord:
-        """Create or update the image keyed by `info.digest`, adding the ref's tag and repository."""
+        """Create or update the image keyed by `info.digest`, adding the ref's tag and repository.
+
+        For an index (`info.platforms`), every platform image is stored too, under the ref's repository
+        without its tag, and linked to the index with its platform — all in one transaction.
+        """
         ...
 
     def get_image(self, digest: str) -> ImageRecord | None:
@@ -82,8 +86,11 @@ class Repository(Protocol):
         now: datetime,
         *,
         reuse_success: bool = False,
+        platform: str = "",
     ) -> tuple[ScanJob, bool]:
         """Create a QUEUED job unless one is active for digest+scanner; return (job, created).
+
+        `platform` records which platform of a submitted index the job scans ("" for a plain image).
 
         With `reuse_success`, an existing successful scan is returned instead of creating a job. Both
         checks happen in the creating transaction, so a job finishing concurrently is never missed.

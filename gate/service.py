@@ -20,6 +20,7 @@ from gate.domain import (
     BaseImage,
     BaseStatus,
     Decision,
+    Finding,
     ImageInfo,
     ImageRecord,
     ImageRef,
@@ -29,7 +30,17 @@ from gate.domain import (
 )
 from gate.errors import FailedPrecondition, InvalidArgument, NotFound
 from gate.images.refs import parse_ref
-from gate.policy import EvaluationInput, Policy, ScannerStatus, evaluate, format_duration, parse_duration
+from gate.policy import (
+    EvaluationInput,
+    IndexInput,
+    Policy,
+    ScannerStatus,
+    evaluate,
+    evaluate_index,
+    format_duration,
+    parse_duration,
+    required_platforms,
+)
 from gate.ports import (
     AffectedRow,
     Clock,
@@ -65,14 +76,26 @@ class SubmittedJob:
 
 
 @dataclass(frozen=True)
+class PlatformReport:
+    """One platform of an index, as its image report shows it: the platform image and its findings."""
+
+    platform: str
+    image: ImageRecord
+    scans: Mapping[str, tuple[ScanJob | None, ScanJob | None]]
+    counts: Mapping[Severity, int]
+    finding_count: int
+
+
+@dataclass(frozen=True)
 class ImageReport:
-    """What gate knows about one image."""
+    """What gate knows about one image; for an index, also each platform's image and findings."""
 
     image: ImageRecord
     scans: Mapping[str, tuple[ScanJob | None, ScanJob | None]]
     counts: Mapping[Severity, int]
     finding_count: int
     lineage: Lineage = dataclasses.field(default_factory=Lineage)
+    platforms: tuple[PlatformReport, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -148,6 +171,49 @@ def _naming_ref(ref: ImageRef, info: ImageInfo) -> ImageRef | None:
     return None
 
 
+def _platform_target(target: ScanTarget, image: ImageInfo) -> ScanTarget:
+    """The scan target of one platform image of an index resolved to `target`.
+
+    A registry location is `host[:port]/repository@digest` (the ScanTarget contract), so the platform
+    image is the same repository pinned by its own manifest digest: trivy then reads exactly that
+    platform, and Clair indexes that manifest's layers.
+    """
+    if target.kind is not TargetKind.REGISTRY:
+        raise InvalidArgument("only registry images can be multi-platform indexes here", "image")
+    name = target.location.rsplit("@", 1)[0]
+    return dataclasses.replace(
+        target,
+        location=f"{name}@{image.digest}",
+        manifest_digest=image.digest,
+        layer_digests=image.layer_digests,
+    )
+
+
+def _one_platform(info: ImageInfo, image: str) -> ImageInfo:
+    """The single image behind `info`: itself, or the only platform of a one-platform index.
+
+    A base is one layer chain, so a multi-platform index cannot be registered as one base; each
+    platform's image is registered by its own digest instead.
+    """
+    if not info.platforms:
+        return info
+    if len(info.platforms) == 1:
+        return info.platforms[0].image
+    listed = ", ".join(f"{p.platform} {p.image.digest}" for p in info.platforms)
+    raise InvalidArgument(
+        f"{image!r} is a multi-platform index ({listed}); a base is one layer chain, so register each "
+        "platform's image by its digest (REPOSITORY@sha256:…) with its own name",
+        "image",
+    )
+
+
+def _count(findings: Sequence[Finding]) -> dict[Severity, int]:
+    counts: dict[Severity, int] = {}
+    for f in findings:
+        counts[f.severity] = counts.get(f.severity, 0) + 1
+    return counts
+
+
 class GateService:
     """The gate's use cases, wired to a repository, an image resolver, scanners and a policy."""
 
@@ -197,14 +263,21 @@ class GateService:
         self._check_reachable(names, target)
         now = self._clock.now()
         record = self._repo.upsert_image(info, _naming_ref(ref, info), now)
+        # An index is scanned platform by platform: findings belong to the platform image that has
+        # them, and every platform must pass on its own (gate/policy/platforms.py).
+        work = [("", record.digest, target)]
+        if info.platforms:
+            work = [(p.platform, p.image.digest, _platform_target(target, p.image)) for p in info.platforms]
         out: list[SubmittedJob] = []
-        for name in names:
-            job, created = self._repo.create_job(
-                record.digest, name, image, target, now, reuse_success=not force
-            )
-            if created:
-                self._runner.submit(job.id)
-            out.append(SubmittedJob(job, reused=not created))
+        for platform, digest, where in work:
+            for name in names:
+                job, created = self._repo.create_job(
+                    digest, name, image, where, now, reuse_success=not force, platform=platform
+                )
+                if created:
+                    self._runner.submit(job.id)
+                # A job joined or reused may have been created for the platform image directly.
+                out.append(SubmittedJob(dataclasses.replace(job, platform=platform), reused=not created))
         return out
 
     def _check_reachable(self, names: Sequence[str], target: ScanTarget) -> None:
@@ -274,25 +347,16 @@ class GateService:
         self._policy.transition(src, dst)  # bad transitions fail before any I/O
         ref = parse_ref(image, "image")
         digest, record = self._stored_image(ref)
-        latest = self._repo.latest_jobs(digest) if record else {}
-        scans = {name: ScannerStatus(name, ok, attempt) for name, (ok, attempt) in latest.items()}
-        findings = self._repo.current_findings(digest) if record else ()
-        lineage = self._lineage(record) if record else None
-        decision = evaluate(
-            self._policy,
-            EvaluationInput(
-                digest=digest,
-                from_stage=src,
-                to_stage=dst,
-                scans=scans,
-                findings=findings,
-                configured_scanners=self._default_scanners,
-                image=record,
-                tag=ref.tag,
-                lineage=lineage,
-            ),
-            self._clock.now(),
-        )
+        if record is not None and record.platforms:
+            decision = self._check_index(record, ref, src, dst)
+            lineage = None
+        else:
+            lineage = self._lineage(record) if record else None
+            decision = evaluate(
+                self._policy,
+                self._evaluation_input(digest, record, ref, src, dst, lineage),
+                self._clock.now(),
+            )
         extra: list[str] = list(lineage.warnings) if lineage else []
         named = ref.stage or (record.stage if record else None)
         if named is not None and named not in (src, dst):
@@ -303,6 +367,59 @@ class GateService:
             decision = dataclasses.replace(decision, warnings=decision.warnings + new)
         self._repo.save_decision(decision)
         return decision
+
+    def _evaluation_input(
+        self,
+        digest: str,
+        record: ImageRecord | None,
+        ref: ImageRef,
+        src: Stage,
+        dst: Stage,
+        lineage: Lineage | None,
+        platform: str = "",
+    ) -> EvaluationInput:
+        """What the policy reads about one stored (or unknown) image: scans, findings, record, lineage."""
+        latest = self._repo.latest_jobs(digest) if record else {}
+        return EvaluationInput(
+            digest=digest,
+            from_stage=src,
+            to_stage=dst,
+            scans={name: ScannerStatus(name, ok, attempt) for name, (ok, attempt) in latest.items()},
+            findings=self._repo.current_findings(digest) if record else (),
+            configured_scanners=self._default_scanners,
+            image=record,
+            tag=ref.tag,
+            lineage=lineage,
+            platform=platform,
+        )
+
+    def _check_index(self, index: ImageRecord, ref: ImageRef, src: Stage, dst: Stage) -> Decision:
+        """One verdict for an index: each required platform's image judged on its own, then folded."""
+        listed = tuple(platform for platform, _ in index.platforms)
+        required, _missing = required_platforms(self._policy.transition(src, dst), listed)
+        children: dict[str, EvaluationInput] = {}
+        for platform, digest in index.platforms:
+            if platform not in required:
+                continue
+            child = self._repo.get_image(digest)
+            if child is not None:
+                # The name being promoted is the index's: naming rules judge its repository and tags.
+                child = dataclasses.replace(
+                    child,
+                    registry=index.registry,
+                    repository=index.repository,
+                    stage=index.stage,
+                    tags=index.tags,
+                )
+            lineage = self._lineage(child) if child is not None else None
+            children[platform] = self._evaluation_input(digest, child, ref, src, dst, lineage, platform)
+        return evaluate_index(
+            self._policy,
+            IndexInput(
+                digest=index.digest, from_stage=src, to_stage=dst, platforms=listed, children=children
+            ),
+            self._clock.now(),
+        )
 
     def _lineage(self, record: ImageRecord) -> Lineage:
         """The image's catalogued bases by layer chain, with its base annotations cross-checked."""
@@ -331,11 +448,26 @@ class GateService:
         """Identity, scans and severity counts of a stored image."""
         record = self._known_image(image)
         findings = self._repo.current_findings(record.digest)
-        counts: dict[Severity, int] = {}
-        for f in findings:
-            counts[f.severity] = counts.get(f.severity, 0) + 1
+        platforms: list[PlatformReport] = []
+        for platform, digest in record.platforms:
+            child = self._repo.get_image(digest) or ImageRecord(digest=digest)
+            child_findings = self._repo.current_findings(digest)
+            platforms.append(
+                PlatformReport(
+                    platform,
+                    child,
+                    self._repo.latest_jobs(digest),
+                    _count(child_findings),
+                    len(child_findings),
+                )
+            )
         return ImageReport(
-            record, self._repo.latest_jobs(record.digest), counts, len(findings), self._lineage(record)
+            record,
+            self._repo.latest_jobs(record.digest),
+            _count(findings),
+            len(findings),
+            self._lineage(record),
+            tuple(platforms),
         )
 
     def list_findings(
@@ -343,6 +475,13 @@ class GateService:
     ) -> tuple[str, FindingPage]:
         """A page of the current findings of an image."""
         record = self._known_image(image)
+        if record.platforms:
+            listed = ", ".join(f"{platform} {digest}" for platform, digest in record.platforms)
+            raise InvalidArgument(
+                f"{record.digest} is a multi-platform index: findings are stored per platform image "
+                f"({listed}); ask for one of those digests",
+                "image",
+            )
         if page_size < 0:
             raise InvalidArgument(f"must not be negative, got {page_size}", "page_size")
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
@@ -380,18 +519,39 @@ class GateService:
             info = ImageInfo(digest=ref.digest, config_digest=result.config_digest, diff_ids=result.diff_ids)
         else:
             info, _target = self._resolver.resolve(ref)
+        index: ImageInfo | None = None
+        if info.platforms:
+            # A report is about one image: the platform whose config it names.
+            index = info
+            match = [p.image for p in info.platforms if p.image.config_digest == result.config_digest]
+            if not match:
+                listed = ", ".join(f"{p.platform} {p.image.config_digest}" for p in info.platforms)
+                raise InvalidArgument(
+                    f"the report is for image config {result.config_digest or '(none named)'}, which is "
+                    f"none of the index's platforms ({listed})",
+                    "report",
+                )
+            info = match[0]
         claimed = {d.rsplit("@", 1)[-1] for d in result.repo_digests}
         if result.config_digest and info.config_digest and result.config_digest != info.config_digest:
             raise InvalidArgument(
                 f"the report is for image config {result.config_digest}, not {info.config_digest}", "report"
             )
-        if claimed and info.digest not in claimed and info.digest != result.config_digest:
+        if (
+            claimed
+            and info.digest not in claimed
+            and info.digest != result.config_digest
+            and (index is None or index.digest not in claimed)
+        ):
             raise InvalidArgument(
                 f"the report names digests {sorted(claimed)}, none of them {info.digest}", "report"
             )
         findings = findings_of(result)
         now = self._clock.now()
-        self._repo.upsert_image(info, _naming_ref(ref, info), now)
+        if index is not None:
+            self._repo.upsert_image(index, _naming_ref(ref, index), now)
+        else:
+            self._repo.upsert_image(info, _naming_ref(ref, info), now)
         return self._repo.record_import(info.digest, name, image, result, findings, now)
 
     # -- base-image catalog ---------------------------------------------------------------------------
@@ -412,10 +572,22 @@ class GateService:
                     "docker-archive:, oci:) to register it",
                     "image",
                 )
+            if record.platforms:
+                listed = ", ".join(f"{platform} {digest}" for platform, digest in record.platforms)
+                raise InvalidArgument(
+                    f"{ref.digest} is a multi-platform index ({listed}); a base is one layer chain, so "
+                    "register each platform's image by its digest with its own name",
+                    "image",
+                )
             info = ImageInfo(record.digest, record.config_digest, record.diff_ids)
         else:
             info, _target = self._resolver.resolve(ref)
-            record = self._repo.upsert_image(info, _naming_ref(ref, info), self._clock.now())
+            named = _naming_ref(ref, info)
+            single = _one_platform(info, image)
+            record = self._repo.upsert_image(info, named, self._clock.now())
+            if single is not info:
+                info = single
+                record = self._repo.get_image(single.digest) or record
         if not record.diff_ids:
             raise InvalidArgument(f"{image!r} has no layers: an empty image cannot be a base", "image")
         base = BaseImage(
@@ -445,8 +617,13 @@ class GateService:
             ref = parse_ref(text, field)
         except InvalidArgument:
             raise NotFound(f"{text!r} is not a registered base name, digest or image", field) from None
-        digest = ref.digest or self._resolver.resolve(ref)[0].digest
-        base = self._repo.get_base(digest)
+        if ref.digest:
+            digest, candidates = ref.digest, [ref.digest]
+        else:
+            info = self._resolver.resolve(ref)[0]
+            # An index names a base through the platform image that was registered (see add_base).
+            digest, candidates = info.digest, [info.digest, *(p.image.digest for p in info.platforms)]
+        base = next((b for b in map(self._repo.get_base, candidates) if b is not None), None)
         if base is None:
             raise NotFound(f"{text!r} ({digest}) is not a registered base", field)
         return base

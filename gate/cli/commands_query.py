@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 
 from gate.cli import CliError, Context, ExitCode
 from gate.cli.client import connect
@@ -66,25 +67,56 @@ def register(
     affected.set_defaults(handler=run_affected)
 
 
-def render_report(report: gate_pb2.ImageReport) -> str:
-    """Human-readable image report: identity, scans table, counts by severity."""
-    parts = [
-        render_fields(
-            [
-                ("digest", report.digest),
-                ("config digest", report.config_digest),
-                ("registry", report.registry),
-                ("repository", report.repository),
-                ("tags", ", ".join(report.tags)),
-                ("stage", report.stage),
-                ("os", report.os),
-                ("user", report.user or "(root)"),
-                ("layers", str(len(report.diff_ids))),
-                ("findings", str(report.finding_count)),
-                ("declared base", report.annotated_base_digest or report.annotated_base_name),
-            ]
-        )
+def _by_severity(counts: Sequence[gate_pb2.SeverityCount]) -> str:
+    ranked = sorted(counts, key=lambda c: severity_rank(c.severity))
+    return ", ".join(f"{c.severity} {c.count}" for c in ranked)
+
+
+def _render_platforms(report: gate_pb2.ImageReport) -> str:
+    rows = [
+        [
+            p.platform,
+            p.digest,
+            p.user or "(root)",
+            ", ".join(sorted({gate_pb2.JobState.Name(s.state) for s in p.scans})) or "not scanned",
+            str(p.finding_count),
+            _by_severity(p.counts),
+        ]
+        for p in report.platforms
     ]
+    headers = ("PLATFORM", "DIGEST", "USER", "SCANS", "FINDINGS", "BY SEVERITY")
+    return f"\nPlatforms ({len(rows)}):\n" + render_table(headers, rows)
+
+
+def render_report(report: gate_pb2.ImageReport) -> str:
+    """Human-readable image report: identity, scans table, counts by severity.
+
+    For a multi-platform index: identity and one row per platform image (an index has no config,
+    layers or findings of its own; `gate report` on a platform digest shows that image in full).
+    """
+    index = bool(report.platforms)
+    fields = [
+        ("digest", report.digest),
+        ("config digest", report.config_digest),
+        ("registry", report.registry),
+        ("repository", report.repository),
+        ("tags", ", ".join(report.tags)),
+        ("stage", report.stage),
+    ]
+    if index:
+        fields.append(("findings", str(sum(p.finding_count for p in report.platforms))))
+    else:
+        fields += [
+            ("os", report.os),
+            ("user", report.user or "(root)"),
+            ("layers", str(len(report.diff_ids))),
+            ("findings", str(report.finding_count)),
+            ("declared base", report.annotated_base_digest or report.annotated_base_name),
+        ]
+    parts = [render_fields(fields)]
+    if index:
+        parts.append(_render_platforms(report))
+        return "".join(parts)
     if report.lineage:
         # Nearest base first: the image, then what it was built on, down to the OS base.
         rows = [

@@ -131,9 +131,19 @@ def wait_for_job(
     return last
 
 
+def _same_platform(done: gate_pb2.ScanJob, submitted: gate_pb2.ScanJob) -> gate_pb2.ScanJob:
+    # A job joined from an earlier scan of the platform image by digest was stored without a
+    # platform; the submit answer knows which platform of this index it stands for.
+    if not done.platform:
+        done.platform = submitted.platform
+    return done
+
+
 def _job_rows(jobs: Sequence[gate_pb2.ScanJob]) -> list[list[str]]:
+    per_platform = any(job.platform for job in jobs)
     return [
         [
+            *([job.platform] if per_platform else []),
             job.digest,
             job.scanner,
             gate_pb2.JobState.Name(job.state),
@@ -166,14 +176,19 @@ def run_scan(args: argparse.Namespace, ctx: Context) -> int:
         if args.wait:
             progress = ScanProgress(ctx.err)
             try:
-                jobs = [wait_for_job(client, job, progress, float(args.wait_timeout)) for job in jobs]
+                jobs = [
+                    _same_platform(wait_for_job(client, job, progress, float(args.wait_timeout)), job)
+                    for job in jobs
+                ]
             finally:
                 # On Ctrl-C or a stream error, end the spinner line so the error starts on its own line.
                 progress.finish()
     if args.json:
         json_format.dump_message(gate_pb2.SubmitScanResponse(jobs=jobs), ctx.out)
     else:
-        ctx.out.write(render_table(_JOB_HEADERS, _job_rows(jobs)))
+        # The platform column only for a multi-platform index, to keep the common table narrow.
+        headers = (("PLATFORM",) if any(job.platform for job in jobs) else ()) + _JOB_HEADERS
+        ctx.out.write(render_table(headers, _job_rows(jobs)))
     return _report_failures(jobs, ctx.err)
 
 

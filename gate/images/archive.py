@@ -46,6 +46,7 @@ __all__ = [
     "Descriptor",
     "build_image_info",
     "document_type",
+    "image_entries",
     "load_json",
     "parse_index",
     "parse_manifest",
@@ -164,13 +165,24 @@ def parse_index(doc: Mapping[str, Any], where: str) -> list[Descriptor]:
     return [_descriptor(entry, where) for entry in raw]
 
 
-def select_platform(entries: Sequence[Descriptor], where: str) -> Descriptor:
-    """Choose the entry gate evaluates: the only image entry, or the linux/amd64 one.
+def image_entries(entries: Sequence[Descriptor]) -> list[Descriptor]:
+    """The entries of an index that are platform images (or nested indexes), in index order.
 
-    Kept separate from fetching so that a later change can evaluate every platform instead of one.
-    Attestation entries (BuildKit marks them with platform unknown/unknown) are never images.
+    Attestation entries (BuildKit marks them with platform unknown/unknown) are never images, and
+    neither is an entry whose media type says it is something else (an artifact, a signature).
     """
-    images = [e for e in entries if e.platform != "unknown/unknown"]
+    known = MANIFEST_TYPES | INDEX_TYPES
+    return [
+        e for e in entries if e.platform != "unknown/unknown" and (not e.media_type or e.media_type in known)
+    ]
+
+
+def select_platform(entries: Sequence[Descriptor], where: str) -> Descriptor:
+    """Choose the one entry gate reads from an index in an OCI layout: the only image, or linux/amd64.
+
+    Registry references evaluate every platform instead (gate/images/registry.py).
+    """
+    images = image_entries(entries)
     if len(images) == 1 and not images[0].platform:
         return images[0]
     wanted = [e for e in images if (e.os, e.architecture) == DEFAULT_PLATFORM]

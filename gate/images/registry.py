@@ -18,7 +18,8 @@ challenge once with what the CredentialStore holds for the host (gate/images/cre
 GATE_REGISTRY_AUTH, then docker's config.json) — Basic username/password, a Bearer token from the
 registry's token service for this one repository, an identity token exchanged there, or a registry
 token as is — and remembers what it presented, so a refusal can say whose credentials failed. Nothing
-secret is ever put in a message. `_select` is the single place one platform is chosen from an index.
+secret is ever put in a message. An index is read whole (`_index`): every platform image, each verified
+like a single image, so a multi-platform image is judged platform by platform.
 
 Errors are wrapped here, at the edge, into gate.errors:
 
@@ -52,7 +53,7 @@ from dxf import DXF, DXFBase
 from dxf import exceptions as dxf_errors
 
 from gate.config import Settings
-from gate.domain import ImageInfo, ImageRef, RefKind
+from gate.domain import ImageInfo, ImageRef, PlatformImage, RefKind
 from gate.errors import GateError, InvalidArgument, NotFound, PermissionDenied, Unauthenticated, Unavailable
 from gate.images.archive import (
     INDEX_TYPES,
@@ -61,10 +62,10 @@ from gate.images.archive import (
     Descriptor,
     build_image_info,
     document_type,
+    image_entries,
     load_json,
     parse_index,
     parse_manifest,
-    select_platform,
     sha256_digest,
 )
 from gate.images.credentials import CredentialStore, RegistryCredential
@@ -177,8 +178,9 @@ class RegistryClient:
         """Resolve a registry reference (tag → digest) and read its manifest and config, verified.
 
         A reference with both tag and digest is resolved by digest alone: the digest pins the content
-        and the tag is only a label (as `docker pull` does). For an index or manifest list, the image
-        digest stays the index's (what the tag points at) and the config comes from linux/amd64.
+        and the tag is only a label (as `docker pull` does). An index or manifest list resolves to its
+        own digest with one `platforms` entry per platform image (attestations and other artifacts
+        skipped), each read and verified like a single image; the index has no config of its own.
         """
         if ref.kind is not RefKind.REGISTRY or not ref.registry or not ref.repository:
             raise InvalidArgument(f"{ref.original!r} is not a registry reference", _FIELD)
@@ -188,36 +190,81 @@ class RegistryClient:
         dxf, auth = self._open(ref)
         with dxf:
             top = self._fetch_manifest(dxf, auth, ref, reference, ref.digest)
-            annotations: dict[str, str] = {}
-            manifest = top
             if top.media_type in INDEX_TYPES:
-                annotations.update(_annotations(top.doc))
-                chosen = self._select(top, ref)
-                manifest = self._fetch_manifest(dxf, auth, ref, chosen.digest, chosen.digest)
-                if manifest.media_type not in MANIFEST_TYPES:
-                    raise InvalidArgument(
-                        f"{_where(ref, chosen.digest)}: index entry has media type {manifest.media_type!r}, "
-                        "not an image manifest",
-                        _FIELD,
-                    )
-            elif top.media_type not in MANIFEST_TYPES:
+                return self._index(dxf, auth, ref, top)
+            if top.media_type not in MANIFEST_TYPES:
                 raise InvalidArgument(
                     f"{_where(ref, top.digest)}: media type {top.media_type!r} is not an image manifest or "
                     "index (schema 1 and artifacts are not supported)",
                     _FIELD,
                 )
-            where = _where(ref, manifest.digest)
-            config, layers = parse_manifest(manifest.doc, where)
-            annotations.update(_annotations(manifest.doc))
-            config_bytes = self._fetch_blob(dxf, auth, ref, config)
+            return self._image(dxf, auth, ref, top, {})
+
+    def _image(
+        self, dxf: DXF, auth: _Authenticator, ref: ImageRef, manifest: _Manifest, inherited: dict[str, str]
+    ) -> ImageInfo:
+        """One image manifest's identity; its config blob is fetched and verified."""
+        where = _where(ref, manifest.digest)
+        config, layers = parse_manifest(manifest.doc, where)
+        # The manifest's own annotations are the more specific claim, so they win over the index's.
+        annotations = {**inherited, **_annotations(manifest.doc)}
+        config_bytes = self._fetch_blob(dxf, auth, ref, config)
         return build_image_info(
-            digest=top.digest,
-            media_type=top.media_type,
+            digest=manifest.digest,
+            media_type=manifest.media_type,
             config_digest=config.digest,
             config_bytes=config_bytes,
             layer_digests=[layer.digest for layer in layers],
             annotations=annotations.items(),
             where=where,
+        )
+
+    def _index(self, dxf: DXF, auth: _Authenticator, ref: ImageRef, index: _Manifest) -> ImageInfo:
+        """Every platform image of an index, each manifest and config verified against its digest."""
+        where = _where(ref, index.digest)
+        inherited = _annotations(index.doc)
+        platforms: list[PlatformImage] = []
+        seen: dict[str, str] = {}
+        for entry in image_entries(parse_index(index.doc, where)):
+            manifest = self._fetch_manifest(dxf, auth, ref, entry.digest, entry.digest)
+            if manifest.media_type not in MANIFEST_TYPES:
+                raise InvalidArgument(
+                    f"{_where(ref, entry.digest)}: index entry has media type {manifest.media_type!r}, "
+                    "not an image manifest (nested indexes are not supported)",
+                    _FIELD,
+                )
+            image = self._image(dxf, auth, ref, manifest, inherited)
+            described = "/".join(p for p in (image.os, image.architecture) if p)
+            platform = entry.platform or described
+            # The platform is what the policy's `platforms` list matches on: an entry claiming one
+            # platform for an image built for another would let the wrong image answer for it.
+            claimed = (entry.os, entry.architecture)
+            if entry.platform and described and claimed != (image.os, image.architecture):
+                raise InvalidArgument(
+                    f"{where}: entry {entry.digest} claims platform {entry.platform} but its config says "
+                    f"{described}",
+                    _FIELD,
+                )
+            if not platform:
+                raise InvalidArgument(f"{where}: entry {entry.digest} names no platform", _FIELD)
+            if platform in seen:
+                raise InvalidArgument(
+                    f"{where}: index lists platform {platform} twice ({seen[platform]} and {entry.digest})",
+                    _FIELD,
+                )
+            seen[platform] = entry.digest
+            platforms.append(PlatformImage(platform, image))
+        if not platforms:
+            raise InvalidArgument(
+                f"{where}: index lists no platform images (only attestations or artifacts)", _FIELD
+            )
+        return ImageInfo(
+            digest=index.digest,
+            config_digest="",
+            diff_ids=(),
+            media_type=index.media_type,
+            annotations=tuple(sorted(inherited.items())),
+            platforms=tuple(platforms),
         )
 
     # -- transport ------------------------------------------------------------------------------------
@@ -248,10 +295,6 @@ class RegistryClient:
             timeout=self._timeout,
         )
         return dxf, auth
-
-    def _select(self, index: _Manifest, ref: ImageRef) -> Descriptor:
-        where = _where(ref, index.digest)
-        return select_platform(parse_index(index.doc, where), where)
 
     def _fetch_manifest(
         self, dxf: DXF, auth: _Authenticator, ref: ImageRef, reference: str, expected: str

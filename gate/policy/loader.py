@@ -25,6 +25,7 @@ from gate.policy.model import (
     Policy,
     TransitionPolicy,
     check_label_name,
+    check_platform,
     check_stage_path,
     check_tag_pattern,
     check_tier,
@@ -54,6 +55,7 @@ _T_KEYS = (
     "stage_path",
     "forbid_root_user",
     "require_labels",
+    "platforms",
 )
 _SUPPORTED_VERSION = 1
 
@@ -283,6 +285,15 @@ def _transition(
         if not source:
             raise doc.fail(node, _join(path, "severity_source"), "expected max or a scanner name, got ''")
     image = _image_rules(doc, entries, path)
+    platforms: tuple[str, ...] | None = None
+    if "platforms" in entries:
+        node, sub = entries["platforms"][1], _join(path, "platforms")
+        platforms = doc.names(node, sub, "platform", check_platform)
+        if not platforms:
+            # An empty list would require no platform at all, letting any index through unjudged.
+            raise doc.fail(
+                node, sub, "must name at least one platform (omit the key to require every platform)"
+            )
     return TransitionPolicy(
         from_stage=stages[0],
         to_stage=stages[1],
@@ -301,6 +312,7 @@ def _transition(
         stage_path=image.stage_path,
         forbid_root_user=image.forbid_root_user,
         require_labels=image.require_labels,
+        platforms=platforms,
     )
 
 

@@ -31,11 +31,13 @@ __all__ = [
     "ScannerStatus",
     "TransitionPolicy",
     "check_label_name",
+    "check_platform",
     "check_stage_path",
     "check_tag_pattern",
     "check_tier",
     "format_duration",
     "parse_duration",
+    "platform_matches",
     "stage_path_regex",
     "transition_key",
 ]
@@ -51,6 +53,8 @@ CHECKED_STATES: tuple[VerdictState, ...] = (
 _DURATION_PART = re.compile(r"(\d+)([wdhms])")
 _TIER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _SCANNER_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+# os/arch[/variant] as OCI image indexes spell them: linux/amd64, linux/arm64/v8, windows/amd64.
+_PLATFORM_RE = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9.]+)?$")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _STAGE_PATH_FIELDS = ("stage", "name")
 _UNIT_SECONDS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
@@ -141,6 +145,28 @@ def check_label_name(text: str) -> str:
     return name
 
 
+def check_platform(text: str) -> str:
+    """Validate a platform `os/arch[/variant]` (e.g. linux/arm64) and return it; raise ValueError."""
+    platform = text.strip()
+    if not _PLATFORM_RE.match(platform):
+        raise ValueError(
+            f"bad platform {text!r} (expected os/arch or os/arch/variant in lowercase, e.g. linux/amd64, "
+            "linux/arm64, linux/arm/v7)"
+        )
+    return platform
+
+
+def platform_matches(required: str, platform: str) -> bool:
+    """Whether an index's `platform` satisfies a required one.
+
+    `linux/arm64` accepts any arm64 variant (linux/arm64/v8); a required variant (linux/arm/v7) must
+    match exactly.
+    """
+    if required == platform:
+        return True
+    return required.count("/") == 1 and platform.startswith(required + "/")
+
+
 def format_duration(value: timedelta) -> str:
     """Render a duration in the largest whole units, e.g. 7d, 1d12h, 90s — the inverse of parse."""
     seconds = int(value.total_seconds())
@@ -186,6 +212,8 @@ class TransitionPolicy:
     stage_path: bool | str = False  # True → the from-stage is a path component; str → a template
     forbid_root_user: bool = False
     require_labels: tuple[str, ...] = ()
+    # For an image index: the platforms that must each pass (None → every platform the index lists).
+    platforms: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         """Check the invariants the loader also checks, so hand-built policies cannot bypass them."""
@@ -207,6 +235,9 @@ class TransitionPolicy:
                 "trivy or clair)",
                 f"{where}.severity_source",
             )
+        if self.platforms is not None and not self.platforms:
+            # An empty list would require no platform at all, letting any index through unjudged.
+            raise InvalidArgument("must name at least one platform", f"{where}.platforms")
         for state in self.on_state:
             if state not in CHECKED_STATES:
                 raise InvalidArgument(f"no verdict can be set for {state}", f"{where}.on_state")
@@ -219,6 +250,7 @@ class TransitionPolicy:
             ("forbid_base_tiers", check_tier, tier) for tier in self.forbid_base_tiers
         ]
         checks += [("require_labels", check_label_name, label) for label in self.require_labels]
+        checks += [("platforms", check_platform, platform) for platform in self.platforms or ()]
         if self.require_base_tier:
             checks.append(("require_base_tier", check_tier, self.require_base_tier))
         if self.tag_pattern:
@@ -252,7 +284,7 @@ class TransitionPolicy:
     def canonical(self) -> dict[str, object]:
         """A JSON-ready form in which equal meaning gives equal data (defaults filled, units normalized)."""
         scanners = None if self.require_scanners is None else sorted(set(self.require_scanners))
-        return {
+        out: dict[str, object] = {
             "max_fixable_severity": _threshold_name(self.max_fixable_severity),
             "max_unfixable_severity": _threshold_name(self.max_unfixable_severity),
             "allow_secrets": self.allow_secrets,
@@ -270,6 +302,10 @@ class TransitionPolicy:
             "forbid_root_user": self.forbid_root_user,
             "require_labels": sorted(set(self.require_labels)),
         }
+        if self.platforms is not None:
+            # Only when set, so every policy written before the key existed keeps its digest.
+            out["platforms"] = sorted(set(self.platforms))
+        return out
 
 
 def _threshold_name(value: Severity | None) -> str:
@@ -391,4 +427,4 @@ class EvaluationInput:
     image: ImageRecord | None = None  # repository, tags, stage, user, labels, annotations, diff_ids
     tag: str = ""  # the tag named in the request; "" when the request used a digest
     lineage: Lineage | None = None  # from gate.provenance; None → the base catalog was not consulted
-    platform: str = ""  # reserved for multi-platform verdicts; not read yet
+    platform: str = ""  # os/arch[/variant] when judging one platform of an index (evaluate_index sets it)

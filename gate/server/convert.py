@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -9,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from gate.domain import BaseImage, Decision, Finding, ImageRecord, JobState, ScanJob, VerdictState
 from gate.errors import InvalidArgument
 from gate.ports import AffectedRow, FindingFilter
-from gate.service import ImageReport, RebuildItem
+from gate.service import ImageReport, PlatformReport, RebuildItem
 from gate.v1 import gate_pb2 as pb
 from scanners.interface import Severity
 
@@ -52,6 +53,7 @@ def job_to_pb(job: ScanJob, reused: bool = False) -> pb.ScanJob:
         db_version=job.db_version,
         finding_count=job.finding_count,
         reused=reused,
+        platform=job.platform,
     )
 
 
@@ -121,15 +123,37 @@ def _summary(job: ScanJob) -> pb.ScanSummary:
     )
 
 
-def report_to_pb(r: ImageReport) -> pb.ImageReport:
-    """An image report: the latest success and, when different, the latest attempt per scanner."""
+def _scans(latest: Mapping[str, tuple[ScanJob | None, ScanJob | None]]) -> list[pb.ScanSummary]:
+    # The latest success and, when different, the latest attempt per scanner.
     scans: list[pb.ScanSummary] = []
-    for name in sorted(r.scans):
-        success, attempt = r.scans[name]
+    for name in sorted(latest):
+        success, attempt = latest[name]
         if success is not None:
             scans.append(_summary(success))
         if attempt is not None and (success is None or attempt.id != success.id):
             scans.append(_summary(attempt))
+    return scans
+
+
+def _counts(counts: Mapping[Severity, int]) -> list[pb.SeverityCount]:
+    return [pb.SeverityCount(severity=sev.name, count=counts[sev]) for sev in sorted(counts, reverse=True)]
+
+
+def _platform_to_pb(p: PlatformReport) -> pb.PlatformSummary:
+    return pb.PlatformSummary(
+        platform=p.platform,
+        digest=p.image.digest,
+        config_digest=p.image.config_digest,
+        user=p.image.user,
+        scans=_scans(p.scans),
+        counts=_counts(p.counts),
+        finding_count=p.finding_count,
+    )
+
+
+def report_to_pb(r: ImageReport) -> pb.ImageReport:
+    """An image report: the latest success and, when different, the latest attempt per scanner."""
+    scans = _scans(r.scans)
     return pb.ImageReport(
         digest=r.image.digest,
         config_digest=r.image.config_digest,
@@ -139,9 +163,7 @@ def report_to_pb(r: ImageReport) -> pb.ImageReport:
         stage=r.image.stage.value if r.image.stage else "",
         diff_ids=list(r.image.diff_ids),
         scans=scans,
-        counts=[
-            pb.SeverityCount(severity=sev.name, count=r.counts[sev]) for sev in sorted(r.counts, reverse=True)
-        ],
+        counts=_counts(r.counts),
         finding_count=r.finding_count,
         os=r.image.os,
         user=r.image.user,
@@ -149,6 +171,7 @@ def report_to_pb(r: ImageReport) -> pb.ImageReport:
         lineage_warnings=list(r.lineage.warnings),
         annotated_base_digest=r.lineage.annotation_base_digest,
         annotated_base_name=r.lineage.annotation_base_name,
+        platforms=[_platform_to_pb(p) for p in r.platforms],
     )
 
 

@@ -53,6 +53,7 @@ from gate.store.tables import (
     FindingIdRow,
     FindingRow,
     ImageChainRow,
+    ImagePlatformRow,
     ImageRow,
     ImageTagRow,
     ScanJobRow,
@@ -123,57 +124,91 @@ class SqlRepository:
         whenever its diff_ids are new.
         """
         now = _utc(now)
-        located = ref is not None and bool(ref.repository)
         with self._write() as session:
-            inserted = self._insert_image(
-                session,
-                info.digest,
-                now,
-                config_digest=info.config_digest,
-                diff_ids=info.diff_ids,
-                os=info.os,
-                ref=ref if located else None,
-            )
-            row = session.get(ImageRow, info.digest)
-            if row is None:  # pragma: no cover - inserted just above in this transaction
-                raise NotFound(f"image {info.digest} vanished during upsert")
-            row.last_seen = now
-            if info.config_digest:
-                row.config_digest = info.config_digest
-            if info.diff_ids:
-                new_diff_ids = json.dumps(list(info.diff_ids))
-                if inserted or row.diff_ids != new_diff_ids:
-                    self._write_chains(session, info.digest, info.diff_ids, replace=not inserted)
-                row.diff_ids = new_diff_ids
-            if info.os:
-                row.os = info.os
-            if info.user:
-                row.config_user = info.user
-            if info.labels:
-                row.labels = _pairs_json(info.labels)
-            if info.annotations:
-                row.annotations = _pairs_json(info.annotations)
-            if ref is not None and located:
-                row.registry_host = ref.registry
-                row.repository = ref.repository
-                stage = ref.stage
-                row.stage = stage.value if stage else None
-                if ref.tag:
-                    session.exec(
-                        self._insert(table_of(ImageTagRow))
-                        .values(
-                            digest=info.digest,
-                            registry_host=ref.registry,
-                            repository=ref.repository,
-                            tag=ref.tag,
-                            first_seen=now,
-                        )
-                        .on_conflict_do_nothing(
-                            index_elements=["digest", "registry_host", "repository", "tag"]
-                        )
-                    )
+            row = self._upsert_image(session, info, ref, now)
+            if info.platforms:
+                self._upsert_platforms(session, info, ref, now)
             session.flush()
             return self._image_record(session, row)
+
+    def _upsert_platforms(
+        self, session: Session, index: ImageInfo, ref: ImageRef | None, now: datetime
+    ) -> None:
+        # Each platform image is an image of its own (its own chains, findings and lineage), stored
+        # under the index's repository and stage but without its tags: the tag names the index.
+        child_ref = dataclasses.replace(ref, tag="", digest="") if ref is not None else None
+        for position, entry in enumerate(index.platforms):
+            self._upsert_image(session, entry.image, child_ref, now)
+            # An index digest names immutable content, so its platform list never changes.
+            session.connection().execute(
+                self._insert(table_of(ImagePlatformRow))
+                .values(
+                    index_digest=index.digest,
+                    platform=entry.platform,
+                    child_digest=entry.image.digest,
+                    position=position,
+                )
+                .on_conflict_do_nothing(index_elements=["index_digest", "platform"])
+            )
+
+    def _upsert_image(
+        self, session: Session, info: ImageInfo, ref: ImageRef | None, now: datetime
+    ) -> ImageRow:
+        located = ref is not None and bool(ref.repository)
+        inserted = self._insert_image(
+            session,
+            info.digest,
+            now,
+            config_digest=info.config_digest,
+            diff_ids=info.diff_ids,
+            os=info.os,
+            ref=ref if located else None,
+        )
+        row = session.get(ImageRow, info.digest)
+        if row is None:  # pragma: no cover - inserted just above in this transaction
+            raise NotFound(f"image {info.digest} vanished during upsert")
+        row.last_seen = now
+        if info.config_digest:
+            row.config_digest = info.config_digest
+        if info.platforms and row.diff_ids != "[]":
+            # An index has no layers of its own; a row written before indexes were read whole held
+            # its linux/amd64 image's, which must not keep counting it as built on that image's bases.
+            row.config_digest = ""
+            row.diff_ids = "[]"
+            session.connection().execute(
+                delete(table_of(ImageChainRow)).where(col(ImageChainRow.digest) == info.digest)
+            )
+        if info.diff_ids:
+            new_diff_ids = json.dumps(list(info.diff_ids))
+            if inserted or row.diff_ids != new_diff_ids:
+                self._write_chains(session, info.digest, info.diff_ids, replace=not inserted)
+            row.diff_ids = new_diff_ids
+        if info.os:
+            row.os = info.os
+        if info.user:
+            row.config_user = info.user
+        if info.labels:
+            row.labels = _pairs_json(info.labels)
+        if info.annotations:
+            row.annotations = _pairs_json(info.annotations)
+        if ref is not None and located:
+            row.registry_host = ref.registry
+            row.repository = ref.repository
+            stage = ref.stage
+            row.stage = stage.value if stage else None
+            if ref.tag:
+                session.exec(
+                    self._insert(table_of(ImageTagRow))
+                    .values(
+                        digest=info.digest,
+                        registry_host=ref.registry,
+                        repository=ref.repository,
+                        tag=ref.tag,
+                        first_seen=now,
+                    )
+                    .on_conflict_do_nothing(index_elements=["digest", "registry_host", "repository", "tag"])
+                )
+        return row
 
     def get_image(self, digest: str) -> ImageRecord | None:
         """Return the image stored under a manifest digest, or under a config digest as a fallback."""
@@ -250,7 +285,20 @@ class SqlRepository:
             )
             .order_by(col(ImageTagRow.tag))
         ).all()
-        return _to_image(row, tuple(tags))
+        return _to_image(row, tuple(tags), self._platforms(session, [row.digest]).get(row.digest, ()))
+
+    @staticmethod
+    def _platforms(session: Session, digests: Sequence[str]) -> dict[str, tuple[tuple[str, str], ...]]:
+        """(platform, platform image digest) per index among `digests`, in index order; one query."""
+        out: dict[str, list[tuple[str, str]]] = {}
+        if digests:
+            for link in session.exec(
+                select(ImagePlatformRow)
+                .where(col(ImagePlatformRow.index_digest).in_(list(digests)))
+                .order_by(col(ImagePlatformRow.index_digest), col(ImagePlatformRow.position))
+            ):
+                out.setdefault(link.index_digest, []).append((link.platform, link.child_digest))
+        return {digest: tuple(links) for digest, links in out.items()}
 
     # -- jobs -----------------------------------------------------------------------------------
 
@@ -263,9 +311,11 @@ class SqlRepository:
         now: datetime,
         *,
         reuse_success: bool = False,
+        platform: str = "",
     ) -> tuple[ScanJob, bool]:
         """Create a QUEUED job unless one is active for digest+scanner; return (job, created).
 
+        `platform` records which platform of a submitted index the job scans ("" for a plain image).
         With `reuse_success` the digest's current successful job is returned when there is one. The
         active job is looked up BEFORE the current scan: under READ COMMITTED a job that finishes
         between the two statements is then seen as current, so no second run can slip in.
@@ -293,6 +343,7 @@ class SqlRepository:
                         target=_target_json(target),
                         created_at=now,
                         active_key=key,
+                        platform=platform,
                     )
                     session.add(row)
                     session.flush()
@@ -741,7 +792,13 @@ class SqlRepository:
             ):
                 key = (tag_row.digest, tag_row.registry_host, tag_row.repository)
                 tags.setdefault(key, []).append(tag_row.tag)
-        return [_to_image(r, tuple(tags.get((r.digest, r.registry_host, r.repository), []))) for r in rows]
+        platforms = self._platforms(session, digests)
+        return [
+            _to_image(
+                r, tuple(tags.get((r.digest, r.registry_host, r.repository), [])), platforms.get(r.digest, ())
+            )
+            for r in rows
+        ]
 
     def _bases(self, session: Session, rows: Sequence[BaseRow]) -> list[BaseImage]:
         # Successor names are looked up once, for messages such as "rebuild on <successor>".
@@ -964,7 +1021,9 @@ def _to_base(row: BaseRow, successor_names: dict[str, str]) -> BaseImage:
     )
 
 
-def _to_image(row: ImageRow, tags: tuple[str, ...]) -> ImageRecord:
+def _to_image(
+    row: ImageRow, tags: tuple[str, ...], platforms: tuple[tuple[str, str], ...] = ()
+) -> ImageRecord:
     return ImageRecord(
         digest=row.digest,
         config_digest=row.config_digest,
@@ -978,6 +1037,7 @@ def _to_image(row: ImageRow, tags: tuple[str, ...]) -> ImageRecord:
         user=row.config_user,
         labels=_pairs(row.labels),
         annotations=_pairs(row.annotations),
+        platforms=platforms,
     )
 
 
@@ -998,6 +1058,7 @@ def _to_job(row: ScanJobRow) -> ScanJob:
         db_updated_at=row.db_updated_at,
         finding_count=row.finding_count,
         imported=row.imported,
+        platform=row.platform,
     )
 
 

@@ -26,6 +26,7 @@ __all__ = [
     "FindingIdRow",
     "FindingRow",
     "ImageChainRow",
+    "ImagePlatformRow",
     "ImageRow",
     "ImageTagRow",
     "ScanJobRow",
@@ -84,6 +85,25 @@ class ImageChainRow(SQLModel, table=True):
     digest: str = Field(primary_key=True, foreign_key="images.digest", ondelete="CASCADE")
     depth: int = Field(primary_key=True)
     chain_id: str
+
+
+class ImagePlatformRow(SQLModel, table=True):
+    """One platform of an image index: (index digest, os/arch[/variant]) → the platform's image digest.
+
+    Both ends are rows of `images`: the index row carries the name (repository, tags, stage), each
+    platform image its own config, layer chains and findings. `position` keeps the index's order.
+    """
+
+    __tablename__ = "image_platforms"
+    __table_args__ = (
+        # "Which indexes contain this platform image?" without a scan of the table.
+        Index("ix_image_platforms_child", "child_digest"),
+    )
+
+    index_digest: str = Field(primary_key=True, foreign_key="images.digest", ondelete="CASCADE")
+    platform: str = Field(primary_key=True)
+    child_digest: str = Field(foreign_key="images.digest", ondelete="CASCADE")
+    position: int = 0
 
 
 class BaseRow(SQLModel, table=True):
@@ -161,6 +181,7 @@ class ScanJobRow(SQLModel, table=True):
     finding_count: int = 0
     imported: bool = False
     active_key: str | None = None
+    platform: str = ""  # os/arch[/variant] when the job scans one platform of a submitted index
 
 
 class CurrentScanRow(SQLModel, table=True):

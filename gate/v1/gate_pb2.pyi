@@ -55,7 +55,7 @@ class SubmitScanResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[ScanJob, _Mapping]]] = ...) -> None: ...
 
 class ScanJob(_message.Message):
-    __slots__ = ("id", "digest", "scanner", "state", "image", "error", "created_at", "started_at", "finished_at", "scanner_version", "db_version", "finding_count", "reused")
+    __slots__ = ("id", "digest", "scanner", "state", "image", "error", "created_at", "started_at", "finished_at", "scanner_version", "db_version", "finding_count", "reused", "platform")
     ID_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     SCANNER_FIELD_NUMBER: _ClassVar[int]
@@ -69,6 +69,7 @@ class ScanJob(_message.Message):
     DB_VERSION_FIELD_NUMBER: _ClassVar[int]
     FINDING_COUNT_FIELD_NUMBER: _ClassVar[int]
     REUSED_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
     id: str
     digest: str
     scanner: str
@@ -82,7 +83,8 @@ class ScanJob(_message.Message):
     db_version: str
     finding_count: int
     reused: bool
-    def __init__(self, id: _Optional[str] = ..., digest: _Optional[str] = ..., scanner: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., image: _Optional[str] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scanner_version: _Optional[str] = ..., db_version: _Optional[str] = ..., finding_count: _Optional[int] = ..., reused: _Optional[bool] = ...) -> None: ...
+    platform: str
+    def __init__(self, id: _Optional[str] = ..., digest: _Optional[str] = ..., scanner: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., image: _Optional[str] = ..., error: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finished_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scanner_version: _Optional[str] = ..., db_version: _Optional[str] = ..., finding_count: _Optional[int] = ..., reused: _Optional[bool] = ..., platform: _Optional[str] = ...) -> None: ...
 
 class GetScanRequest(_message.Message):
     __slots__ = ("id",)
@@ -201,7 +203,7 @@ class SeverityCount(_message.Message):
     def __init__(self, severity: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class ImageReport(_message.Message):
-    __slots__ = ("digest", "config_digest", "registry", "repository", "tags", "stage", "diff_ids", "scans", "counts", "finding_count", "os", "user", "lineage", "lineage_warnings", "annotated_base_digest", "annotated_base_name")
+    __slots__ = ("digest", "config_digest", "registry", "repository", "tags", "stage", "diff_ids", "scans", "counts", "finding_count", "os", "user", "lineage", "lineage_warnings", "annotated_base_digest", "annotated_base_name", "platforms")
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     CONFIG_DIGEST_FIELD_NUMBER: _ClassVar[int]
     REGISTRY_FIELD_NUMBER: _ClassVar[int]
@@ -218,6 +220,7 @@ class ImageReport(_message.Message):
     LINEAGE_WARNINGS_FIELD_NUMBER: _ClassVar[int]
     ANNOTATED_BASE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     ANNOTATED_BASE_NAME_FIELD_NUMBER: _ClassVar[int]
+    PLATFORMS_FIELD_NUMBER: _ClassVar[int]
     digest: str
     config_digest: str
     registry: str
@@ -234,7 +237,26 @@ class ImageReport(_message.Message):
     lineage_warnings: _containers.RepeatedScalarFieldContainer[str]
     annotated_base_digest: str
     annotated_base_name: str
-    def __init__(self, digest: _Optional[str] = ..., config_digest: _Optional[str] = ..., registry: _Optional[str] = ..., repository: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., stage: _Optional[str] = ..., diff_ids: _Optional[_Iterable[str]] = ..., scans: _Optional[_Iterable[_Union[ScanSummary, _Mapping]]] = ..., counts: _Optional[_Iterable[_Union[SeverityCount, _Mapping]]] = ..., finding_count: _Optional[int] = ..., os: _Optional[str] = ..., user: _Optional[str] = ..., lineage: _Optional[_Iterable[_Union[Base, _Mapping]]] = ..., lineage_warnings: _Optional[_Iterable[str]] = ..., annotated_base_digest: _Optional[str] = ..., annotated_base_name: _Optional[str] = ...) -> None: ...
+    platforms: _containers.RepeatedCompositeFieldContainer[PlatformSummary]
+    def __init__(self, digest: _Optional[str] = ..., config_digest: _Optional[str] = ..., registry: _Optional[str] = ..., repository: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., stage: _Optional[str] = ..., diff_ids: _Optional[_Iterable[str]] = ..., scans: _Optional[_Iterable[_Union[ScanSummary, _Mapping]]] = ..., counts: _Optional[_Iterable[_Union[SeverityCount, _Mapping]]] = ..., finding_count: _Optional[int] = ..., os: _Optional[str] = ..., user: _Optional[str] = ..., lineage: _Optional[_Iterable[_Union[Base, _Mapping]]] = ..., lineage_warnings: _Optional[_Iterable[str]] = ..., annotated_base_digest: _Optional[str] = ..., annotated_base_name: _Optional[str] = ..., platforms: _Optional[_Iterable[_Union[PlatformSummary, _Mapping]]] = ...) -> None: ...
+
+class PlatformSummary(_message.Message):
+    __slots__ = ("platform", "digest", "config_digest", "user", "scans", "counts", "finding_count")
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    SCANS_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    FINDING_COUNT_FIELD_NUMBER: _ClassVar[int]
+    platform: str
+    digest: str
+    config_digest: str
+    user: str
+    scans: _containers.RepeatedCompositeFieldContainer[ScanSummary]
+    counts: _containers.RepeatedCompositeFieldContainer[SeverityCount]
+    finding_count: int
+    def __init__(self, platform: _Optional[str] = ..., digest: _Optional[str] = ..., config_digest: _Optional[str] = ..., user: _Optional[str] = ..., scans: _Optional[_Iterable[_Union[ScanSummary, _Mapping]]] = ..., counts: _Optional[_Iterable[_Union[SeverityCount, _Mapping]]] = ..., finding_count: _Optional[int] = ...) -> None: ...
 
 class Finding(_message.Message):
     __slots__ = ("vulnerability_id", "aliases", "package", "installed_version", "fixed_version", "fix_state", "severity", "scanner_severity", "layer_diff_id", "finding_class", "scanner", "target", "title", "primary_url", "package_path")

@@ -134,6 +134,7 @@ class GateServicer:
 
     def CheckPromotion(self, request, context):
         """CheckPromotion answers "may this digest move from from_stage to to_stage?" from stored findings.
+        For a multi-platform index, every required platform is judged and the index passes only if all do.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -29,6 +29,7 @@ from tests.support.images import (
     DOCKER_MANIFEST_LIST,
     OCI_INDEX,
     OCI_MANIFEST,
+    Blob,
     BuiltImage,
     build_image,
     build_index,
@@ -116,10 +117,10 @@ def test_docker_v2_manifest(registry: Registry, client: RegistryClient) -> None:
 
 @pytest.mark.registry
 @pytest.mark.parametrize(("media", "index_type"), [("oci", OCI_INDEX), ("docker", DOCKER_MANIFEST_LIST)])
-def test_index_picks_linux_amd64_and_keeps_index_digest(
+def test_index_resolves_every_platform_and_keeps_index_digest(
     registry: Registry, client: RegistryClient, media: str, index_type: str
 ) -> None:
-    amd = build_image([{"x": b"amd"}], media=media, platform="linux/amd64")  # type: ignore[arg-type]
+    amd = build_image([{"x": b"amd"}], media=media, platform="linux/amd64", user="1000")  # type: ignore[arg-type]
     arm = build_image([{"x": b"arm"}], media=media, platform="linux/arm64")  # type: ignore[arg-type]
     index = build_index([arm, amd], media=media)  # type: ignore[arg-type]
     repo = f"p/multi-{media}"
@@ -127,19 +128,72 @@ def test_index_picks_linux_amd64_and_keeps_index_digest(
     info = client.resolve(parse_ref(registry.ref(repo, "1")))
     assert info.digest == digest == index.digest
     assert info.media_type == index_type
-    assert info.config_digest == amd.config_digest
-    assert info.diff_ids == amd.diff_ids
-    assert info.architecture == "amd64"
+    # The index has no config or layers of its own; each platform is a full image, in index order.
+    assert (info.config_digest, info.diff_ids) == ("", ())
+    assert [p.platform for p in info.platforms] == ["linux/arm64", "linux/amd64"]
+    for entry, image in zip(info.platforms, (arm, amd), strict=True):
+        assert entry.image.digest == image.manifest_digest
+        assert entry.image.config_digest == image.config_digest
+        assert entry.image.diff_ids == image.diff_ids
+        assert entry.image.layer_digests == tuple(layer.digest for layer in image.layers)
+    assert (info.platforms[1].image.user, info.platforms[1].image.architecture) == ("1000", "amd64")
 
 
 @pytest.mark.registry
-def test_index_without_amd64_says_which_platforms_exist(registry: Registry, client: RegistryClient) -> None:
+def test_index_of_one_non_amd64_platform_resolves(registry: Registry, client: RegistryClient) -> None:
     arm = build_image([{"x": b"only-arm"}], platform="linux/arm64")
     push_index(registry.host, "p/armonly", "1", build_index([arm]), [arm])
+    info = client.resolve(parse_ref(registry.ref("p/armonly", "1")))
+    assert [(p.platform, p.image.digest) for p in info.platforms] == [("linux/arm64", arm.manifest_digest)]
+
+
+def _index_doc(entries: list[dict[str, object]]) -> Blob:
+    data = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}).encode()
+    return Blob(data, sha256_digest(data), OCI_INDEX)
+
+
+def _entry(image: BuiltImage, platform: dict[str, str]) -> dict[str, object]:
+    return {
+        "mediaType": image.manifest_media_type,
+        "digest": image.manifest_digest,
+        "size": len(image.manifest),
+        "platform": platform,
+    }
+
+
+@pytest.mark.registry
+def test_index_skips_attestations_and_keeps_variants(registry: Registry, client: RegistryClient) -> None:
+    arm = build_image([{"x": b"arm-v8"}], platform="linux/arm64")
+    attestation = build_image([{"intoto.json": b"{}"}], platform="unknown/unknown")
+    index = _index_doc(
+        [
+            _entry(arm, {"os": "linux", "architecture": "arm64", "variant": "v8"}),
+            _entry(attestation, {"os": "unknown", "architecture": "unknown"}),
+        ]
+    )
+    push_index(registry.host, "p/attested", "1", index, [arm, attestation])
+    info = client.resolve(parse_ref(registry.ref("p/attested", "1")))
+    assert [(p.platform, p.image.digest) for p in info.platforms] == [("linux/arm64/v8", arm.manifest_digest)]
+
+
+@pytest.mark.registry
+def test_index_entry_lying_about_its_platform_is_refused(registry: Registry, client: RegistryClient) -> None:
+    amd = build_image([{"x": b"really-amd"}], platform="linux/amd64")
+    index = _index_doc([_entry(amd, {"os": "linux", "architecture": "arm64"})])
+    push_index(registry.host, "p/lying-platform", "1", index, [amd])
     with pytest.raises(InvalidArgument) as info:
-        client.resolve(parse_ref(registry.ref("p/armonly", "1")))
-    assert "linux/arm64" in info.value.message
-    assert "linux/amd64" in info.value.message
+        client.resolve(parse_ref(registry.ref("p/lying-platform", "1")))
+    assert "claims platform linux/arm64" in info.value.message and "linux/amd64" in info.value.message
+
+
+@pytest.mark.registry
+def test_index_listing_a_platform_twice_is_refused(registry: Registry, client: RegistryClient) -> None:
+    one = build_image([{"x": b"one"}], platform="linux/amd64")
+    two = build_image([{"x": b"two"}], platform="linux/amd64")
+    push_index(registry.host, "p/twice", "1", build_index([one, two]), [one, two])
+    with pytest.raises(InvalidArgument) as info:
+        client.resolve(parse_ref(registry.ref("p/twice", "1")))
+    assert "linux/amd64 twice" in info.value.message
 
 
 @pytest.mark.registry
@@ -276,6 +330,24 @@ def test_tampered_config_is_a_digest_mismatch(stub: Callable[[Handler], str]) ->
         client.resolve(parse_ref(f"{host}/p/app:1"))
     assert "digest mismatch" in info.value.message
     assert "config blob" in info.value.message
+
+
+def test_tampered_platform_manifest_of_an_index_is_a_digest_mismatch(stub: Callable[[Handler], str]) -> None:
+    arm = build_image([{"x": b"tamper-arm"}], platform="linux/arm64")
+    index = build_index([arm])
+    tampered = arm.manifest.replace(b'"schemaVersion"', b' "schemaVersion"')
+
+    def handle(path: str) -> tuple[int, dict[str, str], bytes]:
+        if path.endswith("/manifests/1"):
+            return 200, {"Content-Type": index.media_type}, index.data
+        if "/manifests/" in path:
+            return 200, {"Content-Type": arm.manifest_media_type}, tampered
+        return 404, {}, b""
+
+    host = stub(handle)
+    with pytest.raises(Unavailable) as info:
+        RegistryClient(insecure_registries=[host], timeout=5).resolve(parse_ref(f"{host}/p/app:1"))
+    assert "digest mismatch" in info.value.message and arm.manifest_digest in info.value.message
 
 
 def test_docker_content_digest_header_disagreeing_is_a_digest_mismatch(

@@ -151,7 +151,7 @@ def test_migrate_twice_is_harmless_and_matches_tables(db_url: str) -> None:
         migrate(engine)
         migrate(db_url)  # the URL form builds and disposes its own engine
         with engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0002"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
             # The hand-written migration creates exactly what tables.py declares.
             diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
         assert diff == []

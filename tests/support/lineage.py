@@ -14,6 +14,12 @@ Built with tests/support/images.py and the catalog's Alpine package sets, so tri
     home-made base            clean Alpine + an unknown marker             (never catalogued)
       └─ app on home-made     + an app layer, USER 1000
 
+And one multi-platform app (`multiarch_app`), an index of two platform images:
+
+    linux/amd64  on prod-osbase 20200102_01                               (zero findings: passes)
+    linux/arm64  on prod-osbase 20200102_01 arm64: the vulnerable Alpine,  (denied: its base's findings)
+                 an arm64 build of the base that was never patched
+
 Every builder is deterministic: the same call gives the same digests, in any process.
 """
 
@@ -33,6 +39,7 @@ from tests.support.images import (
 __all__ = [
     "APP_LABELS",
     "APP_USER",
+    "PROD_OSBASE_ARM64_NAME",
     "PROD_OSBASE_NAME",
     "PROD_OSBASE_NEXT_NAME",
     "LineageWorld",
@@ -42,7 +49,9 @@ __all__ = [
     "dev_osbase",
     "home_made_base",
     "lying_app",
+    "multiarch_app",
     "prod_osbase",
+    "prod_osbase_arm64",
     "prod_osbase_next",
     "root_app",
     "runtime",
@@ -53,6 +62,7 @@ APP_USER = "1000"
 APP_LABELS = {"maintainer": "payments-team@example.test", "org.opencontainers.image.title": "payments"}
 PROD_OSBASE_NAME = "prod-osbase 20200102_01"
 PROD_OSBASE_NEXT_NAME = "prod-osbase 20200115_02"
+PROD_OSBASE_ARM64_NAME = "prod-osbase 20200102_01 arm64"
 
 
 def _marker(text: str) -> dict[str, bytes]:
@@ -129,6 +139,28 @@ def lying_app(registry_host: str = "registry.example") -> BuiltImage:
             ANNOTATION_BASE_NAME: f"{registry_host}/bases/prod-osbase:20200102_01",
         },
     )
+
+
+def prod_osbase_arm64() -> BuiltImage:
+    """The arm64 build of the production OS base — on the vulnerable Alpine: nobody patched it."""
+    layers = [alpine_layer(VULNERABLE_ALPINE_PACKAGES), _marker(PROD_OSBASE_ARM64_NAME)]
+    return build_image(layers, platform="linux/arm64")
+
+
+def multiarch_app() -> tuple[BuiltImage, BuiltImage]:
+    """(linux/amd64, linux/arm64) images of one app, each on its platform's prod-osbase, non-root.
+
+    The amd64 image is clean; the arm64 image carries every finding of `prod_osbase_arm64()`.
+    """
+    amd = build_image([_app_layer("checkout")], base=prod_osbase(), user=APP_USER, labels=APP_LABELS)
+    arm = build_image(
+        [_app_layer("checkout")],
+        base=prod_osbase_arm64(),
+        user=APP_USER,
+        labels=APP_LABELS,
+        platform="linux/arm64",
+    )
+    return amd, arm
 
 
 @dataclass(frozen=True)
