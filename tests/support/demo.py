@@ -5,7 +5,10 @@ uses — a prod-osbase, a runtime on it, a well-built app on the runtime, and an
 dev-osbase — starts a real gate server, lets the security team catalogue the bases, lets CI scan both apps
 with real trivy, asks whether each may move from s2 to p (denied with reasons; allowed), shows the
 lineage, asks which images carry a CVE, then deprecates the prod-osbase and shows the rebuild list and
-the new denial. Finally it stops the server. Exit 0 only if every step answered as the story says.
+the new denial. When the Debian docker-registry is installed, a Clair double (tests/support/clair_double.py,
+Clair v4's API) scans an image pushed there beside Trivy, and the report shows both scanners' findings
+side by side with their disagreements. Finally it stops the server. Exit 0 only if every step answered as
+the story says.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from pathlib import Path
 
 from gate.config import Settings
 from tests.support import catalog, lineage
+from tests.support.clair_double import ClairDouble, standard_clair_advisories
 from tests.support.gateserver import REPO_ROOT, settings_env, start_gate_process
-from tests.support.images import BuiltImage, write_docker_archive
+from tests.support.images import BuiltImage, push_image, write_docker_archive
+from tests.support.registry import REGISTRY_BIN, Registry, RegistryError, start_registry
 from tests.support.trivydb import build_trivy_cache
 
 REGISTRY = "registry.example"
@@ -48,9 +53,23 @@ def _archive(image: BuiltImage, work: Path, file: str, name: str) -> str:
     return f"docker-archive:{write_docker_archive(image, work / file, name)}"
 
 
+def _start_registry(work: Path) -> Registry | None:
+    """The Debian docker-registry on 127.0.0.1, or None (with the reason printed) when it cannot run."""
+    if not Path(REGISTRY_BIN).is_file():
+        return None
+    try:
+        (work / "registry").mkdir()
+        return start_registry(work / "registry")
+    except (OSError, RegistryError) as error:
+        print(f"(no registry for the Clair chapter: {error})")
+        return None
+
+
 def main() -> int:
     """Run the demo; return 0 when every step behaved as the story says."""
     work = Path(tempfile.mkdtemp(prefix="gate-demo-"))
+    registry: Registry | None = None
+    clair: ClairDouble | None = None
     try:
         _say("1. An offline vulnerability DB and an image world, built locally (no internet needed)")
         cache = work / "trivy-cache"
@@ -70,12 +89,19 @@ def main() -> int:
         print(f"vulnerability DB: {cache}/db/trivy.db ({len(catalog.standard_advisories())} advisories)")
         print("images: prod-osbase → runtime → payments (app);  dev-osbase → ledger (app)")
 
-        _say("2. Start the gate server (SQLite, real trivy, offline DB)")
+        # Clair fetches layers from a registry itself, so its chapter needs a real one.
+        registry = _start_registry(work)
+        clair = ClairDouble(standard_clair_advisories(), psk=b"demo-clair-psk") if registry else None
+
+        _say("2. Start the gate server (SQLite, real trivy, offline DB" + (", Clair)" if clair else ")"))
         settings = Settings(
             data_dir=work / "var",
             database_url=f"sqlite:///{work / 'gate.db'}",
             trivy_cache_dir=str(cache),
             trivy_skip_db_update=True,
+            insecure_registries=(registry.host,) if registry else (),
+            clair_url=clair.url if clair else "",
+            clair_psk=clair.psk_b64 if clair else "",
         )
         server = start_gate_process(settings, work / "server.log")
         env = settings_env(settings)
@@ -117,8 +143,19 @@ def main() -> int:
             )  # fmt: skip
             ok &= _gate(["rebuild-list", "--stage", "s2"], addr, env, 0)
             ok &= _gate(["check", good, "--from", "s2", "--to", "p"], addr, env, 1)
+
+            _say("9. A second opinion: Clair (v4 API) beside Trivy on an image in a registry")
+            if registry is None or clair is None:
+                print(f"skipped: Clair fetches layers from a registry, and {REGISTRY_BIN} is not installed")
+            else:
+                ref = f"{registry.host}/s2/billing:20261122_01"
+                push_image(registry.host, "s2/billing", "20261122_01", catalog.vulnerable_alpine())
+                print(f"pushed {ref} to a local registry; Clair will download its layers from there")
+                ok &= _gate(["scan", ref, "--scanners", "trivy,clair", "--wait"], addr, env, 0)
+                ok &= _gate(["report", ref], addr, env, 0)
+                ok &= _gate(["check", ref, "--from", "s2", "--to", "p"], addr, env, 1)
         finally:
-            _say("9. Stop the server")
+            _say("10. Stop the server")
             server.terminate()
             print("stopped")
         print(
@@ -127,6 +164,10 @@ def main() -> int:
         )
         return 0 if ok else 1
     finally:
+        if clair is not None:
+            clair.stop()
+        if registry is not None:
+            registry.stop()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -53,6 +53,17 @@ def settings_env(settings: Settings) -> dict[str, str]:
     )
     if settings.policy_file:
         env["GATE_POLICY"] = settings.policy_file
+    if settings.clair_url:
+        env.update(
+            {
+                "GATE_CLAIR_URL": settings.clair_url,
+                "GATE_CLAIR_PSK": settings.clair_psk,
+                "GATE_CLAIR_ISSUER": settings.clair_issuer,
+                "GATE_CLAIR_TIMEOUT": str(settings.clair_timeout),
+            }
+        )
+    if settings.notifier_listen:
+        env["GATE_NOTIFIER_LISTEN"] = settings.notifier_listen
     return env
 
 
