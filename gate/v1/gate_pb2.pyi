@@ -203,7 +203,7 @@ class SeverityCount(_message.Message):
     def __init__(self, severity: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class ImageReport(_message.Message):
-    __slots__ = ("digest", "config_digest", "registry", "repository", "tags", "stage", "diff_ids", "scans", "counts", "finding_count", "os", "user", "lineage", "lineage_warnings", "annotated_base_digest", "annotated_base_name", "platforms")
+    __slots__ = ("digest", "config_digest", "registry", "repository", "tags", "stage", "diff_ids", "scans", "counts", "finding_count", "os", "user", "lineage", "lineage_warnings", "annotated_base_digest", "annotated_base_name", "platforms", "scanner_counts", "disagreements")
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     CONFIG_DIGEST_FIELD_NUMBER: _ClassVar[int]
     REGISTRY_FIELD_NUMBER: _ClassVar[int]
@@ -221,6 +221,8 @@ class ImageReport(_message.Message):
     ANNOTATED_BASE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     ANNOTATED_BASE_NAME_FIELD_NUMBER: _ClassVar[int]
     PLATFORMS_FIELD_NUMBER: _ClassVar[int]
+    SCANNER_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    DISAGREEMENTS_FIELD_NUMBER: _ClassVar[int]
     digest: str
     config_digest: str
     registry: str
@@ -238,10 +240,48 @@ class ImageReport(_message.Message):
     annotated_base_digest: str
     annotated_base_name: str
     platforms: _containers.RepeatedCompositeFieldContainer[PlatformSummary]
-    def __init__(self, digest: _Optional[str] = ..., config_digest: _Optional[str] = ..., registry: _Optional[str] = ..., repository: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., stage: _Optional[str] = ..., diff_ids: _Optional[_Iterable[str]] = ..., scans: _Optional[_Iterable[_Union[ScanSummary, _Mapping]]] = ..., counts: _Optional[_Iterable[_Union[SeverityCount, _Mapping]]] = ..., finding_count: _Optional[int] = ..., os: _Optional[str] = ..., user: _Optional[str] = ..., lineage: _Optional[_Iterable[_Union[Base, _Mapping]]] = ..., lineage_warnings: _Optional[_Iterable[str]] = ..., annotated_base_digest: _Optional[str] = ..., annotated_base_name: _Optional[str] = ..., platforms: _Optional[_Iterable[_Union[PlatformSummary, _Mapping]]] = ...) -> None: ...
+    scanner_counts: _containers.RepeatedCompositeFieldContainer[ScannerCounts]
+    disagreements: _containers.RepeatedCompositeFieldContainer[Disagreement]
+    def __init__(self, digest: _Optional[str] = ..., config_digest: _Optional[str] = ..., registry: _Optional[str] = ..., repository: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., stage: _Optional[str] = ..., diff_ids: _Optional[_Iterable[str]] = ..., scans: _Optional[_Iterable[_Union[ScanSummary, _Mapping]]] = ..., counts: _Optional[_Iterable[_Union[SeverityCount, _Mapping]]] = ..., finding_count: _Optional[int] = ..., os: _Optional[str] = ..., user: _Optional[str] = ..., lineage: _Optional[_Iterable[_Union[Base, _Mapping]]] = ..., lineage_warnings: _Optional[_Iterable[str]] = ..., annotated_base_digest: _Optional[str] = ..., annotated_base_name: _Optional[str] = ..., platforms: _Optional[_Iterable[_Union[PlatformSummary, _Mapping]]] = ..., scanner_counts: _Optional[_Iterable[_Union[ScannerCounts, _Mapping]]] = ..., disagreements: _Optional[_Iterable[_Union[Disagreement, _Mapping]]] = ...) -> None: ...
+
+class ScannerCounts(_message.Message):
+    __slots__ = ("scanner", "counts", "finding_count")
+    SCANNER_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    FINDING_COUNT_FIELD_NUMBER: _ClassVar[int]
+    scanner: str
+    counts: _containers.RepeatedCompositeFieldContainer[SeverityCount]
+    finding_count: int
+    def __init__(self, scanner: _Optional[str] = ..., counts: _Optional[_Iterable[_Union[SeverityCount, _Mapping]]] = ..., finding_count: _Optional[int] = ...) -> None: ...
+
+class ScannerSeverity(_message.Message):
+    __slots__ = ("scanner", "severity", "scanner_severity")
+    SCANNER_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    SCANNER_SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    scanner: str
+    severity: str
+    scanner_severity: str
+    def __init__(self, scanner: _Optional[str] = ..., severity: _Optional[str] = ..., scanner_severity: _Optional[str] = ...) -> None: ...
+
+class Disagreement(_message.Message):
+    __slots__ = ("vulnerability_id", "aliases", "package", "installed_version", "severities", "found_by")
+    VULNERABILITY_ID_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
+    PACKAGE_FIELD_NUMBER: _ClassVar[int]
+    INSTALLED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SEVERITIES_FIELD_NUMBER: _ClassVar[int]
+    FOUND_BY_FIELD_NUMBER: _ClassVar[int]
+    vulnerability_id: str
+    aliases: _containers.RepeatedScalarFieldContainer[str]
+    package: str
+    installed_version: str
+    severities: _containers.RepeatedCompositeFieldContainer[ScannerSeverity]
+    found_by: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, vulnerability_id: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., package: _Optional[str] = ..., installed_version: _Optional[str] = ..., severities: _Optional[_Iterable[_Union[ScannerSeverity, _Mapping]]] = ..., found_by: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class PlatformSummary(_message.Message):
-    __slots__ = ("platform", "digest", "config_digest", "user", "scans", "counts", "finding_count")
+    __slots__ = ("platform", "digest", "config_digest", "user", "scans", "counts", "finding_count", "scanner_counts", "disagreements")
     PLATFORM_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     CONFIG_DIGEST_FIELD_NUMBER: _ClassVar[int]
@@ -249,6 +289,8 @@ class PlatformSummary(_message.Message):
     SCANS_FIELD_NUMBER: _ClassVar[int]
     COUNTS_FIELD_NUMBER: _ClassVar[int]
     FINDING_COUNT_FIELD_NUMBER: _ClassVar[int]
+    SCANNER_COUNTS_FIELD_NUMBER: _ClassVar[int]
+    DISAGREEMENTS_FIELD_NUMBER: _ClassVar[int]
     platform: str
     digest: str
     config_digest: str
@@ -256,7 +298,9 @@ class PlatformSummary(_message.Message):
     scans: _containers.RepeatedCompositeFieldContainer[ScanSummary]
     counts: _containers.RepeatedCompositeFieldContainer[SeverityCount]
     finding_count: int
-    def __init__(self, platform: _Optional[str] = ..., digest: _Optional[str] = ..., config_digest: _Optional[str] = ..., user: _Optional[str] = ..., scans: _Optional[_Iterable[_Union[ScanSummary, _Mapping]]] = ..., counts: _Optional[_Iterable[_Union[SeverityCount, _Mapping]]] = ..., finding_count: _Optional[int] = ...) -> None: ...
+    scanner_counts: _containers.RepeatedCompositeFieldContainer[ScannerCounts]
+    disagreements: _containers.RepeatedCompositeFieldContainer[Disagreement]
+    def __init__(self, platform: _Optional[str] = ..., digest: _Optional[str] = ..., config_digest: _Optional[str] = ..., user: _Optional[str] = ..., scans: _Optional[_Iterable[_Union[ScanSummary, _Mapping]]] = ..., counts: _Optional[_Iterable[_Union[SeverityCount, _Mapping]]] = ..., finding_count: _Optional[int] = ..., scanner_counts: _Optional[_Iterable[_Union[ScannerCounts, _Mapping]]] = ..., disagreements: _Optional[_Iterable[_Union[Disagreement, _Mapping]]] = ...) -> None: ...
 
 class Finding(_message.Message):
     __slots__ = ("vulnerability_id", "aliases", "package", "installed_version", "fixed_version", "fix_state", "severity", "scanner_severity", "layer_diff_id", "finding_class", "scanner", "target", "title", "primary_url", "package_path")
