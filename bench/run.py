@@ -22,6 +22,7 @@ from pathlib import Path
 
 import grpc
 
+from bench.lineage import bench_lineage
 from gate.config import Settings
 from gate.domain import Finding, FindingClass, FixState, ImageInfo, Severity
 from gate.server.app import MAX_MESSAGE_BYTES, create_server
@@ -208,6 +209,8 @@ def main() -> int:
     ap.add_argument("--findings-per-image", type=int, default=20)
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--scan-rounds", type=int, default=5)
+    ap.add_argument("--lineage-bases", type=int, default=1000)
+    ap.add_argument("--lineage-images", type=int, default=100_000)
     args = ap.parse_args()
     results = {
         "machine": f"{platform.machine()} cores={os.cpu_count()}",
@@ -215,6 +218,7 @@ def main() -> int:
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "check": bench_check(args.images, args.findings_per_image, args.calls),
         "scan": bench_scan(args.scan_rounds),
+        "lineage": bench_lineage(args.lineage_bases, args.lineage_images),
     }
     print(json.dumps(results, indent=2))
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
