@@ -38,6 +38,7 @@ from gate.policy import (
     evaluate,
     evaluate_index,
     format_duration,
+    merge_findings,
     parse_duration,
     required_platforms,
 )
@@ -84,6 +85,32 @@ class PlatformReport:
     scans: Mapping[str, tuple[ScanJob | None, ScanJob | None]]
     counts: Mapping[Severity, int]
     finding_count: int
+    scanners: ScannerComparison = dataclasses.field(default_factory=lambda: ScannerComparison())
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    """A finding the scanners disagree on: only some reported it, or they gave different severities.
+
+    `severities` has one (scanner, severity, the scanner's own label) entry per scanner that scanned the
+    image; severity None means that scanner did not report the finding.
+    """
+
+    vulnerability_id: str
+    aliases: tuple[str, ...]
+    package: str
+    installed_version: str
+    severities: tuple[tuple[str, Severity | None, str], ...]
+    found_by: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ScannerComparison:
+    """Each scanner's current findings side by side: counts per scanner, and where they disagree."""
+
+    counts: Mapping[str, Mapping[Severity, int]] = dataclasses.field(default_factory=dict)
+    finding_counts: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    disagreements: tuple[Disagreement, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -96,6 +123,7 @@ class ImageReport:
     finding_count: int
     lineage: Lineage = dataclasses.field(default_factory=Lineage)
     platforms: tuple[PlatformReport, ...] = ()
+    scanners: ScannerComparison = dataclasses.field(default_factory=lambda: ScannerComparison())
 
 
 @dataclass(frozen=True)
@@ -452,22 +480,75 @@ class GateService:
         for platform, digest in record.platforms:
             child = self._repo.get_image(digest) or ImageRecord(digest=digest)
             child_findings = self._repo.current_findings(digest)
+            child_scans = self._repo.latest_jobs(digest)
             platforms.append(
                 PlatformReport(
                     platform,
                     child,
-                    self._repo.latest_jobs(digest),
+                    child_scans,
                     _count(child_findings),
                     len(child_findings),
+                    self._compare(child_findings, child_scans),
                 )
             )
+        scans = self._repo.latest_jobs(record.digest)
         return ImageReport(
             record,
-            self._repo.latest_jobs(record.digest),
+            scans,
             _count(findings),
             len(findings),
             self._lineage(record),
             tuple(platforms),
+            self._compare(findings, scans),
+        )
+
+    def _compare(
+        self, findings: Sequence[Finding], scans: Mapping[str, tuple[ScanJob | None, ScanJob | None]]
+    ) -> ScannerComparison:
+        """Each scanner's findings side by side, merged as the policy merges them."""
+        ran = [name for name, (success, _) in scans.items() if success is not None]
+        # The configured scanners first, in their order (trivy, then clair), then any other.
+        order = [
+            *(n for n in self._default_scanners if n in ran),
+            *sorted(set(ran) - set(self._default_scanners)),
+        ]
+        counts: dict[str, dict[Severity, int]] = {name: {} for name in order}
+        for f in findings:
+            per = counts.setdefault(f.scanner, {})
+            per[f.severity] = per.get(f.severity, 0) + 1
+        disagreements = []
+        for merged, origin in merge_findings(findings, order):
+            if not origin.disagreement:
+                continue
+            claims = {c.scanner: c.finding for c in origin.claims}
+            severities = tuple(
+                (name, claims[name].severity, claims[name].scanner_severity)
+                if name in claims
+                else (name, None, "")
+                for name in order
+            )
+            disagreements.append(
+                Disagreement(
+                    merged.vulnerability_id,
+                    merged.aliases,
+                    merged.package,
+                    merged.installed_version,
+                    severities,
+                    origin.found_by,
+                )
+            )
+        # Most severe first: those are the disagreements that can change a verdict.
+        disagreements.sort(
+            key=lambda d: (
+                -max(s or Severity.UNKNOWN for _, s, _ in d.severities),
+                d.vulnerability_id,
+                d.package,
+            )
+        )
+        return ScannerComparison(
+            counts={name: dict(c) for name, c in counts.items()},
+            finding_counts={name: sum(c.values()) for name, c in counts.items()},
+            disagreements=tuple(disagreements),
         )
 
     def list_findings(

@@ -152,7 +152,51 @@ def render_report(report: gate_pb2.ImageReport) -> str:
         counts = sorted(report.counts, key=lambda c: severity_rank(c.severity))
         parts.append("\nFindings by severity:\n")
         parts.append(render_table(("SEVERITY", "COUNT"), [[c.severity, str(c.count)] for c in counts]))
+    parts.append(render_scanner_comparison(report.scanner_counts, report.disagreements))
     return "".join(parts)
+
+
+def render_scanner_comparison(
+    scanner_counts: Sequence[gate_pb2.ScannerCounts], disagreements: Sequence[gate_pb2.Disagreement]
+) -> str:
+    """Two or more scanners side by side: counts per severity per scanner, then where they disagree.
+
+    Empty for one scanner: there is nothing to compare.
+    """
+    if len(scanner_counts) < 2:
+        return ""
+    names = [c.scanner for c in scanner_counts]
+    by_scanner = {c.scanner: {s.severity: s.count for s in c.counts} for c in scanner_counts}
+    severities = sorted({sev for counts in by_scanner.values() for sev in counts}, key=severity_rank)
+    rows = [[sev, *(str(by_scanner[name].get(sev, 0)) for name in names)] for sev in severities]
+    rows.append(["total", *(str(c.finding_count) for c in scanner_counts)])
+    parts = ["\nFindings by scanner (each by its own severity):\n"]
+    parts.append(render_table(("SEVERITY", *(name.upper() for name in names)), rows))
+    if not disagreements:
+        parts.append("\nDisagreements: none (every finding reported alike by all scanners)\n")
+        return "".join(parts)
+    rows = []
+    for d in disagreements:
+        said = {s.scanner: s for s in d.severities}
+        cells = []
+        for name in names:
+            s = said.get(name)
+            cells.append(_said(s) if s is not None else EMPTY)
+        rows.append([d.vulnerability_id, d.package, d.installed_version, *cells, ", ".join(d.found_by)])
+    parts.append(f"\nDisagreements ({len(disagreements)}; not found = that scanner did not report it):\n")
+    headers = ("VULNERABILITY", "PACKAGE", "INSTALLED", *(name.upper() for name in names), "FOUND BY")
+    parts.append(render_table(headers, rows))
+    return "".join(parts)
+
+
+def _said(s: gate_pb2.ScannerSeverity) -> str:
+    if not s.severity:
+        return "not found"
+    # The scanner's own label when it says more than the severity (a Debian urgency, an OSV vector).
+    label = s.scanner_severity
+    if label and label.upper() != s.severity and len(label) <= 16:
+        return f"{s.severity} ({label})"
+    return s.severity
 
 
 def run_report(args: argparse.Namespace, ctx: Context) -> int:

@@ -9,7 +9,7 @@ judged platform by platform and passes only if every required platform passes (p
 beyond reading the policy text (loader) and no clock: `now` is always passed in.
 """
 
-from gate.policy.engine import dedupe_findings, evaluate
+from gate.policy.engine import dedupe_findings, evaluate, merge_findings
 from gate.policy.loader import PolicyError, default_policy, load_policy, load_policy_file
 from gate.policy.model import (
     EvaluationInput,
@@ -37,6 +37,7 @@ __all__ = [
     "format_duration",
     "load_policy",
     "load_policy_file",
+    "merge_findings",
     "parse_duration",
     "required_platforms",
 ]

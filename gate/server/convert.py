@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from gate.domain import BaseImage, Decision, Finding, ImageRecord, JobState, ScanJob, VerdictState
 from gate.errors import InvalidArgument
 from gate.ports import AffectedRow, FindingFilter
-from gate.service import ImageReport, PlatformReport, RebuildItem
+from gate.service import ImageReport, PlatformReport, RebuildItem, ScannerComparison
 from gate.v1 import gate_pb2 as pb
 from scanners.interface import Severity
 
@@ -148,7 +148,37 @@ def _platform_to_pb(p: PlatformReport) -> pb.PlatformSummary:
         scans=_scans(p.scans),
         counts=_counts(p.counts),
         finding_count=p.finding_count,
+        scanner_counts=_scanner_counts(p.scanners),
+        disagreements=_disagreements(p.scanners),
     )
+
+
+def _scanner_counts(c: ScannerComparison) -> list[pb.ScannerCounts]:
+    return [
+        pb.ScannerCounts(scanner=name, counts=_counts(counts), finding_count=c.finding_counts.get(name, 0))
+        for name, counts in c.counts.items()
+    ]
+
+
+def _disagreements(c: ScannerComparison) -> list[pb.Disagreement]:
+    return [
+        pb.Disagreement(
+            vulnerability_id=d.vulnerability_id,
+            aliases=list(d.aliases),
+            package=d.package,
+            installed_version=d.installed_version,
+            severities=[
+                pb.ScannerSeverity(
+                    scanner=name,
+                    severity=severity.name if severity is not None else "",
+                    scanner_severity=label,
+                )
+                for name, severity, label in d.severities
+            ],
+            found_by=list(d.found_by),
+        )
+        for d in c.disagreements
+    ]
 
 
 def report_to_pb(r: ImageReport) -> pb.ImageReport:
@@ -172,6 +202,8 @@ def report_to_pb(r: ImageReport) -> pb.ImageReport:
         annotated_base_digest=r.lineage.annotation_base_digest,
         annotated_base_name=r.lineage.annotation_base_name,
         platforms=[_platform_to_pb(p) for p in r.platforms],
+        scanner_counts=_scanner_counts(r.scanners),
+        disagreements=_disagreements(r.scanners),
     )
 
 

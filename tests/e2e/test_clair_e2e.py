@@ -105,6 +105,23 @@ def test_both_scanners_succeed_and_the_check_explains_their_disagreements(
         # Both agree on the critical OpenSSL finding, so its message stays plain.
         assert "disagree" not in messages[catalog.CVE_OPENSSL_CRITICAL]
 
+        # The report puts both scanners side by side.
+        report = json.loads(run_cli(["report", image, "--json"], gate.address).stdout)
+        per_scanner = {c["scanner"]: c["finding_count"] for c in report["scanner_counts"]}
+        assert per_scanner == {"trivy": jobs["trivy"].finding_count, "clair": 5}
+        rows = {
+            (d["vulnerability_id"], d["package"]): {
+                s["scanner"]: s.get("severity", "") for s in d["severities"]
+            }
+            for d in report["disagreements"]
+        }
+        assert rows[(catalog.CVE_BUSYBOX_HIGH, "busybox")] == {"trivy": "HIGH", "clair": "UNKNOWN"}
+        assert rows[(catalog.CVE_MUSL_MEDIUM, "musl")] == {"trivy": "MEDIUM", "clair": ""}
+        assert (catalog.CVE_OPENSSL_CRITICAL, "libssl3") not in rows
+        table = run_cli(["report", image], gate.address).stdout
+        assert "Findings by scanner" in table and "TRIVY  CLAIR" in table
+        assert "Disagreements (" in table and "not found" in table
+
 
 def _server_error(clair: ClairDouble, settings: Settings) -> Settings:
     clair.fail_with["vulnerability_report"] = 500
