@@ -28,6 +28,7 @@ __all__ = [
     "JobState",
     "PlatformImage",
     "RefKind",
+    "RescanFlag",
     "ScanJob",
     "ScanTarget",
     "Severity",
@@ -226,6 +227,15 @@ class ScanJob:
     finding_count: int = 0
     imported: bool = False
     platform: str = ""  # os/arch[/variant] when the job scans one platform of a submitted index
+
+
+@dataclass(frozen=True)
+class RescanFlag:
+    """A digest marked for a rescan, why, and when (e.g. Clair reported a new vulnerability in it)."""
+
+    digest: str
+    reason: str
+    flagged_at: datetime
 
 
 @dataclass(frozen=True)

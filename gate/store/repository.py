@@ -38,6 +38,7 @@ from gate.domain import (
     ImageRecord,
     ImageRef,
     JobState,
+    RescanFlag,
     ScanJob,
     Severity,
     Stage,
@@ -56,6 +57,7 @@ from gate.store.tables import (
     ImagePlatformRow,
     ImageRow,
     ImageTagRow,
+    RescanFlagRow,
     ScanJobRow,
     table_of,
 )
@@ -811,6 +813,33 @@ class SqlRepository:
                 ).all()
             )
         return [_to_base(r, names) for r in rows]
+
+    # -- rescan flags ---------------------------------------------------------------------------
+
+    def mark_needs_rescan(self, digest: str, reason: str, now: datetime) -> None:
+        """Flag `digest` for a rescan; a newer flag replaces an older one's reason and time."""
+        now = _utc(now)
+        with self._write() as session:
+            stmt = self._insert(table_of(RescanFlagRow)).values(digest=digest, reason=reason, flagged_at=now)
+            session.exec(
+                stmt.on_conflict_do_update(
+                    index_elements=["digest"],
+                    set_={"reason": stmt.excluded.reason, "flagged_at": stmt.excluded.flagged_at},
+                )
+            )
+
+    def needs_rescan(self) -> list[RescanFlag]:
+        """Every flagged digest, oldest flag first."""
+        with self._read() as session:
+            rows = session.exec(
+                select(RescanFlagRow).order_by(col(RescanFlagRow.flagged_at), col(RescanFlagRow.digest))
+            ).all()
+            return [RescanFlag(r.digest, r.reason, r.flagged_at) for r in rows]
+
+    def clear_rescan(self, digest: str) -> None:
+        """Drop the flag of `digest` (once it has been scanned again)."""
+        with self._write() as session:
+            session.exec(delete(RescanFlagRow).where(col(RescanFlagRow.digest) == digest))
 
     # -- decisions ------------------------------------------------------------------------------
 

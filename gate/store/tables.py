@@ -29,6 +29,7 @@ __all__ = [
     "ImagePlatformRow",
     "ImageRow",
     "ImageTagRow",
+    "RescanFlagRow",
     "ScanJobRow",
     "metadata",
     "table_of",
@@ -182,6 +183,20 @@ class ScanJobRow(SQLModel, table=True):
     imported: bool = False
     active_key: str | None = None
     platform: str = ""  # os/arch[/variant] when the job scans one platform of a submitted index
+
+
+class RescanFlagRow(SQLModel, table=True):
+    """A manifest digest to scan again, and why (e.g. Clair's notifier reported a new vulnerability).
+
+    One row per digest; a newer flag replaces the reason and time. No foreign key to images: Clair may
+    notify about a manifest gate no longer (or never) stored, and the flag must not fail for that.
+    """
+
+    __tablename__ = "rescan_flags"
+
+    digest: str = Field(primary_key=True)
+    reason: str = Field(default="", sa_type=Text)
+    flagged_at: datetime
 
 
 class CurrentScanRow(SQLModel, table=True):

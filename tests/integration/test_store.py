@@ -151,7 +151,7 @@ def test_migrate_twice_is_harmless_and_matches_tables(db_url: str) -> None:
         migrate(engine)
         migrate(db_url)  # the URL form builds and disposes its own engine
         with engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == script_heads()[0]
             # The hand-written migration creates exactly what tables.py declares.
             diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
         assert diff == []
@@ -575,3 +575,20 @@ def test_create_job_reuses_a_success_only_when_asked(repo: SqlRepository) -> Non
     assert (again.id, created) == (done.id, False)
     forced, created = repo.create_job(DIGEST_A, "trivy", "img", registry_target(), at(6))
     assert created and forced.id != done.id
+
+
+# -- rescan flags ---------------------------------------------------------------------------------
+
+
+def test_rescan_flags_upsert_list_and_clear(repo: SqlRepository) -> None:
+    assert repo.needs_rescan() == []
+    repo.mark_needs_rescan(DIGEST_B, "Clair notification 1: CVE-2099-0001 (High) added", at(2))
+    repo.mark_needs_rescan(DIGEST_A, "Clair notification 2: CVE-2099-0002 added", at(1))
+    repo.mark_needs_rescan(DIGEST_B, "Clair notification 3: CVE-2099-0003 (Critical) added", at(3))
+    flags = repo.needs_rescan()
+    assert [(f.digest, f.reason, f.flagged_at) for f in flags] == [
+        (DIGEST_A, "Clair notification 2: CVE-2099-0002 added", at(1)),
+        (DIGEST_B, "Clair notification 3: CVE-2099-0003 (Critical) added", at(3)),
+    ]
+    repo.clear_rescan(DIGEST_A)
+    assert [f.digest for f in repo.needs_rescan()] == [DIGEST_B]

@@ -217,7 +217,7 @@ def test_migration_0001_to_0002_keeps_data_and_backfills_chains(db_url: str) -> 
             )
         migrate(engine)
         with engine.connect() as connection:
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == "0003"
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == script_heads()[0]
             depths = connection.execute(
                 text("SELECT depth, chain_id FROM image_chains WHERE digest = :d ORDER BY depth"),
                 {"d": digest("old-app")},
