@@ -142,6 +142,12 @@ class Settings:
             raise InvalidArgument(
                 "lists clair, but GATE_CLAIR_URL (Clair's base URL) is not set", "GATE_SCANNERS"
             )
+        notifier_listen = _listen(e, "GATE_NOTIFIER_LISTEN")
+        if notifier_listen and not clair_url:
+            raise InvalidArgument(
+                "Clair's notifier webhook needs GATE_CLAIR_URL (its callbacks are fetched from that Clair)",
+                "GATE_NOTIFIER_LISTEN",
+            )
         clair_psk = e.get("GATE_CLAIR_PSK", "")
         if clair_psk:
             try:
@@ -171,5 +177,5 @@ class Settings:
             clair_psk=clair_psk,
             clair_issuer=e.get("GATE_CLAIR_ISSUER") or "gate",
             clair_timeout=_number(e, "GATE_CLAIR_TIMEOUT", 300.0, 1.0),
-            notifier_listen=_listen(e, "GATE_NOTIFIER_LISTEN"),
+            notifier_listen=notifier_listen,
         )

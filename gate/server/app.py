@@ -26,6 +26,7 @@ from gate.images.scanner_access import ScanTargetPreparer
 from gate.policy import Policy, default_policy, load_policy_file
 from gate.ports import Clock
 from gate.scanning.jobs import JobRunner
+from gate.scanning.notifier import ClairNotifier, NotifierServer
 from gate.server.servicer import register
 from gate.service import GateService
 from gate.store.db import create_engine_for, migrate
@@ -53,10 +54,13 @@ class RunningGate:
     service: GateService
     health: health.HealthServicer
     engine: EngineSource | None = None
+    notifier: NotifierServer | None = None  # Clair's webhook endpoint, when GATE_NOTIFIER_LISTEN is set
 
     def stop(self, grace: float = 2.0) -> None:
         """Stop accepting calls, let in-flight ones finish, stop the workers, close the store and engine."""
         self.health.enter_graceful_shutdown()
+        if self.notifier is not None:
+            self.notifier.stop()
         self.server.stop(grace).wait(grace + 1)
         self.runner.stop()
         self.repo.close()
@@ -142,6 +146,14 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
         repo.close()
         docker.close()
         raise InvalidArgument(f"cannot listen on {listen!r}", "listen")
+    try:
+        notifier = _start_notifier(settings, repo, clock)
+    except OSError as e:  # the webhook port is taken or not bindable
+        repo.close()
+        docker.close()
+        raise InvalidArgument(
+            f"cannot listen on {settings.notifier_listen!r}: {e}", "GATE_NOTIFIER_LISTEN"
+        ) from e
     server.start()
     runner.start()
     for name in ("", SERVICE_NAME):
@@ -151,7 +163,17 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
     log.info(
         "gate listening on %s (policy %s, database %s)", address, policy.digest[:12], _safe_url(settings)
     )
-    return RunningGate(server, port, address, runner, repo, service, health_servicer, docker)
+    return RunningGate(server, port, address, runner, repo, service, health_servicer, docker, notifier)
+
+
+def _start_notifier(settings: Settings, repo: SqlRepository, clock: Clock) -> NotifierServer | None:
+    """Clair's notifier webhook on GATE_NOTIFIER_LISTEN (off when unset); flags land in the store."""
+    if not settings.notifier_listen:
+        return None
+    notifier = ClairNotifier(settings.clair_url, settings.clair_psk, settings.clair_issuer, repo, clock)
+    server = NotifierServer(notifier, settings.notifier_listen)
+    server.start()
+    return server
 
 
 def _safe_url(settings: Settings) -> str:

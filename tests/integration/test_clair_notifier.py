@@ -6,12 +6,14 @@ import json
 import urllib.parse
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from gate.clock import ManualClock
 from gate.scanning.notifier import ClairNotifier, NotifierServer
 from tests.support.clair_double import ClairDouble
+from tests.support.gateserver import make_settings, running_gate
 
 PSK = b"notifier-psk"
 NOW = datetime(2099, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -113,3 +115,31 @@ def test_wrong_psk_is_not_200(clair: ClairDouble, marks: Marks) -> None:
 def test_other_paths_and_methods(clair: ClairDouble, webhook: str) -> None:
     nid = clair.add_notification([(A, "added", "CVE-1", "High")])
     assert clair.deliver(webhook + "elsewhere", nid) == 404
+
+
+def test_the_server_app_runs_the_webhook_and_flags_land_in_the_store(
+    clair: ClairDouble, tmp_path: Path
+) -> None:
+    settings = make_settings(
+        tmp_path,
+        "trivy",
+        tmp_path / "cache",
+        clair_url=clair.url,
+        clair_psk=clair.psk_b64,
+        notifier_listen="127.0.0.1:0",
+    )
+    with running_gate(settings) as gate:
+        assert gate.notifier is not None
+        nid = clair.add_notification([(A, "added", "CVE-2099-0001", "Critical"), (B, "changed", "CVE-2", "")])
+        assert clair.deliver(f"http://{gate.notifier.address}/", nid) == 200
+        flags = {f.digest: f.reason for f in gate.repo.needs_rescan()}
+        assert flags == {
+            A: "Clair notification 1: CVE-2099-0001 (Critical) added",
+            B: "Clair notification 2: CVE-2 changed",
+        }
+        assert clair.deleted_notifications == [nid]
+
+
+def test_no_webhook_unless_configured(tmp_path: Path) -> None:
+    with running_gate(make_settings(tmp_path, "trivy", tmp_path / "cache")) as gate:
+        assert gate.notifier is None

@@ -59,6 +59,7 @@ def test_clair_as_a_default_scanner_and_its_knobs() -> None:
         ),
         ({"GATE_CLAIR_URL": "http://c", "GATE_CLAIR_TIMEOUT": "0"}, "GATE_CLAIR_TIMEOUT", "at least"),
         ({"GATE_NOTIFIER_LISTEN": "6061"}, "GATE_NOTIFIER_LISTEN", "host:port"),
+        ({"GATE_NOTIFIER_LISTEN": "127.0.0.1:6061"}, "GATE_NOTIFIER_LISTEN", "needs GATE_CLAIR_URL"),
         ({"GATE_NOTIFIER_LISTEN": "127.0.0.1:http"}, "GATE_NOTIFIER_LISTEN", "host:port"),
     ],
 )
