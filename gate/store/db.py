@@ -14,6 +14,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, exc, make_url, text
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import StaticPool
@@ -157,6 +158,13 @@ def _alembic_config(connection: Connection) -> Config:
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["connection"] = connection
     return config
+
+
+def script_heads() -> tuple[str, ...]:
+    """The head revision(s) of the migration scripts shipped with gate (exactly one when healthy)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return tuple(ScriptDirectory.from_config(config).get_heads())
 
 
 def migrate(engine_or_url: Engine | str) -> None:

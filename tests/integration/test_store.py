@@ -34,7 +34,7 @@ from gate.domain import (
 from gate.errors import FailedPrecondition, NotFound, Unavailable
 from gate.ports import FindingFilter
 from gate.store import repository as repository_module
-from gate.store.db import create_engine_for, migrate
+from gate.store.db import create_engine_for, migrate, script_heads
 from gate.store.repository import SqlRepository
 from gate.store.tables import metadata
 from scanners.interface import Credentials, ScanResult, ScanTarget, TargetKind
@@ -151,7 +151,10 @@ def test_migrate_twice_is_harmless_and_matches_tables(db_url: str) -> None:
         migrate(engine)
         migrate(db_url)  # the URL form builds and disposes its own engine
         with engine.connect() as conn:
-            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == script_heads()[0]
+            assert (
+                conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+                == script_heads()[0]
+            )
             # The hand-written migration creates exactly what tables.py declares.
             diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
         assert diff == []
@@ -592,3 +595,8 @@ def test_rescan_flags_upsert_list_and_clear(repo: SqlRepository) -> None:
     ]
     repo.clear_rescan(DIGEST_A)
     assert [f.digest for f in repo.needs_rescan()] == [DIGEST_B]
+
+
+def test_migration_scripts_have_one_head() -> None:
+    # Two changes adding migrations from the same parent would leave two heads and an ambiguous schema.
+    assert len(script_heads()) == 1, script_heads()

@@ -15,7 +15,7 @@ from sqlalchemy import text
 from gate.domain import BaseImage, BaseStatus, ImageInfo, ImageRef, RefKind, Stage
 from gate.errors import AlreadyExists, NotFound
 from gate.provenance import chain_id, chain_ids
-from gate.store.db import _alembic_config, create_engine_for, migrate, write_engine
+from gate.store.db import _alembic_config, create_engine_for, migrate, script_heads, write_engine
 from gate.store.repository import SqlRepository
 from gate.store.tables import metadata
 
@@ -217,7 +217,10 @@ def test_migration_0001_to_0002_keeps_data_and_backfills_chains(db_url: str) -> 
             )
         migrate(engine)
         with engine.connect() as connection:
-            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one() == script_heads()[0]
+            assert (
+                connection.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+                == script_heads()[0]
+            )
             depths = connection.execute(
                 text("SELECT depth, chain_id FROM image_chains WHERE digest = :d ORDER BY depth"),
                 {"d": digest("old-app")},
