@@ -32,14 +32,18 @@ demo: $(STAMP)
 	$(PY) -m tests.support.demo
 
 proto: $(STAMP)
-	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. proto/gate/v1/gate.proto
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. proto/gate/v1/*.proto
 
-# Regenerates the stubs into a scratch dir and fails when the committed ones differ.
+# Regenerates the stubs into a scratch dir and fails when the committed ones differ (or are missing/extra).
 proto-check: $(STAMP)
 	@tmp=$$(mktemp -d) && \
-	$(PY) -m grpc_tools.protoc -Iproto --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp proto/gate/v1/gate.proto && \
-	for f in gate_pb2.py gate_pb2.pyi gate_pb2_grpc.py; do \
-	  diff -q $$tmp/gate/v1/$$f gate/v1/$$f >/dev/null || { echo "gate/v1/$$f is stale: run 'make proto'"; rm -rf $$tmp; exit 1; }; \
+	$(PY) -m grpc_tools.protoc -Iproto --python_out=$$tmp --pyi_out=$$tmp --grpc_python_out=$$tmp proto/gate/v1/*.proto && \
+	for f in $$tmp/gate/v1/*; do \
+	  name=$$(basename $$f); \
+	  diff -q $$f gate/v1/$$name >/dev/null 2>&1 || { echo "gate/v1/$$name is stale: run 'make proto'"; rm -rf $$tmp; exit 1; }; \
+	done; \
+	for f in gate/v1/*_pb2*.py*; do \
+	  [ -e $$tmp/gate/v1/$$(basename $$f) ] || { echo "$$f has no .proto any more: delete it"; rm -rf $$tmp; exit 1; }; \
 	done; rm -rf $$tmp; echo "proto stubs up to date"
 
 lint: $(STAMP)
