@@ -306,3 +306,20 @@ class Decision:
     scanned_at: datetime | None = None
     summary: str = ""
     details: tuple[tuple[str, str], ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One thing worth auditing: a decision, promotion, exception change, base change or breakglass.
+
+    The audit log (gate/audit.py) appends it hash-chained; everything here is what the record proves.
+    """
+
+    kind: str  # e.g. "decision", "promotion", "exception.add", "base.deprecate", "breakglass"
+    actor: str  # who asked (the authenticated principal once auth exists; the caller's claim before)
+    at: datetime
+    subject: str  # what it is about: usually an image digest, else an exception or base id
+    inputs_digest: str  # sha256 over the canonical inputs the result was computed from
+    result: str  # e.g. "allowed", "denied", "added", "revoked"
+    policy_digest: str = ""
+    details: tuple[tuple[str, str], ...] = ()

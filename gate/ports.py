@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Protocol
 
 from gate.domain import (
+    AuditEvent,
     BaseImage,
     BaseStatus,
     Decision,
@@ -202,3 +203,18 @@ class Clock(Protocol):
     def now(self) -> datetime:
         """The current time, timezone-aware UTC."""
         ...
+
+
+class AuditSink(Protocol):
+    """Where use cases report auditable events (gate/audit.py appends them hash-chained)."""
+
+    def record(self, event: AuditEvent) -> None:
+        """Append one event; raise Unavailable when it cannot be stored (the caller's write fails too)."""
+        ...
+
+
+class NullAudit:
+    """An AuditSink that keeps nothing, for wiring that has no audit log (unit tests)."""
+
+    def record(self, event: AuditEvent) -> None:
+        """Drop the event."""
