@@ -18,6 +18,7 @@ class VerdictState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SCANNING: _ClassVar[VerdictState]
     FAILED: _ClassVar[VerdictState]
     STALE: _ClassVar[VerdictState]
+    RESCAN_REQUIRED: _ClassVar[VerdictState]
 
 class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -32,6 +33,7 @@ NOT_SCANNED: VerdictState
 SCANNING: VerdictState
 FAILED: VerdictState
 STALE: VerdictState
+RESCAN_REQUIRED: VerdictState
 JOB_STATE_UNSPECIFIED: JobState
 QUEUED: JobState
 RUNNING: JobState
@@ -107,14 +109,16 @@ class ScanEvent(_message.Message):
     def __init__(self, job: _Optional[_Union[ScanJob, _Mapping]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class CheckPromotionRequest(_message.Message):
-    __slots__ = ("image", "from_stage", "to_stage")
+    __slots__ = ("image", "from_stage", "to_stage", "scan_if_stale")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     FROM_STAGE_FIELD_NUMBER: _ClassVar[int]
     TO_STAGE_FIELD_NUMBER: _ClassVar[int]
+    SCAN_IF_STALE_FIELD_NUMBER: _ClassVar[int]
     image: str
     from_stage: str
     to_stage: str
-    def __init__(self, image: _Optional[str] = ..., from_stage: _Optional[str] = ..., to_stage: _Optional[str] = ...) -> None: ...
+    scan_if_stale: bool
+    def __init__(self, image: _Optional[str] = ..., from_stage: _Optional[str] = ..., to_stage: _Optional[str] = ..., scan_if_stale: _Optional[bool] = ...) -> None: ...
 
 class Violation(_message.Message):
     __slots__ = ("rule", "message", "vulnerability_id", "package", "installed_version", "fixed_version", "severity", "layer_diff_id", "introduced_by", "platform")
