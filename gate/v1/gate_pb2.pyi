@@ -145,7 +145,7 @@ class Violation(_message.Message):
     def __init__(self, rule: _Optional[str] = ..., message: _Optional[str] = ..., vulnerability_id: _Optional[str] = ..., package: _Optional[str] = ..., installed_version: _Optional[str] = ..., fixed_version: _Optional[str] = ..., severity: _Optional[str] = ..., layer_diff_id: _Optional[str] = ..., introduced_by: _Optional[str] = ..., platform: _Optional[str] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("allowed", "digest", "from_stage", "to_stage", "state", "violations", "warnings", "policy_digest", "evaluated_at", "scanned_at", "summary")
+    __slots__ = ("allowed", "digest", "from_stage", "to_stage", "state", "violations", "warnings", "policy_digest", "evaluated_at", "scanned_at", "summary", "applied_exceptions")
     ALLOWED_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     FROM_STAGE_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +157,7 @@ class Decision(_message.Message):
     EVALUATED_AT_FIELD_NUMBER: _ClassVar[int]
     SCANNED_AT_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_EXCEPTIONS_FIELD_NUMBER: _ClassVar[int]
     allowed: bool
     digest: str
     from_stage: str
@@ -168,7 +169,36 @@ class Decision(_message.Message):
     evaluated_at: _timestamp_pb2.Timestamp
     scanned_at: _timestamp_pb2.Timestamp
     summary: str
-    def __init__(self, allowed: _Optional[bool] = ..., digest: _Optional[str] = ..., from_stage: _Optional[str] = ..., to_stage: _Optional[str] = ..., state: _Optional[_Union[VerdictState, str]] = ..., violations: _Optional[_Iterable[_Union[Violation, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., policy_digest: _Optional[str] = ..., evaluated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scanned_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., summary: _Optional[str] = ...) -> None: ...
+    applied_exceptions: _containers.RepeatedCompositeFieldContainer[AppliedException]
+    def __init__(self, allowed: _Optional[bool] = ..., digest: _Optional[str] = ..., from_stage: _Optional[str] = ..., to_stage: _Optional[str] = ..., state: _Optional[_Union[VerdictState, str]] = ..., violations: _Optional[_Iterable[_Union[Violation, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., policy_digest: _Optional[str] = ..., evaluated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scanned_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., summary: _Optional[str] = ..., applied_exceptions: _Optional[_Iterable[_Union[AppliedException, _Mapping]]] = ...) -> None: ...
+
+class AppliedException(_message.Message):
+    __slots__ = ("exception_id", "vulnerability_id", "finding_id", "package", "installed_version", "scope", "expires_at", "owner", "ticket", "reason", "platform", "rule")
+    EXCEPTION_ID_FIELD_NUMBER: _ClassVar[int]
+    VULNERABILITY_ID_FIELD_NUMBER: _ClassVar[int]
+    FINDING_ID_FIELD_NUMBER: _ClassVar[int]
+    PACKAGE_FIELD_NUMBER: _ClassVar[int]
+    INSTALLED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    TICKET_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    exception_id: str
+    vulnerability_id: str
+    finding_id: str
+    package: str
+    installed_version: str
+    scope: str
+    expires_at: _timestamp_pb2.Timestamp
+    owner: str
+    ticket: str
+    reason: str
+    platform: str
+    rule: str
+    def __init__(self, exception_id: _Optional[str] = ..., vulnerability_id: _Optional[str] = ..., finding_id: _Optional[str] = ..., package: _Optional[str] = ..., installed_version: _Optional[str] = ..., scope: _Optional[str] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., owner: _Optional[str] = ..., ticket: _Optional[str] = ..., reason: _Optional[str] = ..., platform: _Optional[str] = ..., rule: _Optional[str] = ...) -> None: ...
 
 class GetImageReportRequest(_message.Message):
     __slots__ = ("image",)
