@@ -109,16 +109,18 @@ class ScanEvent(_message.Message):
     def __init__(self, job: _Optional[_Union[ScanJob, _Mapping]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class CheckPromotionRequest(_message.Message):
-    __slots__ = ("image", "from_stage", "to_stage", "scan_if_stale")
+    __slots__ = ("image", "from_stage", "to_stage", "scan_if_stale", "breakglass_reason")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     FROM_STAGE_FIELD_NUMBER: _ClassVar[int]
     TO_STAGE_FIELD_NUMBER: _ClassVar[int]
     SCAN_IF_STALE_FIELD_NUMBER: _ClassVar[int]
+    BREAKGLASS_REASON_FIELD_NUMBER: _ClassVar[int]
     image: str
     from_stage: str
     to_stage: str
     scan_if_stale: bool
-    def __init__(self, image: _Optional[str] = ..., from_stage: _Optional[str] = ..., to_stage: _Optional[str] = ..., scan_if_stale: _Optional[bool] = ...) -> None: ...
+    breakglass_reason: str
+    def __init__(self, image: _Optional[str] = ..., from_stage: _Optional[str] = ..., to_stage: _Optional[str] = ..., scan_if_stale: _Optional[bool] = ..., breakglass_reason: _Optional[str] = ...) -> None: ...
 
 class Violation(_message.Message):
     __slots__ = ("rule", "message", "vulnerability_id", "package", "installed_version", "fixed_version", "severity", "layer_diff_id", "introduced_by", "platform")
@@ -145,7 +147,7 @@ class Violation(_message.Message):
     def __init__(self, rule: _Optional[str] = ..., message: _Optional[str] = ..., vulnerability_id: _Optional[str] = ..., package: _Optional[str] = ..., installed_version: _Optional[str] = ..., fixed_version: _Optional[str] = ..., severity: _Optional[str] = ..., layer_diff_id: _Optional[str] = ..., introduced_by: _Optional[str] = ..., platform: _Optional[str] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("allowed", "digest", "from_stage", "to_stage", "state", "violations", "warnings", "policy_digest", "evaluated_at", "scanned_at", "summary", "applied_exceptions")
+    __slots__ = ("allowed", "digest", "from_stage", "to_stage", "state", "violations", "warnings", "policy_digest", "evaluated_at", "scanned_at", "summary", "applied_exceptions", "breakglass", "breakglass_reason", "enforced")
     ALLOWED_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     FROM_STAGE_FIELD_NUMBER: _ClassVar[int]
@@ -158,6 +160,9 @@ class Decision(_message.Message):
     SCANNED_AT_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     APPLIED_EXCEPTIONS_FIELD_NUMBER: _ClassVar[int]
+    BREAKGLASS_FIELD_NUMBER: _ClassVar[int]
+    BREAKGLASS_REASON_FIELD_NUMBER: _ClassVar[int]
+    ENFORCED_FIELD_NUMBER: _ClassVar[int]
     allowed: bool
     digest: str
     from_stage: str
@@ -170,7 +175,10 @@ class Decision(_message.Message):
     scanned_at: _timestamp_pb2.Timestamp
     summary: str
     applied_exceptions: _containers.RepeatedCompositeFieldContainer[AppliedException]
-    def __init__(self, allowed: _Optional[bool] = ..., digest: _Optional[str] = ..., from_stage: _Optional[str] = ..., to_stage: _Optional[str] = ..., state: _Optional[_Union[VerdictState, str]] = ..., violations: _Optional[_Iterable[_Union[Violation, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., policy_digest: _Optional[str] = ..., evaluated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scanned_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., summary: _Optional[str] = ..., applied_exceptions: _Optional[_Iterable[_Union[AppliedException, _Mapping]]] = ...) -> None: ...
+    breakglass: bool
+    breakglass_reason: str
+    enforced: bool
+    def __init__(self, allowed: _Optional[bool] = ..., digest: _Optional[str] = ..., from_stage: _Optional[str] = ..., to_stage: _Optional[str] = ..., state: _Optional[_Union[VerdictState, str]] = ..., violations: _Optional[_Iterable[_Union[Violation, _Mapping]]] = ..., warnings: _Optional[_Iterable[str]] = ..., policy_digest: _Optional[str] = ..., evaluated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., scanned_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., summary: _Optional[str] = ..., applied_exceptions: _Optional[_Iterable[_Union[AppliedException, _Mapping]]] = ..., breakglass: _Optional[bool] = ..., breakglass_reason: _Optional[str] = ..., enforced: _Optional[bool] = ...) -> None: ...
 
 class AppliedException(_message.Message):
     __slots__ = ("exception_id", "vulnerability_id", "finding_id", "package", "installed_version", "scope", "expires_at", "owner", "ticket", "reason", "platform", "rule")
