@@ -7,6 +7,8 @@ This is the only CLI module that imports grpc: commands see protobuf messages an
 from __future__ import annotations
 
 import argparse
+import getpass
+import socket
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any, TypeVar, cast
@@ -14,6 +16,7 @@ from typing import Any, TypeVar, cast
 import grpc
 
 from gate.cli import CliError, ExitCode
+from gate.server.actor import ACTOR_METADATA_KEY
 from gate.v1 import gate_pb2, gate_pb2_grpc
 
 _T = TypeVar("_T")
@@ -65,9 +68,11 @@ class GateClient:
     scan takes its own (longer) deadline because scans legitimately run for minutes.
     """
 
-    def __init__(self, server: str, timeout: float) -> None:
+    def __init__(self, server: str, timeout: float, actor: str = "") -> None:
         self.server = server
         self.timeout = timeout
+        # Sent with every call: the server records it as the actor until authentication exists.
+        self._metadata = ((ACTOR_METADATA_KEY, actor),) if actor else ()
         self._channel = grpc.insecure_channel(server)
         # The generated stub module is untyped; the cast keeps that looseness inside this class.
         stub_factory = cast(Callable[[grpc.Channel], Any], gate_pb2_grpc.GateStub)
@@ -88,15 +93,17 @@ class GateClient:
     ) -> None:
         self.close()
 
-    def _unary(self, method: str, request: Any, response_type: type[_T]) -> _T:
+    def _unary(self, method: str, request: Any, response_type: type[_T], stub: Any = None) -> _T:
+        # `stub` selects another gate.v1 service on the same channel (the Gate service by default).
         try:
-            return cast(_T, getattr(self._stub, method)(request, timeout=self.timeout))
+            call = getattr(stub if stub is not None else self._stub, method)
+            return cast(_T, call(request, timeout=self.timeout, metadata=self._metadata))
         except grpc.RpcError as e:
             raise error_from_rpc(e, self.server) from e
 
     def _stream(self, method: str, request: Any, item_type: type[_T], timeout: float | None) -> Iterator[_T]:
         # Stream errors surface while iterating, not at call time, so the whole loop is guarded.
-        call = getattr(self._stub, method)(request, timeout=timeout)
+        call = getattr(self._stub, method)(request, timeout=timeout, metadata=self._metadata)
         try:
             for item in call:
                 yield cast(_T, item)
@@ -204,9 +211,25 @@ def client_options(default_server: str) -> argparse.ArgumentParser:
     group.add_argument(
         "--json", action="store_true", help="print the response as one JSON document on stdout"
     )
+    group.add_argument(
+        "--actor",
+        default=default_actor(),
+        metavar="NAME",
+        help="who you are, recorded in the audit log (default $USER@hostname; replaced by the "
+        "authenticated principal once auth exists)",
+    )
     return parser
+
+
+def default_actor() -> str:
+    """`user@hostname` of this process, the actor claimed when --actor is not given."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (e.g. an arbitrary container uid)
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
 
 
 def connect(args: argparse.Namespace) -> GateClient:
     """Open a client from the parsed --server and --timeout options."""
-    return GateClient(str(args.server), float(args.timeout))
+    return GateClient(str(args.server), float(args.timeout), str(getattr(args, "actor", "")))
