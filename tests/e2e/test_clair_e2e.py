@@ -21,7 +21,14 @@ from gate.config import Settings
 from gate.v1 import gate_pb2 as pb
 from tests.support import catalog
 from tests.support.clair_double import ClairDouble, standard_clair_advisories
-from tests.support.gateserver import make_settings, run_cli, running_gate, stub
+from tests.support.gateserver import (
+    make_settings,
+    run_cli,
+    running_gate,
+    start_gate_process,
+    stub,
+    wait_terminal,
+)
 from tests.support.images import push_image
 from tests.support.registry import Registry
 
@@ -194,3 +201,27 @@ def test_clair_on_an_archive_is_refused_at_submit(settings: Settings, tmp_path: 
         assert done.returncode == 2, done.stderr
         assert "INVALID_ARGUMENT" in done.stderr and "scanners" in done.stderr
         assert "needs a registry image" in done.stderr
+
+
+def test_a_clair_job_resumed_after_a_crash_reaches_clair_from_its_stored_target(
+    settings: Settings, image: str, clair: ClairDouble, tmp_path: Path
+) -> None:
+    clair.delay = 20.0  # the first server's Clair scan hangs in its first request
+    first = start_gate_process(replace(settings, scan_concurrency=1), tmp_path / "first.log")
+    try:
+        client = stub(first.address)
+        (job,) = client.SubmitScan(pb.SubmitScanRequest(image=image, scanners=["clair"]), timeout=30).jobs
+        assert client.GetScan(pb.GetScanRequest(id=job.id)).state in (pb.QUEUED, pb.RUNNING)
+    finally:
+        first.kill()  # kill -9: the job stays active in the database, its target without secrets
+    clair.delay = 0.0
+    with running_gate(settings) as gate:
+        done = wait_terminal(stub(gate.address), job.id)
+        assert done.state == pb.SUCCEEDED, done.error
+        assert done.finding_count == 5
+    # The resumed scan indexed the manifest with its layers: only the stored digests made that possible.
+    posted = [r.json() for r in clair.logged("POST", "/indexer/api/v1/index_report") if r.status == 201]
+    assert posted and posted[-1]["hash"] == catalog.vulnerable_alpine().manifest_digest
+    assert [layer["hash"] for layer in posted[-1]["layers"]] == [
+        b.digest for b in catalog.vulnerable_alpine().layers
+    ]
