@@ -16,9 +16,11 @@ from scanners.interface import FindingClass, FixState, ScanTarget, Severity
 
 __all__ = [
     "KNOWN_TIERS",
+    "AppliedException",
     "BaseImage",
     "BaseStatus",
     "Decision",
+    "ExceptionScope",
     "Finding",
     "FindingClass",
     "FixState",
@@ -29,12 +31,14 @@ __all__ = [
     "PlatformImage",
     "RefKind",
     "RescanFlag",
+    "ScopeKind",
     "ScanJob",
     "ScanTarget",
     "Severity",
     "Stage",
     "VerdictState",
     "Violation",
+    "VulnException",
     "parse_digest",
 ]
 
@@ -306,6 +310,8 @@ class Decision:
     scanned_at: datetime | None = None
     summary: str = ""
     details: tuple[tuple[str, str], ...] = field(default=())
+    # Findings an exception waived: each would otherwise be one of the violations.
+    applied_exceptions: tuple[AppliedException, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -323,3 +329,74 @@ class AuditEvent:
     result: str  # e.g. "allowed", "denied", "added", "revoked"
     policy_digest: str = ""
     details: tuple[tuple[str, str], ...] = ()
+
+
+class ScopeKind(enum.StrEnum):
+    """What an exception's scope names: one image, a repository, a base and its descendants, or a step."""
+
+    DIGEST = "digest"  # the image (or index) with this digest
+    REPO = "repo"  # every image of a repository, with or without the registry host
+    BASE = "base"  # every image built on a catalogued base (by digest or name), via its layer chain
+    TRANSITION = "transition"  # every image, but only for one promotion step, e.g. s2->p
+
+
+@dataclass(frozen=True)
+class ExceptionScope:
+    """Where an exception applies, spelled `kind:value` (e.g. `repo:registry.example/s2/app`)."""
+
+    kind: ScopeKind
+    value: str
+
+    def __str__(self) -> str:
+        """The `kind:value` spelling used by the CLI, the API and messages."""
+        return f"{self.kind.value}:{self.value}"
+
+
+@dataclass(frozen=True)
+class VulnException:
+    """A time-boxed decision to accept one vulnerability (and its aliases) within a scope.
+
+    It applies while `now < expires_at` and it is not revoked; afterwards it is kept for the record and
+    reported (expired exceptions as warnings in verdicts they would have changed).
+    """
+
+    id: str
+    vulnerability_id: str  # a CVE, GHSA or other id; aliases of it are covered too
+    scope: ExceptionScope
+    expires_at: datetime
+    owner: str  # who answers for it (a team or person)
+    ticket: str  # where the decision is tracked
+    reason: str
+    approver: str = ""
+    requested_by: str = ""  # the actor that created it
+    created_at: datetime | None = None
+    revoked_at: datetime | None = None
+    revoked_by: str = ""
+    justification: str = ""  # an OpenVEX justification, e.g. vulnerable_code_not_in_execute_path
+
+    def active_at(self, now: datetime) -> bool:
+        """Whether it waives findings at `now`: not revoked by then and not yet expired."""
+        revoked = self.revoked_at is not None and self.revoked_at <= now
+        return not revoked and now < self.expires_at
+
+    def expired_at(self, now: datetime) -> bool:
+        """Whether its expiry has passed at `now` (revoked or not)."""
+        return now >= self.expires_at
+
+
+@dataclass(frozen=True)
+class AppliedException:
+    """One finding an exception waived in a verdict."""
+
+    exception_id: str
+    vulnerability_id: str  # the id the exception names
+    finding_id: str  # the waived finding's id (the exception may name one of its aliases)
+    package: str
+    installed_version: str
+    scope: ExceptionScope
+    expires_at: datetime
+    owner: str = ""
+    ticket: str = ""
+    reason: str = ""
+    rule: str = ""  # the rule the finding would have violated
+    platform: str = ""  # os/arch, for verdicts on a multi-platform index
