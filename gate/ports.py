@@ -20,6 +20,7 @@ from gate.domain import (
     ImageInfo,
     ImageRecord,
     ImageRef,
+    Promotion,
     ScanJob,
     Severity,
     Stage,
@@ -150,6 +151,25 @@ class Repository(Protocol):
 
     def save_decision(self, decision: Decision) -> None:
         """Append a decision record."""
+        ...
+
+    def record_promotion(
+        self, promotion: Promotion, decision: Decision, evidence: Sequence[str]
+    ) -> Promotion | None:
+        """Save the allowing decision and the promotion in one transaction, if the evidence still holds.
+
+        The current findings of the `evidence` digests are re-read inside the transaction; when they no
+        longer give `promotion.findings_digest`, nothing is written and None is returned. Otherwise the
+        promotion comes back with its decision_id.
+        """
+        ...
+
+    def list_promotions(self, stage: Stage | None = None, digest: str = "", limit: int = 100) -> list[Promotion]:
+        """Recorded promotions, newest first; optionally only into `stage` and/or of one digest."""
+        ...
+
+    def promoted_digests(self, stage: Stage) -> list[Promotion]:
+        """Which digests are in `stage`: per digest, its latest promotion into it (by digest)."""
         ...
 
     def add_base(self, base: BaseImage) -> BaseImage:

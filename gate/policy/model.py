@@ -18,8 +18,9 @@ from functools import cached_property
 from itertools import pairwise
 from types import MappingProxyType
 
-from gate.domain import Finding, ImageRecord, ScanJob, Severity, Stage, VerdictState
+from gate.domain import Finding, ImageRecord, ScanJob, Severity, Stage, VerdictState, VulnException
 from gate.errors import InvalidArgument
+from gate.policy.exceptions import DEFAULT_MAX_EXCEPTION_DAYS
 from gate.provenance import Lineage
 from scanners.normalize import SEVERITY_MAX
 
@@ -214,6 +215,8 @@ class TransitionPolicy:
     require_labels: tuple[str, ...] = ()
     # For an image index: the platforms that must each pass (None → every platform the index lists).
     platforms: tuple[str, ...] | None = None
+    # The longest an exception that can apply to this step may run (creation refuses longer ones).
+    max_exception_days: int = DEFAULT_MAX_EXCEPTION_DAYS
 
     def __post_init__(self) -> None:
         """Check the invariants the loader also checks, so hand-built policies cannot bypass them."""
@@ -235,6 +238,8 @@ class TransitionPolicy:
                 "trivy or clair)",
                 f"{where}.severity_source",
             )
+        if self.max_exception_days <= 0:
+            raise InvalidArgument("must be a positive number of days", f"{where}.max_exception_days")
         if self.platforms is not None and not self.platforms:
             # An empty list would require no platform at all, letting any index through unjudged.
             raise InvalidArgument("must name at least one platform", f"{where}.platforms")
@@ -302,6 +307,9 @@ class TransitionPolicy:
             "forbid_root_user": self.forbid_root_user,
             "require_labels": sorted(set(self.require_labels)),
         }
+        if self.max_exception_days != DEFAULT_MAX_EXCEPTION_DAYS:
+            # Only when not the default, so every policy written before the key existed keeps its digest.
+            out["max_exception_days"] = self.max_exception_days
         if self.platforms is not None:
             # Only when set, so every policy written before the key existed keeps its digest.
             out["platforms"] = sorted(set(self.platforms))
@@ -428,3 +436,6 @@ class EvaluationInput:
     tag: str = ""  # the tag named in the request; "" when the request used a digest
     lineage: Lineage | None = None  # from gate.provenance; None → the base catalog was not consulted
     platform: str = ""  # os/arch[/variant] when judging one platform of an index (evaluate_index sets it)
+    # Exceptions that may waive findings (gate.policy.exceptions decides which apply at `now`).
+    exceptions: tuple[VulnException, ...] = ()
+    index_digest: str = ""  # the index's digest when judging one of its platforms (evaluate_index sets it)

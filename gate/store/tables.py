@@ -29,6 +29,7 @@ __all__ = [
     "ImagePlatformRow",
     "ImageRow",
     "ImageTagRow",
+    "PromotionRow",
     "RescanFlagRow",
     "ScanJobRow",
     "metadata",
@@ -283,3 +284,28 @@ class DecisionRow(SQLModel, table=True):
     warnings: str = Field(default="[]", sa_type=Text)  # JSON list of strings
     details: str = Field(default="[]", sa_type=Text)  # JSON list of [key, value]
     summary: str = Field(default="", sa_type=Text)
+
+
+class PromotionRow(SQLModel, table=True):
+    """One promotion recorded in the ledger (gate/promotion.py); never updated, never deleted.
+
+    "Which digests are in stage S" is the latest row per digest with to_stage S, hence the index
+    leading with (to_stage, digest). decision_id points at the decision that allowed it.
+    """
+
+    __tablename__ = "promotions"
+    __table_args__ = (Index("ix_promotions_stage_digest_at", "to_stage", "digest", "promoted_at"),)
+
+    id: str = Field(primary_key=True)
+    digest: str = Field(index=True)
+    from_stage: str
+    to_stage: str
+    target: str = Field(default="", sa_type=Text)
+    policy_digest: str = ""
+    findings_digest: str = ""
+    decision_id: int = Field(foreign_key="decisions.id")
+    actor: str = ""
+    promoted_at: datetime
+    expires_at: datetime
+    breakglass: bool = False
+    breakglass_reason: str = Field(default="", sa_type=Text)
