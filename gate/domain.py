@@ -29,6 +29,7 @@ __all__ = [
     "ImageRef",
     "JobState",
     "PlatformImage",
+    "Promotion",
     "RefKind",
     "RescanFlag",
     "ScanJob",
@@ -312,6 +313,35 @@ class Decision:
     details: tuple[tuple[str, str], ...] = field(default=())
     # Findings an exception waived: each would otherwise be one of the violations.
     applied_exceptions: tuple[AppliedException, ...] = ()
+    # Breakglass: allowed despite `violations` (kept and listed) by a principal allowed to use it.
+    breakglass: bool = False
+    breakglass_reason: str = ""
+    # False under a transition's `enforce: false` (dry-run): violations were turned into warnings.
+    enforced: bool = True
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """One recorded promotion in the ledger: what moved where, on which evidence, by whom, until when.
+
+    `findings_digest` is the sha256 over the canonical findings the decision was computed from
+    (gate/ledger.py), `expires_at` is when that evidence becomes too old for the target transition
+    (now + its max_scan_age). The signed receipt is the canonical form of exactly these fields.
+    """
+
+    id: str
+    digest: str
+    from_stage: Stage
+    to_stage: Stage
+    target: str  # the reference promoted to, e.g. registry/p/app:1.2 ("" when not given)
+    policy_digest: str
+    findings_digest: str
+    decision_id: str
+    actor: str
+    promoted_at: datetime
+    expires_at: datetime
+    breakglass: bool = False
+    breakglass_reason: str = ""
 
 
 @dataclass(frozen=True)

@@ -164,7 +164,9 @@ class Repository(Protocol):
         """
         ...
 
-    def list_promotions(self, stage: Stage | None = None, digest: str = "", limit: int = 100) -> list[Promotion]:
+    def list_promotions(
+        self, stage: Stage | None = None, digest: str = "", limit: int = 100
+    ) -> list[Promotion]:
         """Recorded promotions, newest first; optionally only into `stage` and/or of one digest."""
         ...
 

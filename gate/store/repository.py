@@ -38,12 +38,14 @@ from gate.domain import (
     ImageRecord,
     ImageRef,
     JobState,
+    Promotion,
     RescanFlag,
     ScanJob,
     Severity,
     Stage,
 )
 from gate.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from gate.ledger import findings_digest
 from gate.ports import AffectedRow, FindingFilter, FindingPage, ImageOnBase, Repository
 from gate.provenance import chain_ids
 from gate.store.db import create_engine_for, database_errors, migrate, write_engine
@@ -57,6 +59,7 @@ from gate.store.tables import (
     ImagePlatformRow,
     ImageRow,
     ImageTagRow,
+    PromotionRow,
     RescanFlagRow,
     ScanJobRow,
     table_of,
@@ -846,22 +849,93 @@ class SqlRepository:
     def save_decision(self, decision: Decision) -> None:
         """Append a decision record."""
         with self._write() as session:
+            session.add(_decision_row(decision))
+
+    # -- promotion ledger -----------------------------------------------------------------------
+
+    def record_promotion(
+        self, promotion: Promotion, decision: Decision, evidence: Sequence[str]
+    ) -> Promotion | None:
+        """Save the allowing decision and the promotion together, if the evidence still holds.
+
+        `evidence` names the image digests whose current findings `promotion.findings_digest` was
+        computed over. They are read again inside this write transaction (their current_scans rows
+        locked on PostgreSQL; SQLite's write lock is whole-database already), so a scan finishing
+        between the evaluation and now is noticed: nothing is written and None is returned, and the
+        caller evaluates again. Returns the promotion with its decision_id filled in.
+        """
+        with self._write() as session:
+            # Locking the pointers to the current scans keeps complete_job from swapping the findings
+            # under the promotion until it commits.
+            session.exec(
+                select(CurrentScanRow).where(col(CurrentScanRow.digest).in_(list(evidence))).with_for_update()
+            ).all()
+            current = {
+                d: tuple(_to_finding(r) for r in session.exec(_current(d).order_by(*_FINDING_ORDER)).all())
+                for d in evidence
+            }
+            if findings_digest(current) != promotion.findings_digest:
+                return None
+            decision_row = _decision_row(decision)
+            session.add(decision_row)
+            session.flush()  # assigns the decision id the promotion (and its receipt) names
+            if decision_row.id is None:
+                raise RuntimeError("the database assigned no decision id")
+            recorded = dataclasses.replace(promotion, decision_id=str(decision_row.id))
             session.add(
-                DecisionRow(
-                    digest=decision.digest,
-                    from_stage=decision.from_stage.value,
-                    to_stage=decision.to_stage.value,
-                    allowed=decision.allowed,
-                    state=decision.state.value,
-                    policy_digest=decision.policy_digest,
-                    evaluated_at=_utc(decision.evaluated_at),
-                    scanned_at=_utc(decision.scanned_at) if decision.scanned_at else None,
-                    violations=json.dumps([dataclasses.asdict(v) for v in decision.violations]),
-                    warnings=json.dumps(list(decision.warnings)),
-                    details=json.dumps([list(kv) for kv in decision.details]),
-                    summary=decision.summary,
+                PromotionRow(
+                    id=recorded.id,
+                    digest=recorded.digest,
+                    from_stage=recorded.from_stage.value,
+                    to_stage=recorded.to_stage.value,
+                    target=recorded.target,
+                    policy_digest=recorded.policy_digest,
+                    findings_digest=recorded.findings_digest,
+                    decision_id=decision_row.id,
+                    actor=recorded.actor,
+                    promoted_at=_utc(recorded.promoted_at),
+                    expires_at=_utc(recorded.expires_at),
+                    breakglass=recorded.breakglass,
+                    breakglass_reason=recorded.breakglass_reason,
                 )
             )
+            return recorded
+
+    def list_promotions(
+        self, stage: Stage | None = None, digest: str = "", limit: int = 100
+    ) -> list[Promotion]:
+        """Recorded promotions, newest first; optionally only into `stage` and/or of one digest."""
+        query = select(PromotionRow)
+        if stage is not None:
+            query = query.where(PromotionRow.to_stage == stage.value)
+        if digest:
+            query = query.where(PromotionRow.digest == digest)
+        query = query.order_by(col(PromotionRow.promoted_at).desc(), col(PromotionRow.id)).limit(limit)
+        with self._read() as session:
+            return [_to_promotion(r) for r in session.exec(query).all()]
+
+    def promoted_digests(self, stage: Stage) -> list[Promotion]:
+        """Per digest promoted into `stage`, its latest promotion there; by digest.
+
+        This is what "the digests in stage S" means: the ledger, not where an image was last seen.
+        """
+        newest = (
+            func.row_number()
+            .over(
+                partition_by=col(PromotionRow.digest),
+                order_by=(col(PromotionRow.promoted_at).desc(), col(PromotionRow.id).desc()),
+            )
+            .label("newest")
+        )
+        ranked = select(PromotionRow.id, newest).where(PromotionRow.to_stage == stage.value).subquery()
+        query = (
+            select(PromotionRow)
+            .join(ranked, col(PromotionRow.id) == ranked.c.id)
+            .where(ranked.c.newest == 1)
+            .order_by(col(PromotionRow.digest))
+        )
+        with self._read() as session:
+            return [_to_promotion(r) for r in session.exec(query).all()]
 
 
 # -- conversion and helpers (module level: used only inside sessions above) --------------------
@@ -906,6 +980,41 @@ def _current(digest: str) -> Select[*tuple[Any, ...]]:
         Select(*_FINDING_COLUMNS)
         .join(CurrentScanRow, col(CurrentScanRow.job_id) == col(FindingRow.job_id))
         .where(CurrentScanRow.digest == digest)
+    )
+
+
+def _decision_row(decision: Decision) -> DecisionRow:
+    return DecisionRow(
+        digest=decision.digest,
+        from_stage=decision.from_stage.value,
+        to_stage=decision.to_stage.value,
+        allowed=decision.allowed,
+        state=decision.state.value,
+        policy_digest=decision.policy_digest,
+        evaluated_at=_utc(decision.evaluated_at),
+        scanned_at=_utc(decision.scanned_at) if decision.scanned_at else None,
+        violations=json.dumps([dataclasses.asdict(v) for v in decision.violations]),
+        warnings=json.dumps(list(decision.warnings)),
+        details=json.dumps([list(kv) for kv in decision.details]),
+        summary=decision.summary,
+    )
+
+
+def _to_promotion(row: PromotionRow) -> Promotion:
+    return Promotion(
+        id=row.id,
+        digest=row.digest,
+        from_stage=Stage(row.from_stage),
+        to_stage=Stage(row.to_stage),
+        target=row.target,
+        policy_digest=row.policy_digest,
+        findings_digest=row.findings_digest,
+        decision_id=str(row.decision_id),
+        actor=row.actor,
+        promoted_at=row.promoted_at,
+        expires_at=row.expires_at,
+        breakglass=row.breakglass,
+        breakglass_reason=row.breakglass_reason,
     )
 
 
