@@ -13,7 +13,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from gate.domain import Decision, Finding, JobState, Severity, VerdictState, Violation
+from gate.domain import AppliedException, Decision, Finding, JobState, Severity, VerdictState, Violation
+from gate.policy.exceptions import expired_warning, match_exception
 from gate.policy.image_rules import IMAGE_RULES, attribute, who
 from gate.policy.model import EvaluationInput, Policy, TransitionPolicy
 from gate.policy.rules import (
@@ -190,6 +191,43 @@ def _summary(
     return text
 
 
+def _waived(
+    inp: EvaluationInput,
+    finding: Finding,
+    violation: Violation,
+    now: datetime,
+    applied: list[AppliedException],
+    warnings: list[str],
+) -> bool:
+    """Whether an exception active at `now` waives this violation; records it, or warns of expired ones."""
+    if not inp.exceptions:
+        return False
+    match = match_exception(
+        inp.exceptions,
+        finding,
+        violation,
+        digests=tuple(d for d in (inp.digest, inp.index_digest) if d),
+        image=inp.image,
+        lineage=inp.lineage,
+        from_stage=inp.from_stage,
+        to_stage=inp.to_stage,
+        now=now,
+    )
+    warnings.extend(expired_warning(e, finding) for e in match.expired)
+    if match.applied is None:
+        return False
+    applied.append(replace(match.applied, platform=inp.platform))
+    return True
+
+
+def _waived_text(applied: Sequence[AppliedException]) -> str:
+    # The summary says a verdict leans on exceptions, so nobody mistakes a waiver for a clean image.
+    if not applied:
+        return ""
+    ids = ", ".join(dict.fromkeys(a.exception_id for a in applied))
+    return f"; {_plural(len(applied), 'finding')} waived by exception {ids}"
+
+
 def evaluate(policy: Policy, inp: EvaluationInput, now: datetime) -> Decision:
     """Decide whether `inp.digest` may move from `inp.from_stage` to `inp.to_stage` at time `now`.
 
@@ -246,12 +284,13 @@ def evaluate(policy: Policy, inp: EvaluationInput, now: datetime) -> Decision:
     # Findings of the last successful scans count in every state: a failed rescan hides nothing.
     merged = merge_findings(inp.findings, _merge_order(required, inp), t.severity_source)
     findings = tuple(f for f, _ in merged)
+    applied: list[AppliedException] = []
     for f, provenance in merged:
         for rule in FINDING_RULES:
             hit = rule.check(t, f)
             if hit is None:
                 continue
-            if hit.violation is not None:
+            if hit.violation is not None and not _waived(inp, f, hit.violation, now, applied, warnings):
                 sev = effective_severity(f, t)
                 key = (2, -sev, _RULE_ORDER[rule.name], f.vulnerability_id, f.package, f.installed_version)
                 violation, rebuild = attribute(hit.violation, inp)
@@ -296,6 +335,8 @@ def evaluate(policy: Policy, inp: EvaluationInput, now: datetime) -> Decision:
         violations=tuple(v for _, v in violations),
         warnings=tuple(warnings),
         scanned_at=min(scan_times) if scan_times else None,
-        summary=_summary(t, state, violations, warnings, len(findings), denied_states, hints),
+        summary=_summary(t, state, violations, warnings, len(findings), denied_states, hints)
+        + _waived_text(applied),
         details=tuple(details),
+        applied_exceptions=tuple(applied),
     )

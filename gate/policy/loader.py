@@ -19,6 +19,7 @@ import yaml
 
 from gate.domain import Severity, Stage, VerdictState
 from gate.errors import InvalidArgument
+from gate.policy.exceptions import DEFAULT_MAX_EXCEPTION_DAYS
 from gate.policy.model import (
     CHECKED_STATES,
     OnState,
@@ -55,6 +56,7 @@ _T_KEYS = (
     "stage_path",
     "forbid_root_user",
     "require_labels",
+    "max_exception_days",
     "platforms",
 )
 _SUPPORTED_VERSION = 1
@@ -285,6 +287,7 @@ def _transition(
         if not source:
             raise doc.fail(node, _join(path, "severity_source"), "expected max or a scanner name, got ''")
     image = _image_rules(doc, entries, path)
+    exception_days = _exception_days(doc, entries, path)
     platforms: tuple[str, ...] | None = None
     if "platforms" in entries:
         node, sub = entries["platforms"][1], _join(path, "platforms")
@@ -313,7 +316,24 @@ def _transition(
         forbid_root_user=image.forbid_root_user,
         require_labels=image.require_labels,
         platforms=platforms,
+        max_exception_days=exception_days,
     )
+
+
+def _exception_days(doc: _Doc, entries: dict[str, tuple[yaml.Node, yaml.Node]], path: str) -> int:
+    """`max_exception_days`: a positive whole number of days (built-in 90)."""
+    if "max_exception_days" not in entries:
+        return DEFAULT_MAX_EXCEPTION_DAYS
+    node, sub = entries["max_exception_days"][1], _join(path, "max_exception_days")
+    text = str(node.value).strip() if isinstance(node, yaml.ScalarNode) else ""
+    if (
+        not isinstance(node, yaml.ScalarNode)
+        or node.tag != _TAG + "int"
+        or not text.isdigit()
+        or int(text) <= 0
+    ):
+        raise doc.fail(node, sub, f"expected a positive number of days, e.g. 30, got {_kind(node)}")
+    return int(text)
 
 
 @dataclass(frozen=True)

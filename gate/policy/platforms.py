@@ -93,7 +93,12 @@ def evaluate_index(policy: Policy, inp: IndexInput, now: datetime) -> Decision:
     decisions: dict[str, Decision] = {}
     for platform in required:
         child = replace(
-            inp.children[platform], platform=platform, from_stage=inp.from_stage, to_stage=inp.to_stage
+            inp.children[platform],
+            platform=platform,
+            from_stage=inp.from_stage,
+            to_stage=inp.to_stage,
+            # An exception scoped to the index's digest covers each of its platforms.
+            index_digest=inp.digest,
         )
         decisions[platform] = evaluate(policy, child, now)
 
@@ -151,4 +156,5 @@ def evaluate_index(policy: Policy, inp: IndexInput, now: datetime) -> Decision:
         scanned_at=min(scan_times) if scan_times else None,
         summary=summary,
         details=tuple(details),
+        applied_exceptions=tuple(a for d in decisions.values() for a in d.applied_exceptions),
     )
