@@ -17,6 +17,7 @@ from gate.domain import AppliedException, Decision, Finding, JobState, Severity,
 from gate.policy.exceptions import expired_warning, match_exception
 from gate.policy.image_rules import IMAGE_RULES, attribute, who
 from gate.policy.model import EvaluationInput, Policy, TransitionPolicy
+from gate.policy.overrides import not_enforced
 from gate.policy.rules import (
     FINDING_RULES,
     RESCAN_HINT,
@@ -324,7 +325,7 @@ def evaluate(policy: Policy, inp: EvaluationInput, now: datetime) -> Decision:
     ]
     if inp.lineage is not None:
         details.append(("lineage", " > ".join(who(b) for b in inp.lineage.chain) or "none"))
-    return Decision(
+    decision = Decision(
         allowed=not violations,
         digest=inp.digest,
         from_stage=inp.from_stage,
@@ -340,3 +341,5 @@ def evaluate(policy: Policy, inp: EvaluationInput, now: datetime) -> Decision:
         details=tuple(details),
         applied_exceptions=tuple(applied),
     )
+    # A dry-run step explains itself like any other, then lets the image through.
+    return decision if t.enforce else not_enforced(decision)

@@ -58,6 +58,7 @@ _T_KEYS = (
     "require_labels",
     "max_exception_days",
     "platforms",
+    "enforce",
 )
 _SUPPORTED_VERSION = 1
 
@@ -316,6 +317,7 @@ def _transition(
         forbid_root_user=image.forbid_root_user,
         require_labels=image.require_labels,
         platforms=platforms,
+        enforce=doc.boolean(entries["enforce"][1], _join(path, "enforce")) if "enforce" in entries else True,
         max_exception_days=exception_days,
     )
 

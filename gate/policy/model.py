@@ -215,6 +215,8 @@ class TransitionPolicy:
     require_labels: tuple[str, ...] = ()
     # For an image index: the platforms that must each pass (None → every platform the index lists).
     platforms: tuple[str, ...] | None = None
+    # False → a dry run: the step is judged and explained as usual, but its violations only warn.
+    enforce: bool = True
     # The longest an exception that can apply to this step may run (creation refuses longer ones).
     max_exception_days: int = DEFAULT_MAX_EXCEPTION_DAYS
 
@@ -313,6 +315,9 @@ class TransitionPolicy:
         if self.platforms is not None:
             # Only when set, so every policy written before the key existed keeps its digest.
             out["platforms"] = sorted(set(self.platforms))
+        if not self.enforce:
+            # Only when off, so every policy written before the key existed keeps its digest.
+            out["enforce"] = False
         return out
 
 

@@ -19,6 +19,7 @@ from datetime import datetime
 from gate.domain import Decision, Stage, VerdictState, Violation
 from gate.policy.engine import evaluate
 from gate.policy.model import EvaluationInput, Policy, TransitionPolicy, platform_matches
+from gate.policy.overrides import not_enforced
 from gate.policy.rules import STATE_ORDER
 
 __all__ = ["IndexInput", "evaluate_index", "required_platforms"]
@@ -143,7 +144,7 @@ def evaluate_index(policy: Policy, inp: IndexInput, now: datetime) -> Decision:
     ]
     for p, d in decisions.items():
         details.append((f"platform {p}", f"{inp.children[p].digest} {'allowed' if d.allowed else 'denied'}"))
-    return Decision(
+    decision = Decision(
         allowed=allowed,
         digest=inp.digest,
         from_stage=inp.from_stage,
@@ -158,3 +159,5 @@ def evaluate_index(policy: Policy, inp: IndexInput, now: datetime) -> Decision:
         details=tuple(details),
         applied_exceptions=tuple(a for d in decisions.values() for a in d.applied_exceptions),
     )
+    # Each platform was judged under the same dry-run step already; the fold says so too.
+    return decision if t.enforce else not_enforced(decision)
