@@ -12,11 +12,13 @@ import logging
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from gate import provenance
+from gate.audit import digest_of
 from gate.domain import (
     KNOWN_TIERS,
+    AuditEvent,
     BaseImage,
     BaseStatus,
     Decision,
@@ -44,10 +46,12 @@ from gate.policy import (
 )
 from gate.ports import (
     AffectedRow,
+    AuditSink,
     Clock,
     FindingFilter,
     FindingPage,
     ImageResolver,
+    NullAudit,
     Repository,
 )
 from gate.provenance import Lineage
@@ -235,6 +239,37 @@ def _one_platform(info: ImageInfo, image: str) -> ImageInfo:
     )
 
 
+ANONYMOUS_ACTOR = "anonymous"
+"""The actor recorded when a use case is called without one (in-process callers, tests)."""
+
+
+def _audit_inputs(inp: EvaluationInput) -> dict[str, object]:
+    """What an evaluation read, as canonical data for the audit record's inputs digest.
+
+    Jobs and findings are named by id (a job's findings never change once stored), bases by digest: the
+    digest then proves which stored evidence a verdict rested on without copying it into the log.
+    """
+    return {
+        "digest": inp.digest,
+        "platform": inp.platform,
+        "from": inp.from_stage.value,
+        "to": inp.to_stage.value,
+        "jobs": {
+            name: [
+                status.latest_success.id if status.latest_success else "",
+                status.latest_attempt.id if status.latest_attempt else "",
+            ]
+            for name, status in sorted(inp.scans.items())
+        },
+        "findings": sorted(
+            f"{f.scanner}|{f.vulnerability_id}|{f.package}|{f.installed_version}|{f.layer_diff_id}"
+            for f in inp.findings
+        ),
+        "lineage": [b.digest for b in inp.lineage.chain] if inp.lineage else None,
+        "tag": inp.tag,
+    }
+
+
 def _count(findings: Sequence[Finding]) -> dict[Severity, int]:
     counts: dict[Severity, int] = {}
     for f in findings:
@@ -254,8 +289,12 @@ class GateService:
         policy: Policy,
         clock: Clock,
         default_scanners: Sequence[str],
+        audit: AuditSink | None = None,
     ) -> None:
         self._repo = repo
+        # Every decision and catalog change is reported here; a failing sink fails the call, so no
+        # verdict is ever returned without its audit record.
+        self._audit: AuditSink = audit if audit is not None else NullAudit()
         self._resolver = resolver
         self._scanners = scanners
         self._runner = runner
@@ -368,23 +407,78 @@ class GateService:
 
     # -- verdicts -------------------------------------------------------------------------------------
 
-    def check_promotion(self, image: str, from_stage: str, to_stage: str) -> Decision:
-        """Answer "may this image move from `from_stage` to `to_stage`?" from stored findings only."""
+    def check_promotion(self, image: str, from_stage: str, to_stage: str, *, actor: str = "") -> Decision:
+        """Answer "may this image move from `from_stage` to `to_stage`?" from stored findings only.
+
+        The decision is stored and audited (kind "decision", by `actor`) before it is returned.
+        """
         src = Stage.parse(from_stage, "from_stage")
         dst = Stage.parse(to_stage, "to_stage")
         self._policy.transition(src, dst)  # bad transitions fail before any I/O
         ref = parse_ref(image, "image")
         digest, record = self._stored_image(ref)
+        decision, inputs = self._decide(self._policy, digest, record, ref, src, dst, self._clock.now())
+        self._repo.save_decision(decision)
+        self._audit_decision(decision, inputs, image, actor)
+        return decision
+
+    def reevaluate(
+        self, digest: str, from_stage: Stage, to_stage: Stage, policy: Policy, now: datetime
+    ) -> Decision:
+        """Judge a stored digest under `policy` as of `now`, from what is stored today; nothing is saved.
+
+        Policy replay uses this: findings, scans, lineage and the image's name are read as they are
+        now, not as they were when the original decision was made.
+        """
+        policy.transition(from_stage, to_stage)
+        record = self._repo.get_image(digest)
+        ref = ImageRef(kind=RefKind.DIGEST, original=digest, digest=digest)
+        return self._decide(
+            policy, record.digest if record else digest, record, ref, from_stage, to_stage, now
+        )[0]
+
+    def _audit_decision(
+        self, decision: Decision, inputs: list[EvaluationInput], image: str, actor: str
+    ) -> None:
+        self._audit.record(
+            AuditEvent(
+                kind="decision",
+                actor=actor or ANONYMOUS_ACTOR,
+                at=decision.evaluated_at,
+                subject=decision.digest,
+                inputs_digest=digest_of(
+                    {"policy": decision.policy_digest, "inputs": [_audit_inputs(inp) for inp in inputs]}
+                ),
+                result="allowed" if decision.allowed else "denied",
+                policy_digest=decision.policy_digest,
+                details=(
+                    ("image", image),
+                    ("transition", f"{decision.from_stage.value}->{decision.to_stage.value}"),
+                    ("state", decision.state.value),
+                    ("violations", str(len(decision.violations))),
+                ),
+            )
+        )
+
+    def _decide(
+        self,
+        policy: Policy,
+        digest: str,
+        record: ImageRecord | None,
+        ref: ImageRef,
+        src: Stage,
+        dst: Stage,
+        now: datetime,
+    ) -> tuple[Decision, list[EvaluationInput]]:
+        """The decision for a digest under `policy` at `now`, and the inputs it was computed from."""
+        inputs: list[EvaluationInput] = []
         if record is not None and record.platforms:
-            decision = self._check_index(record, ref, src, dst)
+            decision = self._check_index(record, ref, src, dst, policy, now, inputs)
             lineage = None
         else:
             lineage = self._lineage(record) if record else None
-            decision = evaluate(
-                self._policy,
-                self._evaluation_input(digest, record, ref, src, dst, lineage),
-                self._clock.now(),
-            )
+            inputs.append(self._evaluation_input(digest, record, ref, src, dst, lineage))
+            decision = evaluate(policy, inputs[0], now)
         extra: list[str] = list(lineage.warnings) if lineage else []
         named = ref.stage or (record.stage if record else None)
         if named is not None and named not in (src, dst):
@@ -393,8 +487,7 @@ class GateService:
         new = tuple(w for w in dict.fromkeys(extra) if w not in decision.warnings)
         if new:
             decision = dataclasses.replace(decision, warnings=decision.warnings + new)
-        self._repo.save_decision(decision)
-        return decision
+        return decision, inputs
 
     def _evaluation_input(
         self,
@@ -421,10 +514,22 @@ class GateService:
             platform=platform,
         )
 
-    def _check_index(self, index: ImageRecord, ref: ImageRef, src: Stage, dst: Stage) -> Decision:
-        """One verdict for an index: each required platform's image judged on its own, then folded."""
+    def _check_index(
+        self,
+        index: ImageRecord,
+        ref: ImageRef,
+        src: Stage,
+        dst: Stage,
+        policy: Policy,
+        now: datetime,
+        seen: list[EvaluationInput],
+    ) -> Decision:
+        """One verdict for an index: each required platform's image judged on its own, then folded.
+
+        The platform inputs judged are appended to `seen` (for the audit record's inputs digest).
+        """
         listed = tuple(platform for platform, _ in index.platforms)
-        required, _missing = required_platforms(self._policy.transition(src, dst), listed)
+        required, _missing = required_platforms(policy.transition(src, dst), listed)
         children: dict[str, EvaluationInput] = {}
         for platform, digest in index.platforms:
             if platform not in required:
@@ -441,12 +546,13 @@ class GateService:
                 )
             lineage = self._lineage(child) if child is not None else None
             children[platform] = self._evaluation_input(digest, child, ref, src, dst, lineage, platform)
+        seen.extend(children.values())
         return evaluate_index(
-            self._policy,
+            policy,
             IndexInput(
                 digest=index.digest, from_stage=src, to_stage=dst, platforms=listed, children=children
             ),
-            self._clock.now(),
+            now,
         )
 
     def _lineage(self, record: ImageRecord) -> Lineage:
@@ -637,7 +743,23 @@ class GateService:
 
     # -- base-image catalog ---------------------------------------------------------------------------
 
-    def add_base(self, image: str, tier: str, name: str) -> BaseImage:
+    def _audit_base(self, kind: str, base: BaseImage, actor: str, result: str, **facts: str) -> None:
+        """Record a catalog change: which base (by digest), what changed, by whom."""
+        details = (("name", base.name), ("tier", base.tier), *sorted(facts.items()))
+        self._audit.record(
+            AuditEvent(
+                kind=kind,
+                actor=actor or ANONYMOUS_ACTOR,
+                at=self._clock.now(),
+                subject=base.digest,
+                inputs_digest=digest_of({"base": base.digest, "chain_id": base.chain_id, **facts}),
+                result=result,
+                policy_digest=self._policy.digest,
+                details=details,
+            )
+        )
+
+    def add_base(self, image: str, tier: str, name: str, *, actor: str = "") -> BaseImage:
         """Register an image as a base of `tier`; it is identified from then on by its layer chain.
 
         The image is resolved (registry, archive or layout; never scanned) and stored like any other.
@@ -680,7 +802,9 @@ class GateService:
             reference=image,
             registered_at=self._clock.now(),
         )
-        return self._repo.add_base(base)
+        added = self._repo.add_base(base)
+        self._audit_base("base.add", added, actor, "added", reference=image)
+        return added
 
     def list_bases(self) -> list[BaseImage]:
         """Every catalogued base, by tier then name."""
@@ -709,7 +833,7 @@ class GateService:
             raise NotFound(f"{text!r} ({digest}) is not a registered base", field)
         return base
 
-    def deprecate_base(self, image: str, superseded_by: str, grace: str) -> BaseImage:
+    def deprecate_base(self, image: str, superseded_by: str, grace: str, *, actor: str = "") -> BaseImage:
         """Deprecate a base in favour of a successor; images on it stay acceptable for `grace`."""
         if not superseded_by.strip():
             raise InvalidArgument("deprecating a base needs the base to rebuild on", "superseded_by")
@@ -733,24 +857,35 @@ class GateService:
             successor.name,
             format_duration(period),
         )
-        return self._repo.update_base_status(
+        deprecated = self._repo.update_base_status(
             base.digest,
             BaseStatus.DEPRECATED,
             superseded_by=successor.digest,
             deprecated_at=now,
             grace_until=now + period,
         )
+        self._audit_base(
+            "base.deprecate",
+            deprecated,
+            actor,
+            "deprecated",
+            superseded_by=successor.digest,
+            grace_until=(now + period).isoformat(),
+        )
+        return deprecated
 
-    def revoke_base(self, image: str) -> BaseImage:
+    def revoke_base(self, image: str, *, actor: str = "") -> BaseImage:
         """Revoke a base: images built on it are denied from now on. Its successor, if any, is kept."""
         base = self.find_base(image, "image")
-        return self._repo.update_base_status(
+        revoked = self._repo.update_base_status(
             base.digest,
             BaseStatus.REVOKED,
             superseded_by=base.superseded_by,
             deprecated_at=base.deprecated_at,
             grace_until=base.grace_until,
         )
+        self._audit_base("base.revoke", revoked, actor, "revoked")
+        return revoked
 
     def base_descendants(self, image: str) -> tuple[BaseImage, list[ImageRecord]]:
         """The base and every stored image built on it, by stage then repository."""

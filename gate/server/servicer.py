@@ -12,6 +12,7 @@ from typing import Any, TypeVar, cast
 import grpc
 
 from gate.server import convert
+from gate.server.actor import actor_of
 from gate.server.status import status_for
 from gate.service import GateService
 from gate.v1 import gate_pb2 as pb
@@ -81,7 +82,9 @@ class GateServicer(pb_grpc.GateServicer):
     @_guard
     def CheckPromotion(self, request: pb.CheckPromotionRequest, context: grpc.ServicerContext) -> pb.Decision:
         """The verdict, from stored findings only."""
-        decision = self._service.check_promotion(request.image, request.from_stage, request.to_stage)
+        decision = self._service.check_promotion(
+            request.image, request.from_stage, request.to_stage, actor=actor_of(context)
+        )
         return convert.decision_to_pb(decision)
 
     @_guard
@@ -124,7 +127,8 @@ class GateServicer(pb_grpc.GateServicer):
     @_guard
     def AddBase(self, request: pb.AddBaseRequest, context: grpc.ServicerContext) -> pb.Base:
         """Register a base image with a tier."""
-        return convert.base_to_pb(self._service.add_base(request.image, request.tier, request.name))
+        base = self._service.add_base(request.image, request.tier, request.name, actor=actor_of(context))
+        return convert.base_to_pb(base)
 
     @_guard
     def ListBases(self, request: pb.ListBasesRequest, context: grpc.ServicerContext) -> pb.ListBasesResponse:
@@ -134,13 +138,15 @@ class GateServicer(pb_grpc.GateServicer):
     @_guard
     def DeprecateBase(self, request: pb.DeprecateBaseRequest, context: grpc.ServicerContext) -> pb.Base:
         """Deprecate a base in favour of a successor."""
-        base = self._service.deprecate_base(request.image, request.superseded_by, request.grace)
+        base = self._service.deprecate_base(
+            request.image, request.superseded_by, request.grace, actor=actor_of(context)
+        )
         return convert.base_to_pb(base)
 
     @_guard
     def RevokeBase(self, request: pb.RevokeBaseRequest, context: grpc.ServicerContext) -> pb.Base:
         """Revoke a base."""
-        return convert.base_to_pb(self._service.revoke_base(request.image))
+        return convert.base_to_pb(self._service.revoke_base(request.image, actor=actor_of(context)))
 
     @_guard_stream
     def ListBaseDescendants(
