@@ -108,6 +108,11 @@ class Settings:
     clair_timeout: float = 300.0
     # host:port of the Clair notifier webhook endpoint; "" = not started.
     notifier_listen: str = ""
+    # Ed25519 private key (PEM) that signs promotion receipts; "" → <data_dir>/keys/receipt-ed25519.pem,
+    # generated on first start.
+    signing_key: str = ""
+    # Who may use breakglass (actors as sent in gate-actor) until authentication exists; empty → nobody.
+    breakglass_actors: tuple[str, ...] = ()
 
     @property
     def available_scanners(self) -> tuple[str, ...]:
@@ -123,6 +128,11 @@ class Settings:
     def effective_database_url(self) -> str:
         """The SQLAlchemy URL to use, defaulting to a SQLite file under the data dir."""
         return self.database_url or f"sqlite:///{self.data_dir / 'gate.db'}"
+
+    @property
+    def effective_signing_key(self) -> Path:
+        """The receipt signing key file: GATE_SIGNING_KEY, else the one generated under the data dir."""
+        return Path(self.signing_key) if self.signing_key else self.data_dir / "keys" / "receipt-ed25519.pem"
 
     @property
     def effective_trivy_cache_dir(self) -> str:
@@ -178,4 +188,6 @@ class Settings:
             clair_issuer=e.get("GATE_CLAIR_ISSUER") or "gate",
             clair_timeout=_number(e, "GATE_CLAIR_TIMEOUT", 300.0, 1.0),
             notifier_listen=notifier_listen,
+            signing_key=e.get("GATE_SIGNING_KEY", ""),
+            breakglass_actors=_list(e, "GATE_BREAKGLASS_ACTORS", ()),
         )
