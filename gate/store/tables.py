@@ -20,6 +20,8 @@ from sqlalchemy import Index, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 __all__ = [
+    "AuditHeadRow",
+    "AuditRecordRow",
     "BaseRow",
     "CurrentScanRow",
     "DecisionRow",
@@ -198,6 +200,44 @@ class RescanFlagRow(SQLModel, table=True):
     digest: str = Field(primary_key=True)
     reason: str = Field(default="", sa_type=Text)
     flagged_at: datetime
+
+
+class AuditRecordRow(SQLModel, table=True):
+    """One audit record (gate/audit.py): append-only, hash-chained to the record before it.
+
+    `seq` is assigned by the appender under the head lock, never by the database, so it is gap-free
+    and part of the hashed content; a gap or a reused number is evidence of tampering.
+    """
+
+    __tablename__ = "audit_records"
+    __table_args__ = (Index("ix_audit_records_subject_seq", "subject", "seq"),)
+
+    seq: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    kind: str = Field(index=True)
+    actor: str = Field(sa_type=Text)
+    at: datetime
+    subject: str = ""
+    inputs_digest: str = ""
+    result: str = ""
+    policy_digest: str = ""
+    details: str = Field(default="[]", sa_type=Text)  # JSON list of [key, value]
+    prev_hash: str
+    hash: str
+
+
+class AuditHeadRow(SQLModel, table=True):
+    """The single row (id 1) naming how many audit records exist and the last one's hash.
+
+    Moved in the same transaction as each append; it is also the row appenders lock on PostgreSQL.
+    A truncated tail shows as records missing below the head's count.
+    """
+
+    __tablename__ = "audit_head"
+
+    id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    count: int = 0
+    hash: str
+    updated_at: datetime | None = None
 
 
 class CurrentScanRow(SQLModel, table=True):

@@ -1,0 +1,159 @@
+"""The audit log in a real database (SQLite and PostgreSQL): appends, verification, tampering by SQL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import Engine, text
+
+from gate.audit import GENESIS_HASH, AuditLog, digest_of
+from gate.domain import AuditEvent
+from gate.errors import Unavailable
+from gate.store.audit_store import SqlAuditStore
+from gate.store.db import create_engine_for, migrate
+
+T0 = datetime(2025, 3, 1, 12, 0, 0, 654321, tzinfo=UTC)
+DIGEST = "sha256:" + "c" * 64
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    engine = create_engine_for(db_url)
+    migrate(engine)
+    yield engine
+    engine.dispose()
+
+
+def event(i: int, kind: str = "decision", subject: str = DIGEST) -> AuditEvent:
+    return AuditEvent(
+        kind=kind,
+        actor=f"ci-bot@runner-{i}",
+        at=T0 + timedelta(seconds=i),
+        subject=subject,
+        inputs_digest=digest_of({"n": i}),
+        result="denied" if i % 3 == 0 else "allowed",
+        policy_digest="d" * 64,
+        details=(("transition", "s2->p"), ("note", f"naïve ☃ {i}")),
+    )
+
+
+def filled(engine: Engine, n: int = 6) -> AuditLog:
+    log = AuditLog(SqlAuditStore(engine))
+    for i in range(1, n + 1):
+        log.record(event(i))
+    return log
+
+
+def sql(engine: Engine, *statements: str) -> None:
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.execute(text(statement))
+
+
+def test_fresh_log_is_empty_and_verifies(engine: Engine) -> None:
+    result = AuditLog(SqlAuditStore(engine)).verify()
+    assert result.ok and result.checked == 0 and result.head_hash == GENESIS_HASH
+
+
+def test_append_list_and_verify_round_trip(engine: Engine) -> None:
+    log = filled(engine)
+    log.record(event(7, kind="base.add", subject="sha256:" + "e" * 64))
+    result = log.verify()
+    assert result.ok and result.checked == 7, result.reason
+    newest = log.list(limit=2)
+    assert [r.seq for r in newest] == [7, 6]
+    assert newest[1].details == (("transition", "s2->p"), ("note", "naïve ☃ 6"))
+    assert newest[1].at == T0 + timedelta(seconds=6)
+    assert [r.seq for r in log.list(subject=DIGEST, kind="decision", limit=3, page=1)] == [3, 2, 1]
+    assert [r.kind for r in log.list(kind="base")] == ["base.add"]
+    assert log.list(subject="sha256:" + "0" * 64) == []
+    assert log.verify(anchor=newest[0].hash).anchor_seq == 7
+
+
+@pytest.mark.parametrize(
+    ("statements", "first_bad", "words"),
+    [
+        (["UPDATE audit_records SET result = 'allowed' WHERE seq = 3"], 3, "record 3 was altered"),
+        (["UPDATE audit_records SET actor = 'someone-else' WHERE seq = 1"], 1, "record 1 was altered"),
+        (["DELETE FROM audit_records WHERE seq = 3"], 3, "record 3 missing"),
+        (
+            [
+                "UPDATE audit_records SET seq = -1 WHERE seq = 2",
+                "UPDATE audit_records SET seq = 2 WHERE seq = 3",
+                "UPDATE audit_records SET seq = 3 WHERE seq = -1",
+            ],
+            2,
+            "record 2 was altered",
+        ),
+        (["DELETE FROM audit_records WHERE seq > 4"], 5, "record 5-6 missing from the tail"),
+        ([f"UPDATE audit_head SET hash = '{'e' * 64}'"], 6, "head's hash"),
+        (["UPDATE audit_head SET count = 5"], 6, "record 6 is not covered by the head"),
+        (["DELETE FROM audit_head"], 7, "audit head is missing"),
+    ],
+    ids=["edit", "edit-actor", "delete-middle", "swap", "truncate", "head-hash", "head-count", "no-head"],
+)
+def test_tampering_by_sql_is_detected(
+    engine: Engine, statements: list[str], first_bad: int, words: str
+) -> None:
+    log = filled(engine)
+    assert log.verify().ok
+    sql(engine, *statements)
+    result = log.verify()
+    assert not result.ok
+    assert result.first_bad_seq == first_bad, result.reason
+    assert words in result.reason
+
+
+def test_truncation_with_a_rewritten_head_is_caught_by_the_anchor(engine: Engine) -> None:
+    log = filled(engine)
+    anchor = log.verify().head_hash  # exported: the hash of record 6
+    fourth = log.list(limit=1, page=2)[0]
+    assert fourth.seq == 4
+    sql(
+        engine,
+        "DELETE FROM audit_records WHERE seq > 4",
+        f"UPDATE audit_head SET count = 4, hash = '{fourth.hash}'",
+    )
+    assert log.verify().ok  # consistent on its own: only something kept elsewhere can tell
+    caught = log.verify(anchor=anchor)
+    assert not caught.ok and caught.first_bad_seq == 5 and "anchor" in caught.reason
+
+
+def test_appends_fail_closed_when_the_log_was_tampered_with(engine: Engine) -> None:
+    log = filled(engine, 3)
+    sql(engine, "UPDATE audit_head SET count = 2")  # the head now lags a stored record
+    with pytest.raises(Unavailable, match="audit verify"):
+        log.record(event(9))
+    sql(engine, "DELETE FROM audit_head")
+    with pytest.raises(Unavailable, match="audit head is missing"):
+        log.record(event(9))
+
+
+def test_concurrent_appends_from_several_replicas_keep_one_chain(engine: Engine, db_url: str) -> None:
+    # Each "replica" has its own engine (its own connections), as separate processes would.
+    engines = [create_engine_for(db_url, busy_timeout=30.0) for _ in range(4)]
+    errors: list[BaseException] = []
+
+    def work(replica: int) -> None:
+        log = AuditLog(SqlAuditStore(engines[replica % len(engines)]))
+        try:
+            for i in range(10):
+                log.record(event(replica * 100 + i, subject=f"sha256:{replica:064d}"))
+        except BaseException as e:  # surfaced below; a thread's exception would otherwise vanish
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        for e in engines:
+            e.dispose()
+    assert not errors, errors
+    result = AuditLog(SqlAuditStore(engine)).verify()
+    assert result.ok and result.checked == 80, result.reason
