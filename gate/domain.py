@@ -277,6 +277,8 @@ class VerdictState(enum.StrEnum):
     SCANNING = "SCANNING"
     FAILED = "FAILED"
     STALE = "STALE"
+    # Stale or flagged for a rescan while gate knows where to read the image: a rescan settles it.
+    RESCAN_REQUIRED = "RESCAN_REQUIRED"
 
 
 @dataclass(frozen=True)

@@ -241,7 +241,9 @@ def evaluate(policy: Policy, inp: EvaluationInput, now: datetime) -> Decision:
     warnings: list[str] = []
     ranked: list[tuple[tuple[int, int, int, str, str, str], Severity, Violation]] = []
 
-    conditions = scanner_conditions(t, required, inp.scans, now)
+    conditions = scanner_conditions(
+        t, required, inp.scans, now, flag=inp.rescan_flag, rescannable=inp.rescannable
+    )
     state = conditions[0].state if conditions else VerdictState.EVALUATED
     if len(conditions) > 1:
         listed = ", ".join(f"{c.scanner} {c.state.value}" for c in conditions)

@@ -59,6 +59,8 @@ _T_KEYS = (
     "max_exception_days",
     "platforms",
     "enforce",
+    "max_db_age",
+    "runtime_grace",
 )
 _SUPPORTED_VERSION = 1
 
@@ -158,6 +160,20 @@ class _Doc:
             return parse_duration(text)
         except ValueError as e:
             raise self.fail(node, path, str(e)) from None
+
+    def grace(self, node: yaml.Node, path: str) -> dict[Severity, timedelta]:
+        """`{CRITICAL: 72h, HIGH: 14d}`: a runtime grace per severity."""
+        out: dict[Severity, timedelta] = {}
+        for key, (key_node, value_node) in self.mapping(node, path).items():
+            sub = _join(path, key)
+            name = key.strip().upper()
+            if name not in _REAL_SEVERITIES:
+                expected = f"expected one of {', '.join(_REAL_SEVERITIES)}"
+                raise self.fail(key_node, sub, f"unknown severity ({expected})")
+            if Severity[name] in out:
+                raise self.fail(key_node, sub, "duplicate severity")
+            out[Severity[name]] = self.duration(value_node, sub)
+        return out
 
     def scanners(self, node: yaml.Node, path: str) -> tuple[str, ...]:
         if not isinstance(node, yaml.SequenceNode):
@@ -289,6 +305,14 @@ def _transition(
             raise doc.fail(node, _join(path, "severity_source"), "expected max or a scanner name, got ''")
     image = _image_rules(doc, entries, path)
     exception_days = _exception_days(doc, entries, path)
+    db_age = (
+        doc.duration(entries["max_db_age"][1], _join(path, "max_db_age")) if "max_db_age" in entries else None
+    )
+    grace = (
+        doc.grace(entries["runtime_grace"][1], _join(path, "runtime_grace"))
+        if "runtime_grace" in entries
+        else {}
+    )
     platforms: tuple[str, ...] | None = None
     if "platforms" in entries:
         node, sub = entries["platforms"][1], _join(path, "platforms")
@@ -319,6 +343,8 @@ def _transition(
         platforms=platforms,
         enforce=doc.boolean(entries["enforce"][1], _join(path, "enforce")) if "enforce" in entries else True,
         max_exception_days=exception_days,
+        max_db_age=db_age,
+        runtime_grace=grace,
     )
 
 

@@ -18,7 +18,16 @@ from functools import cached_property
 from itertools import pairwise
 from types import MappingProxyType
 
-from gate.domain import Finding, ImageRecord, ScanJob, Severity, Stage, VerdictState, VulnException
+from gate.domain import (
+    Finding,
+    ImageRecord,
+    RescanFlag,
+    ScanJob,
+    Severity,
+    Stage,
+    VerdictState,
+    VulnException,
+)
 from gate.errors import InvalidArgument
 from gate.policy.exceptions import DEFAULT_MAX_EXCEPTION_DAYS
 from gate.provenance import Lineage
@@ -49,6 +58,8 @@ CHECKED_STATES: tuple[VerdictState, ...] = (
     VerdictState.SCANNING,
     VerdictState.FAILED,
     VerdictState.STALE,
+    # Unlisted, it takes STALE's verdict: it is STALE narrowed to "gate can rescan it itself".
+    VerdictState.RESCAN_REQUIRED,
 )
 
 _DURATION_PART = re.compile(r"(\d+)([wdhms])")
@@ -219,6 +230,12 @@ class TransitionPolicy:
     enforce: bool = True
     # The longest an exception that can apply to this step may run (creation refuses longer ones).
     max_exception_days: int = DEFAULT_MAX_EXCEPTION_DAYS
+    # Freshness of the vulnerability DB a scan used (its UpdatedAt at `now`); None → not judged.
+    max_db_age: timedelta | None = None
+    # Per severity, how long a RUNNING workload may keep a new violation of that severity (counted
+    # from when the finding was first seen for the digest) before runtime admission blocks it.
+    # Promotion verdicts ignore it. Excluded from the hash for the same reason as on_state.
+    runtime_grace: Mapping[Severity, timedelta] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         """Check the invariants the loader also checks, so hand-built policies cannot bypass them."""
@@ -248,8 +265,16 @@ class TransitionPolicy:
         for state in self.on_state:
             if state not in CHECKED_STATES:
                 raise InvalidArgument(f"no verdict can be set for {state}", f"{where}.on_state")
-        # A read-only copy: the policy digest is cached, so the map must not change under it.
+        if self.max_db_age is not None and self.max_db_age <= timedelta(0):
+            raise InvalidArgument("must be longer than zero", f"{where}.max_db_age")
+        for severity, grace in self.runtime_grace.items():
+            if severity is Severity.UNKNOWN:
+                raise InvalidArgument("UNKNOWN has no grace of its own", f"{where}.runtime_grace")
+            if grace <= timedelta(0):
+                raise InvalidArgument("must be longer than zero", f"{where}.runtime_grace.{severity.name}")
+        # Read-only copies: the policy digest is cached, so the maps must not change under it.
         object.__setattr__(self, "on_state", MappingProxyType(dict(self.on_state)))
+        object.__setattr__(self, "runtime_grace", MappingProxyType(dict(self.runtime_grace)))
         self._check_image_rules(where)
 
     def _check_image_rules(self, where: str) -> None:
@@ -285,8 +310,25 @@ class TransitionPolicy:
         return f"{self.from_stage.value}→{self.to_stage.value}"
 
     def verdict_for(self, state: VerdictState) -> OnState:
-        """The configured handling of a state; unlisted states deny, so a gap fails closed."""
+        """The configured handling of a state; unlisted states deny, so a gap fails closed.
+
+        RESCAN_REQUIRED, unlisted, takes STALE's verdict: it is a stale (or flagged) scan that gate
+        can refresh itself, so a policy written before it existed keeps its meaning.
+        """
+        if state is VerdictState.RESCAN_REQUIRED and state not in self.on_state:
+            return self.verdict_for(VerdictState.STALE)
         return self.on_state.get(state, OnState.DENY)
+
+    def grace_for(self, severity: Severity) -> timedelta | None:
+        """The runtime grace of a severity: its own, else that of the nearest more severe one listed.
+
+        A less severe violation never gets less time than a more severe one; a severity above every
+        listed one has no grace (None: runtime admission blocks it at once, as promotion does).
+        """
+        for candidate in sorted((s for s in Severity if s >= severity), key=int):
+            if candidate in self.runtime_grace:
+                return self.runtime_grace[candidate]
+        return None
 
     def canonical(self) -> dict[str, object]:
         """A JSON-ready form in which equal meaning gives equal data (defaults filled, units normalized)."""
@@ -300,7 +342,12 @@ class TransitionPolicy:
             # Only when not the default, so every policy written before the key existed keeps its digest.
             **({"severity_source": self.severity_source} if self.severity_source != SEVERITY_MAX else {}),
             "unknown_severity_as": self.unknown_severity_as.name,
-            "on_state": {s.value: self.verdict_for(s).value for s in CHECKED_STATES},
+            "on_state": {
+                s.value: self.verdict_for(s).value
+                for s in CHECKED_STATES
+                # Only when listed, so every policy written before the state existed keeps its digest.
+                if s is not VerdictState.RESCAN_REQUIRED or s in self.on_state
+            },
             "require_base_tier": self.require_base_tier or None,
             "forbid_base_tiers": sorted(set(self.forbid_base_tiers)),
             "tag_pattern": self.tag_pattern or None,
@@ -318,6 +365,13 @@ class TransitionPolicy:
         if not self.enforce:
             # Only when off, so every policy written before the key existed keeps its digest.
             out["enforce"] = False
+        # The same for the freshness and runtime keys.
+        if self.max_db_age is not None:
+            out["max_db_age_seconds"] = int(self.max_db_age.total_seconds())
+        if self.runtime_grace:
+            out["runtime_grace_seconds"] = {
+                s.name: int(g.total_seconds()) for s, g in sorted(self.runtime_grace.items())
+            }
         return out
 
 
@@ -444,3 +498,9 @@ class EvaluationInput:
     # Exceptions that may waive findings (gate.policy.exceptions decides which apply at `now`).
     exceptions: tuple[VulnException, ...] = ()
     index_digest: str = ""  # the index's digest when judging one of its platforms (evaluate_index sets it)
+    # A pending rescan flag for the digest (Clair notifier, DB change); it counts until every required
+    # scanner has succeeded after `flagged_at`.
+    rescan_flag: RescanFlag | None = None
+    # gate knows where to read the image again (a registry location or a scan target), so a stale or
+    # flagged scan is RESCAN_REQUIRED (gate can settle it) rather than STALE.
+    rescannable: bool = False

@@ -15,7 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from gate.domain import Finding, FindingClass, FixState, JobState, Severity, VerdictState, Violation
+from gate.domain import (
+    Finding,
+    FindingClass,
+    FixState,
+    JobState,
+    RescanFlag,
+    Severity,
+    VerdictState,
+    Violation,
+)
 from gate.policy.model import OnState, ScannerStatus, TransitionPolicy, format_duration
 
 __all__ = [
@@ -38,11 +47,14 @@ STATE_ORDER: tuple[VerdictState, ...] = (
     VerdictState.FAILED,
     VerdictState.SCANNING,
     VerdictState.NOT_SCANNED,
+    VerdictState.RESCAN_REQUIRED,
     VerdictState.STALE,
     VerdictState.EVALUATED,
 )
 
 RESCAN_HINT = "run `gate scan IMAGE`"
+# What settles a RESCAN_REQUIRED: gate knows where the image is, so it can rescan it itself.
+SELF_RESCAN_HINT = "gate can rescan it: `gate check --scan-if-stale`, or wait for the scheduled rescan"
 
 
 @dataclass(frozen=True)
@@ -226,7 +238,33 @@ def _condition(
             f"the {scanner} scan is {format_duration(age)} old, older than the "
             f"{format_duration(t.max_scan_age)} {t.label} allows; {RESCAN_HINT} to refresh it",
         )
+    # A scanner that records no DB time (Clair's index_state is a token, not a date; some imported
+    # reports) cannot be judged here: Clair's own changes arrive as rescan flags instead.
+    if t.max_db_age is not None and success.db_updated_at is not None:
+        db_age = now - success.db_updated_at
+        if db_age > t.max_db_age:
+            return ScannerCondition(
+                scanner,
+                VerdictState.STALE,
+                f"the vulnerability DB the {scanner} scan used was updated {format_duration(db_age)} "
+                f"ago, older than the {format_duration(t.max_db_age)} {t.label} allows; update the DB "
+                f"and {RESCAN_HINT}",
+            )
     return None
+
+
+def _flagged(scanner: str, status: ScannerStatus | None, flag: RescanFlag) -> ScannerCondition | None:
+    """STALE for a scanner whose newest success is not newer than the digest's rescan flag."""
+    success = status.latest_success if status else None
+    if success is not None and success.finished_at is not None and success.finished_at > flag.flagged_at:
+        return None  # rescanned since the flag was raised: the flag is settled for this scanner
+    reason = flag.reason.strip() or "no reason recorded"
+    return ScannerCondition(
+        scanner,
+        VerdictState.STALE,
+        f"flagged for a rescan at {flag.flagged_at.strftime('%Y-%m-%dT%H:%M:%SZ')} ({reason}); "
+        f"{RESCAN_HINT} to refresh it",
+    )
 
 
 def scanner_conditions(
@@ -234,11 +272,17 @@ def scanner_conditions(
     required: tuple[str, ...],
     scans: Mapping[str, ScannerStatus],
     now: datetime,
+    *,
+    flag: RescanFlag | None = None,
+    rescannable: bool = False,
 ) -> tuple[ScannerCondition, ...]:
     """Every required scanner that is not cleanly evaluated, worst state first.
 
-    Each scanner gets the first state that applies in the order FAILED, SCANNING, NOT_SCANNED, STALE.
-    With no required scanner at all the image counts as NOT_SCANNED: nothing vouches for it.
+    Each scanner gets the first state that applies in the order FAILED, SCANNING, NOT_SCANNED, STALE
+    (scan older than max_scan_age, then DB older than max_db_age, then a rescan `flag` raised after its
+    newest success). When gate can read the image again (`rescannable`), STALE becomes
+    RESCAN_REQUIRED: a rescan gate can run itself settles it. With no required scanner at all the
+    image counts as NOT_SCANNED: nothing vouches for it.
     """
     if not required:
         return (
@@ -252,6 +296,12 @@ def scanner_conditions(
     found = []
     for scanner in required:
         cond = _condition(scanner, scans.get(scanner), t, now)
+        if cond is None and flag is not None:
+            cond = _flagged(scanner, scans.get(scanner), flag)
+        if cond is not None and cond.state is VerdictState.STALE and rescannable:
+            cond = ScannerCondition(
+                scanner, VerdictState.RESCAN_REQUIRED, f"{cond.reason}; {SELF_RESCAN_HINT}"
+            )
         if cond is not None:
             found.append(cond)
     found.sort(key=lambda c: STATE_ORDER.index(c.state))

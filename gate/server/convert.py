@@ -26,6 +26,7 @@ _VERDICT_STATES = {
     VerdictState.SCANNING: pb.SCANNING,
     VerdictState.FAILED: pb.FAILED,
     VerdictState.STALE: pb.STALE,
+    VerdictState.RESCAN_REQUIRED: pb.RESCAN_REQUIRED,
 }
 
 

@@ -144,6 +144,7 @@ def run(
     to_stage: Stage = P,
     configured: tuple[str, ...] = ("trivy",),
     now: datetime = NOW,
+    rescannable: bool = False,
 ) -> Decision:
     inp = EvaluationInput(
         digest=DIGEST,
@@ -155,6 +156,7 @@ def run(
         image=compliant_image(from_stage),
         tag="20250601_01",
         lineage=lineage(APP_LAYERS, (OSBASE,)),
+        rescannable=rescannable,
     )
     return evaluate(policy or default_policy(), inp, now)
 
@@ -344,7 +346,8 @@ def _scans_for(state: VerdictState) -> dict[str, ScannerStatus]:
 @pytest.mark.parametrize("verdict", list(OnState))
 def test_state_times_on_state(state: VerdictState, verdict: OnState) -> None:
     policy = policy_with(on_state={s: OnState.ALLOW for s in CHECKED_STATES} | {state: verdict})
-    d = run(scans=_scans_for(state), policy=policy)
+    # RESCAN_REQUIRED is a stale scan of an image gate can read again.
+    d = run(scans=_scans_for(state), policy=policy, rescannable=state is VerdictState.RESCAN_REQUIRED)
     assert d.state is state
     assert d.allowed is (verdict is not OnState.DENY)
     state_violations = [v for v in d.violations if v.rule == "scan-state"]
@@ -521,10 +524,50 @@ def test_builtin_thresholds(a: Stage, b: Stage, findings: tuple[Finding, ...], a
 @pytest.mark.parametrize(
     ("a", "b", "expected"),
     [
-        (Stage.D, Stage.T, {"NOT_SCANNED": "warn", "SCANNING": "warn", "FAILED": "warn", "STALE": "warn"}),
-        (Stage.T, Stage.S1, {"NOT_SCANNED": "deny", "SCANNING": "warn", "FAILED": "deny", "STALE": "warn"}),
-        (Stage.S1, Stage.S2, {"NOT_SCANNED": "deny", "SCANNING": "deny", "FAILED": "deny", "STALE": "warn"}),
-        (S2, P, {"NOT_SCANNED": "deny", "SCANNING": "deny", "FAILED": "deny", "STALE": "deny"}),
+        (
+            Stage.D,
+            Stage.T,
+            {
+                "NOT_SCANNED": "warn",
+                "SCANNING": "warn",
+                "FAILED": "warn",
+                "STALE": "warn",
+                "RESCAN_REQUIRED": "warn",
+            },
+        ),
+        (
+            Stage.T,
+            Stage.S1,
+            {
+                "NOT_SCANNED": "deny",
+                "SCANNING": "warn",
+                "FAILED": "deny",
+                "STALE": "warn",
+                "RESCAN_REQUIRED": "warn",
+            },
+        ),
+        (
+            Stage.S1,
+            Stage.S2,
+            {
+                "NOT_SCANNED": "deny",
+                "SCANNING": "deny",
+                "FAILED": "deny",
+                "STALE": "warn",
+                "RESCAN_REQUIRED": "warn",
+            },
+        ),
+        (
+            S2,
+            P,
+            {
+                "NOT_SCANNED": "deny",
+                "SCANNING": "deny",
+                "FAILED": "deny",
+                "STALE": "deny",
+                "RESCAN_REQUIRED": "deny",
+            },
+        ),
     ],
 )
 def test_builtin_state_handling(a: Stage, b: Stage, expected: dict[str, str]) -> None:

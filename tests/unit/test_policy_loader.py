@@ -167,7 +167,7 @@ ERRORS = [
         lambda s: s.replace("STALE: warn", "EVALUATED: warn"),
         21,
         "transitions.s2->p.on_state.EVALUATED",
-        "unknown state (expected one of NOT_SCANNED, SCANNING, FAILED, STALE)",
+        "unknown state (expected one of NOT_SCANNED, SCANNING, FAILED, STALE, RESCAN_REQUIRED)",
     ),
     (
         lambda s: s.replace("    max_scan_age: 7d", "    max_scan_age: 7d\n    max_fixable: LOW"),
