@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -32,11 +32,13 @@ from gate.domain import (
 )
 from gate.errors import FailedPrecondition, InvalidArgument, NotFound
 from gate.images.refs import parse_ref
+from gate.ledger import check_breakglass
 from gate.policy import (
     EvaluationInput,
     IndexInput,
     Policy,
     ScannerStatus,
+    TransitionPolicy,
     evaluate,
     evaluate_index,
     format_duration,
@@ -44,6 +46,7 @@ from gate.policy import (
     parse_duration,
     required_platforms,
 )
+from gate.policy.overrides import apply_breakglass
 from gate.ports import (
     AffectedRow,
     AuditSink,
@@ -70,6 +73,18 @@ DEFAULT_GRACE = timedelta(days=30)
 _TIER_RE = re.compile(r"^[a-z0-9][a-z0-9-]{1,62}$")
 # "0", "0s", "0d"…: deprecate with no grace at all (parse_duration rightly refuses zero for policies).
 _ZERO_DURATION_RE = re.compile(r"^0+[smhdw]?$")
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """A decision with what it was computed from, and the image as asked for.
+
+    The inputs' findings are the evidence a promotion records (its findings digest).
+    """
+
+    decision: Decision
+    inputs: tuple[EvaluationInput, ...]
+    image: str
 
 
 @dataclass(frozen=True)
@@ -290,8 +305,11 @@ class GateService:
         clock: Clock,
         default_scanners: Sequence[str],
         audit: AuditSink | None = None,
+        breakglass_actors: Collection[str] = (),
     ) -> None:
         self._repo = repo
+        # Who may override a deny (GATE_BREAKGLASS_ACTORS) until authentication exists.
+        self._breakglass_actors = frozenset(breakglass_actors)
         # Every decision and catalog change is reported here; a failing sink fails the call, so no
         # verdict is ever returned without its audit record.
         self._audit: AuditSink = audit if audit is not None else NullAudit()
@@ -407,20 +425,84 @@ class GateService:
 
     # -- verdicts -------------------------------------------------------------------------------------
 
-    def check_promotion(self, image: str, from_stage: str, to_stage: str, *, actor: str = "") -> Decision:
+    def check_promotion(
+        self, image: str, from_stage: str, to_stage: str, *, actor: str = "", breakglass_reason: str = ""
+    ) -> Decision:
         """Answer "may this image move from `from_stage` to `to_stage`?" from stored findings only.
 
-        The decision is stored and audited (kind "decision", by `actor`) before it is returned.
+        The decision is stored and audited (kind "decision", by `actor`) before it is returned. With a
+        `breakglass_reason`, an actor allowed to use breakglass gets an allowed, flagged decision.
         """
+        judged = self.judge(image, from_stage, to_stage, actor=actor, breakglass_reason=breakglass_reason)
+        self.report(judged, actor)
+        return judged.decision
+
+    def judge(
+        self, image: str, from_stage: str, to_stage: str, *, actor: str = "", breakglass_reason: str = ""
+    ) -> Judgement:
+        """The decision CheckPromotion and Promote give (breakglass applied), stored and audited nowhere.
+
+        Raises InvalidArgument for a blank breakglass reason and PermissionDenied for an actor not
+        allowed to use breakglass, before anything is read.
+        """
+        reason = ""
+        if breakglass_reason:
+            reason = check_breakglass(actor, breakglass_reason, self._breakglass_actors)
         src = Stage.parse(from_stage, "from_stage")
         dst = Stage.parse(to_stage, "to_stage")
         self._policy.transition(src, dst)  # bad transitions fail before any I/O
         ref = parse_ref(image, "image")
         digest, record = self._stored_image(ref)
         decision, inputs = self._decide(self._policy, digest, record, ref, src, dst, self._clock.now())
-        self._repo.save_decision(decision)
-        self._audit_decision(decision, inputs, image, actor)
-        return decision
+        if reason:
+            decision = apply_breakglass(decision, reason, actor or ANONYMOUS_ACTOR)
+        return Judgement(decision, tuple(inputs), image)
+
+    def report(self, judged: Judgement, actor: str, *, save: bool = True) -> None:
+        """Store (unless the caller stored it already) and audit a judged decision.
+
+        Breakglass is also audited under its own kind and logged at WARNING: it must never pass quietly.
+        """
+        if save:
+            self._repo.save_decision(judged.decision)
+        self._audit_decision(judged.decision, list(judged.inputs), judged.image, actor)
+        decision = judged.decision
+        if decision.breakglass:
+            log.warning(
+                "BREAKGLASS by %s: %s %s->%s allowed despite %d violation(s); reason: %s",
+                actor or ANONYMOUS_ACTOR,
+                decision.digest,
+                decision.from_stage.value,
+                decision.to_stage.value,
+                len(decision.violations),
+                decision.breakglass_reason,
+            )
+            self._audit.record(
+                AuditEvent(
+                    kind="breakglass",
+                    actor=actor or ANONYMOUS_ACTOR,
+                    at=decision.evaluated_at,
+                    subject=decision.digest,
+                    inputs_digest=digest_of(
+                        {
+                            "policy": decision.policy_digest,
+                            "inputs": [_audit_inputs(i) for i in judged.inputs],
+                        }
+                    ),
+                    result="allowed",
+                    policy_digest=decision.policy_digest,
+                    details=(
+                        ("image", judged.image),
+                        ("transition", f"{decision.from_stage.value}->{decision.to_stage.value}"),
+                        ("reason", decision.breakglass_reason),
+                        ("violations", str(len(decision.violations))),
+                    ),
+                )
+            )
+
+    def transition_policy(self, from_stage: Stage, to_stage: Stage) -> TransitionPolicy:
+        """The policy's rules for one step (e.g. its max_scan_age, which bounds a promotion's receipt)."""
+        return self._policy.transition(from_stage, to_stage)
 
     def reevaluate(
         self, digest: str, from_stage: Stage, to_stage: Stage, policy: Policy, now: datetime
