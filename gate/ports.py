@@ -24,6 +24,7 @@ from gate.domain import (
     ScanJob,
     Severity,
     Stage,
+    VulnException,
 )
 from scanners.interface import ScanResult, ScanTarget
 
@@ -240,3 +241,27 @@ class NullAudit:
 
     def record(self, event: AuditEvent) -> None:
         """Drop the event."""
+
+
+class ExceptionStore(Protocol):
+    """Persistent vulnerability exceptions (gate/store/exceptions.py); revoked ones stay on record."""
+
+    def add_exceptions(self, exceptions: Sequence[VulnException]) -> list[VulnException]:
+        """Store new exceptions in one transaction (all or none); return them as stored."""
+        ...
+
+    def get_exception(self, exception_id: str) -> VulnException | None:
+        """One exception by id, revoked or not."""
+        ...
+
+    def list_exceptions(self, *, include_revoked: bool = True) -> list[VulnException]:
+        """Every exception (optionally without the revoked ones), soonest expiry first."""
+        ...
+
+    def active_exceptions(self, now: datetime) -> list[VulnException]:
+        """The exceptions that apply at `now`: not revoked by then and not yet expired."""
+        ...
+
+    def revoke_exception(self, exception_id: str, actor: str, now: datetime) -> VulnException:
+        """Stamp revoked_at/revoked_by; raise NotFound, or FailedPrecondition when revoked already."""
+        ...

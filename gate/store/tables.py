@@ -34,6 +34,7 @@ __all__ = [
     "PromotionRow",
     "RescanFlagRow",
     "ScanJobRow",
+    "VulnExceptionRow",
     "metadata",
     "table_of",
 ]
@@ -349,3 +350,28 @@ class PromotionRow(SQLModel, table=True):
     expires_at: datetime
     breakglass: bool = False
     breakglass_reason: str = Field(default="", sa_type=Text)
+
+
+class VulnExceptionRow(SQLModel, table=True):
+    """One exception (gate/store/exceptions.py): a vulnerability accepted in a scope until `expires_at`.
+
+    Never deleted: a revoked or expired exception stays as the record of what was accepted, by whom.
+    Verdicts read the unrevoked ones, hence the index on revoked_at.
+    """
+
+    __tablename__ = "vuln_exceptions"
+
+    id: str = Field(primary_key=True)
+    vulnerability_id: str = Field(index=True)
+    scope_kind: str  # digest | repo | base | transition
+    scope_value: str = Field(sa_type=Text)
+    expires_at: datetime
+    owner: str = ""
+    ticket: str = ""
+    reason: str = Field(default="", sa_type=Text)
+    approver: str = ""
+    requested_by: str = ""
+    justification: str = ""
+    created_at: datetime
+    revoked_at: datetime | None = Field(default=None, index=True)
+    revoked_by: str = ""
