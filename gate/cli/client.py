@@ -17,7 +17,7 @@ import grpc
 
 from gate.cli import CliError, ExitCode
 from gate.server.actor import ACTOR_METADATA_KEY
-from gate.v1 import gate_pb2, gate_pb2_grpc
+from gate.v1 import audit_pb2, audit_pb2_grpc, gate_pb2, gate_pb2_grpc, policy_pb2, policy_pb2_grpc
 
 _T = TypeVar("_T")
 
@@ -77,6 +77,8 @@ class GateClient:
         # The generated stub module is untyped; the cast keeps that looseness inside this class.
         stub_factory = cast(Callable[[grpc.Channel], Any], gate_pb2_grpc.GateStub)
         self._stub = stub_factory(self._channel)
+        self._audit = cast(Callable[[grpc.Channel], Any], audit_pb2_grpc.AuditStub)(self._channel)
+        self._policies = cast(Callable[[grpc.Channel], Any], policy_pb2_grpc.PoliciesStub)(self._channel)
 
     def close(self) -> None:
         """Close the underlying channel."""
@@ -178,6 +180,38 @@ class GateClient:
         """Stream the images built on deprecated, revoked or superseded bases."""
         request = gate_pb2.RebuildListRequest(stage=stage)
         return self._stream("RebuildList", request, gate_pb2.RebuildItem, self.timeout)
+
+    # -- gate.v1.Audit ------------------------------------------------------------------------------
+
+    def list_audit(self, subject: str, kind: str, limit: int, page: int) -> audit_pb2.ListAuditResponse:
+        """A page of audit records, newest first."""
+        request = audit_pb2.ListAuditRequest(subject=subject, kind=kind, limit=limit, page=page)
+        return self._unary("ListAudit", request, audit_pb2.ListAuditResponse, self._audit)
+
+    def verify_audit(self, anchor: str) -> audit_pb2.VerifyAuditResponse:
+        """Verify the audit chain (against an exported anchor hash, if given)."""
+        request = audit_pb2.VerifyAuditRequest(anchor=anchor)
+        return self._unary("VerifyAudit", request, audit_pb2.VerifyAuditResponse, self._audit)
+
+    # -- gate.v1.Policies ---------------------------------------------------------------------------
+
+    def show_policy(self) -> policy_pb2.PolicyView:
+        """The server's active policy."""
+        return self._unary(
+            "ShowPolicy", policy_pb2.ShowPolicyRequest(), policy_pb2.PolicyView, self._policies
+        )
+
+    def validate_policy(self, text: str, source: str) -> policy_pb2.ValidatePolicyResponse:
+        """Validate a policy document on the server."""
+        request = policy_pb2.ValidatePolicyRequest(text=text, source=source)
+        return self._unary("ValidatePolicy", request, policy_pb2.ValidatePolicyResponse, self._policies)
+
+    def replay_policy(
+        self, text: str, source: str, since: str, transition: str
+    ) -> policy_pb2.ReplayPolicyResponse:
+        """Replay a candidate policy over the server's stored decisions."""
+        request = policy_pb2.ReplayPolicyRequest(text=text, source=source, since=since, transition=transition)
+        return self._unary("ReplayPolicy", request, policy_pb2.ReplayPolicyResponse, self._policies)
 
 
 def positive_seconds(text: str) -> float:

@@ -17,8 +17,10 @@ from gate.cli import (
     Context,
     ExitCode,
     Handler,
+    commands_audit,
     commands_bases,
     commands_check,
+    commands_policy,
     commands_query,
     commands_scan,
     commands_serve,
@@ -77,6 +79,8 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     commands_check.register(subparsers, shared)
     commands_query.register(subparsers, shared)
     commands_bases.register(subparsers, shared)
+    commands_audit.register(subparsers, shared)
+    commands_policy.register(subparsers, shared)
     return parser
 
 

@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from gate.audit import AuditLog
 from gate.clock import SystemClock
 from gate.config import Settings
 from gate.errors import InvalidArgument
@@ -24,12 +25,16 @@ from gate.images.registry import RegistryClient
 from gate.images.resolver import SourceResolver
 from gate.images.scanner_access import ScanTargetPreparer
 from gate.policy import Policy, default_policy, load_policy_file
+from gate.policy_tools import PolicyTools
 from gate.ports import Clock
 from gate.scanning.jobs import JobRunner
 from gate.scanning.notifier import ClairNotifier, NotifierServer
+from gate.server import audit_servicer, policy_servicer
 from gate.server.servicer import register
 from gate.service import GateService
+from gate.store.audit_store import SqlAuditStore
 from gate.store.db import create_engine_for, migrate
+from gate.store.history import SqlDecisionHistory
 from gate.store.repository import SqlRepository
 from gate.v1 import gate_pb2 as pb
 from scanners.clair import ClairScanner
@@ -128,7 +133,8 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
     # references then fail with UNAVAILABLE. Saved archives live under the data dir for the scanner.
     docker = EngineSource(settings.docker_host, work_dir=settings.data_dir / "engine")
     resolver = SourceResolver(registry, docker)
-    service = GateService(repo, resolver, scanners, runner, policy, clock, settings.scanners)
+    audit = AuditLog(SqlAuditStore(engine))
+    service = GateService(repo, resolver, scanners, runner, policy, clock, settings.scanners, audit=audit)
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="gate-rpc"),
@@ -138,9 +144,20 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
         ],
     )
     register(server, service)
+    audit_servicer.register_audit(server, audit)
+    policy_servicer.register_policies(server, PolicyTools(service, SqlDecisionHistory(engine), policy, clock))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection(
+        (
+            SERVICE_NAME,
+            audit_servicer.SERVICE_NAME,
+            policy_servicer.SERVICE_NAME,
+            health.SERVICE_NAME,
+            reflection.SERVICE_NAME,
+        ),
+        server,
+    )
     port = server.add_insecure_port(listen)
     if port == 0:
         repo.close()
