@@ -17,7 +17,16 @@ import grpc
 
 from gate.cli import CliError, ExitCode
 from gate.server.actor import ACTOR_METADATA_KEY
-from gate.v1 import audit_pb2, audit_pb2_grpc, gate_pb2, gate_pb2_grpc, policy_pb2, policy_pb2_grpc
+from gate.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    gate_pb2,
+    gate_pb2_grpc,
+    ledger_pb2,
+    ledger_pb2_grpc,
+    policy_pb2,
+    policy_pb2_grpc,
+)
 
 _T = TypeVar("_T")
 
@@ -79,6 +88,7 @@ class GateClient:
         self._stub = stub_factory(self._channel)
         self._audit = cast(Callable[[grpc.Channel], Any], audit_pb2_grpc.AuditStub)(self._channel)
         self._policies = cast(Callable[[grpc.Channel], Any], policy_pb2_grpc.PoliciesStub)(self._channel)
+        self._ledger = cast(Callable[[grpc.Channel], Any], ledger_pb2_grpc.LedgerStub)(self._channel)
 
     def close(self) -> None:
         """Close the underlying channel."""
@@ -129,10 +139,40 @@ class GateClient:
         """Stream a job's state changes until it is terminal (or `timeout` seconds pass)."""
         return self._stream("WatchScan", gate_pb2.WatchScanRequest(id=job_id), gate_pb2.ScanEvent, timeout)
 
-    def check_promotion(self, image: str, from_stage: str, to_stage: str) -> gate_pb2.Decision:
-        """Ask whether an image may move from one stage to the next."""
-        request = gate_pb2.CheckPromotionRequest(image=image, from_stage=from_stage, to_stage=to_stage)
+    def check_promotion(
+        self, image: str, from_stage: str, to_stage: str, breakglass_reason: str = ""
+    ) -> gate_pb2.Decision:
+        """Ask whether an image may move from one stage to the next (with breakglass, if a reason)."""
+        request = gate_pb2.CheckPromotionRequest(
+            image=image, from_stage=from_stage, to_stage=to_stage, breakglass_reason=breakglass_reason
+        )
         return self._unary("CheckPromotion", request, gate_pb2.Decision)
+
+    # -- gate.v1.Ledger -----------------------------------------------------------------------------
+
+    def promote(
+        self, image: str, from_stage: str, to_stage: str, target: str, breakglass_reason: str
+    ) -> ledger_pb2.PromoteResponse:
+        """Judge and, when allowed, record a promotion; the reply carries the signed receipt."""
+        request = ledger_pb2.PromoteRequest(
+            image=image,
+            from_stage=from_stage,
+            to_stage=to_stage,
+            target=target,
+            breakglass_reason=breakglass_reason,
+        )
+        return self._unary("Promote", request, ledger_pb2.PromoteResponse, self._ledger)
+
+    def list_promotions(self, stage: str, digest: str, limit: int) -> ledger_pb2.ListPromotionsResponse:
+        """Recorded promotions, newest first."""
+        request = ledger_pb2.ListPromotionsRequest(stage=stage, digest=digest, limit=limit)
+        return self._unary("ListPromotions", request, ledger_pb2.ListPromotionsResponse, self._ledger)
+
+    def get_public_key(self) -> ledger_pb2.PublicKey:
+        """The key receipts are signed with."""
+        return self._unary(
+            "GetPublicKey", ledger_pb2.GetPublicKeyRequest(), ledger_pb2.PublicKey, self._ledger
+        )
 
     def get_image_report(self, image: str) -> gate_pb2.ImageReport:
         """Fetch what the server knows about one image."""

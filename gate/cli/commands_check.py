@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gate.cli import Context, ExitCode
+from gate.cli import CliError, Context, ExitCode
 from gate.cli.client import connect
 from gate.cli.formats import json as json_format
 from gate.cli.formats.table import (
@@ -32,12 +32,22 @@ def register(
     parser.add_argument("image", metavar="IMAGE", help="image reference")
     parser.add_argument("--from", dest="from_stage", required=True, metavar="STAGE", help="current stage")
     parser.add_argument("--to", dest="to_stage", required=True, metavar="STAGE", help="target stage")
+    parser.add_argument(
+        "--breakglass",
+        default=None,
+        metavar="REASON",
+        help="allow despite violations (only for actors in GATE_BREAKGLASS_ACTORS); always audited",
+    )
     parser.set_defaults(handler=run)
 
 
 def render_decision(decision: gate_pb2.Decision) -> str:
     """Human-readable verdict: headline, facts, violations table (most severe first), warnings."""
     verdict = "ALLOWED" if decision.allowed else "DENIED"
+    if decision.breakglass:
+        verdict = "ALLOWED BY BREAKGLASS"
+    elif not decision.enforced:
+        verdict = "ALLOWED (NOT ENFORCED)"
     parts = [
         f"{verdict}: {decision.digest or EMPTY} {decision.from_stage} -> {decision.to_stage}\n",
         render_fields(
@@ -47,6 +57,7 @@ def render_decision(decision: gate_pb2.Decision) -> str:
                 ("policy", decision.policy_digest),
                 ("evaluated at", timestamp_field(decision, "evaluated_at")),
                 ("scanned at", timestamp_field(decision, "scanned_at")),
+                *([("breakglass", decision.breakglass_reason)] if decision.breakglass else []),
             ]
         ),
     ]
@@ -93,8 +104,11 @@ def render_decision(decision: gate_pb2.Decision) -> str:
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
     """Ask for the decision and print it; the exit code carries the verdict."""
+    reason = args.breakglass
+    if reason is not None and not reason.strip():
+        raise CliError("--breakglass needs a reason", ExitCode.BAD_INPUT)
     with connect(args) as client:
-        decision = client.check_promotion(args.image, args.from_stage, args.to_stage)
+        decision = client.check_promotion(args.image, args.from_stage, args.to_stage, reason or "")
     if args.json:
         json_format.dump_message(decision, ctx.out)
     else:

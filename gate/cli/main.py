@@ -20,6 +20,7 @@ from gate.cli import (
     commands_audit,
     commands_bases,
     commands_check,
+    commands_ledger,
     commands_policy,
     commands_query,
     commands_scan,
@@ -81,6 +82,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     commands_bases.register(subparsers, shared)
     commands_audit.register(subparsers, shared)
     commands_policy.register(subparsers, shared)
+    commands_ledger.register(subparsers, shared)
     return parser
 
 

@@ -27,9 +27,11 @@ from gate.images.scanner_access import ScanTargetPreparer
 from gate.policy import Policy, default_policy, load_policy_file
 from gate.policy_tools import PolicyTools
 from gate.ports import Clock
+from gate.promotion import PromotionLedger
+from gate.receipts import Signer, load_or_create_key
 from gate.scanning.jobs import JobRunner
 from gate.scanning.notifier import ClairNotifier, NotifierServer
-from gate.server import audit_servicer, policy_servicer
+from gate.server import audit_servicer, ledger_servicer, policy_servicer
 from gate.server.servicer import register
 from gate.service import GateService
 from gate.store.audit_store import SqlAuditStore
@@ -134,7 +136,19 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
     docker = EngineSource(settings.docker_host, work_dir=settings.data_dir / "engine")
     resolver = SourceResolver(registry, docker)
     audit = AuditLog(SqlAuditStore(engine))
-    service = GateService(repo, resolver, scanners, runner, policy, clock, settings.scanners, audit=audit)
+    service = GateService(
+        repo,
+        resolver,
+        scanners,
+        runner,
+        policy,
+        clock,
+        settings.scanners,
+        audit=audit,
+        breakglass_actors=settings.breakglass_actors,
+    )
+    # An explicit GATE_SIGNING_KEY must exist; the default key is generated on first start.
+    signer = Signer(load_or_create_key(settings.effective_signing_key, create=not settings.signing_key))
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="gate-rpc"),
@@ -144,6 +158,7 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
         ],
     )
     register(server, service)
+    ledger_servicer.register(server, PromotionLedger(service, repo, signer, audit))
     audit_servicer.register_audit(server, audit)
     policy_servicer.register_policies(server, PolicyTools(service, SqlDecisionHistory(engine), policy, clock))
     health_servicer = health.HealthServicer()
@@ -152,6 +167,7 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
         (
             SERVICE_NAME,
             audit_servicer.SERVICE_NAME,
+            ledger_servicer.SERVICE_NAME,
             policy_servicer.SERVICE_NAME,
             health.SERVICE_NAME,
             reflection.SERVICE_NAME,

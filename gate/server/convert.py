@@ -7,11 +7,12 @@ from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from gate.domain import BaseImage, Decision, Finding, ImageRecord, JobState, ScanJob, VerdictState
+from gate.domain import BaseImage, Decision, Finding, ImageRecord, JobState, Promotion, ScanJob, VerdictState
 from gate.errors import InvalidArgument
 from gate.ports import AffectedRow, FindingFilter
 from gate.service import ImageReport, PlatformReport, RebuildItem, ScannerComparison
 from gate.v1 import gate_pb2 as pb
+from gate.v1 import ledger_pb2 as ledger_pb
 from scanners.interface import Severity
 
 _JOB_STATES = {
@@ -86,6 +87,28 @@ def decision_to_pb(d: Decision) -> pb.Decision:
         evaluated_at=_ts(d.evaluated_at),
         scanned_at=_ts(d.scanned_at),
         summary=d.summary,
+        breakglass=d.breakglass,
+        breakglass_reason=d.breakglass_reason,
+        enforced=d.enforced,
+    )
+
+
+def promotion_to_pb(p: Promotion) -> ledger_pb.Promotion:
+    """A recorded promotion as gate.v1.Ledger returns it."""
+    return ledger_pb.Promotion(
+        id=p.id,
+        digest=p.digest,
+        from_stage=p.from_stage.value,
+        to_stage=p.to_stage.value,
+        target=p.target,
+        policy_digest=p.policy_digest,
+        findings_digest=p.findings_digest,
+        decision_id=p.decision_id,
+        actor=p.actor,
+        promoted_at=_ts(p.promoted_at),
+        expires_at=_ts(p.expires_at),
+        breakglass=p.breakglass,
+        breakglass_reason=p.breakglass_reason,
     )
 
 

@@ -83,7 +83,11 @@ class GateServicer(pb_grpc.GateServicer):
     def CheckPromotion(self, request: pb.CheckPromotionRequest, context: grpc.ServicerContext) -> pb.Decision:
         """The verdict, from stored findings only."""
         decision = self._service.check_promotion(
-            request.image, request.from_stage, request.to_stage, actor=actor_of(context)
+            request.image,
+            request.from_stage,
+            request.to_stage,
+            actor=actor_of(context),
+            breakglass_reason=request.breakglass_reason,
         )
         return convert.decision_to_pb(decision)
 
