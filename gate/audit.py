@@ -291,8 +291,13 @@ class AuditLog:
             raise InvalidArgument(f"must not be negative, got {page}", "page")
         if limit < 0:
             raise InvalidArgument(f"must not be negative, got {limit}", "limit")
-        size = min(limit or DEFAULT_PAGE, MAX_PAGE)
+        size = self.page_size(limit)
         return self._store.search(subject.strip(), kind.strip(), page * size, size)
+
+    @staticmethod
+    def page_size(limit: int) -> int:
+        """The page size a `limit` asks for: 0 means the default, anything above the maximum is capped."""
+        return min(limit or DEFAULT_PAGE, MAX_PAGE)
 
     def verify(self, anchor: str = "") -> VerifyResult:
         """Walk the whole chain and compare it with the head (and the anchor, if given)."""
