@@ -306,10 +306,13 @@ class GateService:
         default_scanners: Sequence[str],
         audit: AuditSink | None = None,
         breakglass_actors: Collection[str] = (),
+        on_breakglass: Callable[[Decision, str, str], object] | None = None,
     ) -> None:
         self._repo = repo
         # Who may override a deny (GATE_BREAKGLASS_ACTORS) until authentication exists.
         self._breakglass_actors = frozenset(breakglass_actors)
+        # Told of every breakglass use (decision, actor, reason) after it is audited: the alerter.
+        self._on_breakglass = on_breakglass
         # Every decision and catalog change is reported here; a failing sink fails the call, so no
         # verdict is ever returned without its audit record.
         self._audit: AuditSink = audit if audit is not None else NullAudit()
@@ -499,6 +502,8 @@ class GateService:
                     ),
                 )
             )
+            if self._on_breakglass is not None:
+                self._on_breakglass(decision, actor or ANONYMOUS_ACTOR, decision.breakglass_reason)
 
     def transition_policy(self, from_stage: Stage, to_stage: Stage) -> TransitionPolicy:
         """The policy's rules for one step (e.g. its max_scan_age, which bounds a promotion's receipt)."""
