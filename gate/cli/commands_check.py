@@ -46,7 +46,7 @@ def render_decision(decision: gate_pb2.Decision) -> str:
     verdict = "ALLOWED" if decision.allowed else "DENIED"
     if decision.breakglass:
         verdict = "ALLOWED BY BREAKGLASS"
-    elif not decision.enforced:
+    elif decision.HasField("enforced") and not decision.enforced:  # absent: an older server, enforced
         verdict = "ALLOWED (NOT ENFORCED)"
     parts = [
         f"{verdict}: {decision.digest or EMPTY} {decision.from_stage} -> {decision.to_stage}\n",
