@@ -21,6 +21,7 @@ from gate.domain import (
     ImageRecord,
     ImageRef,
     Promotion,
+    RescanFlag,
     ScanJob,
     Severity,
     Stage,
@@ -209,6 +210,78 @@ class Repository(Protocol):
 
     def images_on_bases(self, digests: Sequence[str], stage: Stage | None = None) -> list[ImageOnBase]:
         """(image, base) for every stored image built on one of the bases named by digest."""
+        ...
+
+    def rescan_flag(self, digest: str) -> RescanFlag | None:
+        """The pending rescan flag of a digest (Clair notifier, DB change), if any."""
+        ...
+
+    def first_seen(self, digests: Sequence[str], vulnerability_ids: Sequence[str]) -> dict[str, datetime]:
+        """Per vulnerability id (or alias), when a successful scan of one of `digests` first reported it.
+
+        Ids never reported are absent. Runtime grace counts from these times.
+        """
+        ...
+
+
+@dataclass(frozen=True)
+class Alert:
+    """An alert as stored: what it is about, the JSON body to POST, and its delivery state."""
+
+    id: int
+    dedupe_key: str
+    kind: str  # "vulnerability" | "breakglass"
+    digest: str
+    vulnerability_id: str
+    payload: str
+    created_at: datetime
+    sent_at: datetime | None = None
+    attempts: int = 0
+    last_error: str = ""
+
+
+class RescanStore(Protocol):
+    """What the rescan scheduler reads and writes (gate/scanning/rescans.py)."""
+
+    def digests_in_stages(self, stages: Sequence[Stage]) -> list[str]:
+        """Digests in any of `stages`: ledger promotions, or the stage the name places them in.
+
+        The platform images of any index among them are included; sorted, each once.
+        """
+        ...
+
+    def latest_jobs(self, digest: str) -> dict[str, tuple[ScanJob | None, ScanJob | None]]:
+        """Per scanner: (latest SUCCEEDED job, latest job of any state)."""
+        ...
+
+    def needs_rescan(self) -> list[RescanFlag]:
+        """Every flagged digest, oldest flag first."""
+        ...
+
+    def clear_rescan(self, digest: str, flagged_before: datetime | None = None) -> None:
+        """Drop the flag of `digest` (only if raised before `flagged_before`, when given)."""
+        ...
+
+
+class AlertStore(Protocol):
+    """Persistent alerts (gate/alerts.py): each dedupe key is stored, and so sent, at most once."""
+
+    def add_alert(
+        self, dedupe_key: str, kind: str, digest: str, vulnerability_id: str, payload: str, now: datetime
+    ) -> bool:
+        """Store an alert unless its dedupe key exists; True when this call stored it."""
+        ...
+
+    def pending_alerts(self, limit: int) -> list[Alert]:
+        """Alerts not yet delivered, oldest first."""
+        ...
+
+    def mark_alert_sent(self, alert_id: int, now: datetime) -> None:
+        """Record a delivery."""
+        ...
+
+    def mark_alert_failed(self, alert_id: int, error: str, now: datetime) -> None:
+        """Record a failed attempt (it is retried on the next delivery run)."""
         ...
 
 

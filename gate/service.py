@@ -10,9 +10,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from gate import provenance
 from gate.audit import digest_of
@@ -29,6 +30,7 @@ from gate.domain import (
     RefKind,
     ScanJob,
     Stage,
+    VerdictState,
 )
 from gate.errors import FailedPrecondition, InvalidArgument, NotFound
 from gate.images.refs import parse_ref
@@ -47,6 +49,7 @@ from gate.policy import (
     required_platforms,
 )
 from gate.policy.overrides import apply_breakglass
+from gate.policy.runtime import RuntimeVerdict, runtime_verdict
 from gate.ports import (
     AffectedRow,
     AuditSink,
@@ -256,6 +259,32 @@ def _one_platform(info: ImageInfo, image: str) -> ImageInfo:
 
 ANONYMOUS_ACTOR = "anonymous"
 """The actor recorded when a use case is called without one (in-process callers, tests)."""
+
+SCHEDULER_ACTOR = "gate-scheduler"
+"""The actor of audit records written by gate itself (scheduled rescans)."""
+# The states a scan settles: what `scan_if_stale` acts on.
+_SCAN_SETTLES = frozenset({VerdictState.STALE, VerdictState.RESCAN_REQUIRED, VerdictState.NOT_SCANNED})
+
+
+def rescan_reference(
+    digest: str, record: ImageRecord | None, latest: Mapping[str, tuple[ScanJob | None, ScanJob | None]]
+) -> str:
+    """Where gate can read a stored digest again, as an image reference ("" when it cannot).
+
+    The newest job's target is preferred: a registry target is `host/repository@digest` already, and
+    an archive, layout or engine image is read again the way it was submitted. Without jobs, the
+    registry location the image was seen at is used.
+    """
+    jobs = [j for pair in latest.values() for j in pair if j is not None and j.target is not None]
+    jobs.sort(key=lambda j: j.created_at or datetime.min.replace(tzinfo=UTC), reverse=True)
+    for job in jobs:
+        if job.target is not None and job.target.kind is TargetKind.REGISTRY and job.target.location:
+            return job.target.location
+        if job.image and not job.image.startswith("sha256:"):
+            return job.image
+    if record is not None and record.registry and record.repository:
+        return f"{record.registry}/{record.repository}@{record.digest or digest}"
+    return ""
 
 
 def _audit_inputs(inp: EvaluationInput) -> dict[str, object]:
@@ -599,6 +628,8 @@ class GateService:
             tag=ref.tag,
             lineage=lineage,
             platform=platform,
+            rescan_flag=self._repo.rescan_flag(digest) if record else None,
+            rescannable=bool(rescan_reference(digest, record, latest)),
         )
 
     def _check_index(
@@ -655,6 +686,131 @@ class GateService:
                 if found is not None and found not in bases:
                     bases.append(found)
         return provenance.lineage(record.diff_ids, bases, record.annotations)
+
+    # -- freshness, rescans and runtime ---------------------------------------------------------------
+
+    def rescan(self, digest: str, scanners: Sequence[str], reason: str) -> list[ScanJob]:
+        """Scan a stored digest again (force, so single-flight still joins a running job); audited.
+
+        Returns no jobs when gate does not know where to read the image (no registry location or
+        submitted reference), or when none of `scanners` is configured here any more.
+        """
+        record = self._repo.get_image(digest)
+        reference = rescan_reference(digest, record, self._repo.latest_jobs(digest)) if record else ""
+        names = [n for n in dict.fromkeys(scanners) if n in self._scanners] or list(self._default_scanners)
+        if not reference:
+            log.warning("cannot rescan %s (%s): gate does not know where to read it", digest, reason)
+            return []
+        jobs = [s.job for s in self.submit_scan(reference, names, force=True)]
+        self._audit.record(
+            AuditEvent(
+                kind="rescan",
+                actor=SCHEDULER_ACTOR,
+                at=self._clock.now(),
+                subject=digest,
+                inputs_digest=digest_of({"reference": reference, "scanners": names, "reason": reason}),
+                result="queued",
+                details=(
+                    ("reference", reference),
+                    ("scanners", ",".join(names)),
+                    ("reason", reason),
+                    ("jobs", ",".join(j.id for j in jobs)),
+                ),
+            )
+        )
+        log.info("rescan of %s queued (%s): %s", digest, reason, ", ".join(j.id for j in jobs))
+        return jobs
+
+    def check_promotion_fresh(
+        self,
+        image: str,
+        from_stage: str,
+        to_stage: str,
+        *,
+        timeout: float,
+        actor: str = "",
+        breakglass_reason: str = "",
+    ) -> Decision:
+        """CheckPromotion with `scan_if_stale`: scan a stale or unscanned image first, then answer.
+
+        When the verdict is STALE, RESCAN_REQUIRED or NOT_SCANNED and gate can locate the image, it is
+        scanned (force) and the scans are awaited for up to `timeout` seconds. The first look is
+        neither stored nor audited; the answer returned is, like any check. Scans still running at the
+        deadline are named in a warning (their image is then SCANNING or stale).
+        """
+        first = self.judge(image, from_stage, to_stage, actor=actor, breakglass_reason=breakglass_reason)
+        jobs: list[ScanJob] = []
+        if first.decision.state in _SCAN_SETTLES:
+            ref = parse_ref(image, "image")
+            reference = image
+            if ref.kind is RefKind.DIGEST:
+                record = self._repo.get_image(first.decision.digest)
+                latest = self._repo.latest_jobs(record.digest) if record else {}
+                reference = rescan_reference(first.decision.digest, record, latest) if record else ""
+            if reference:
+                jobs = [s.job for s in self.submit_scan(reference, [], force=True)]
+        unfinished = self._wait_for_jobs([j.id for j in jobs], timeout)
+        decision = self.check_promotion(
+            image, from_stage, to_stage, actor=actor, breakglass_reason=breakglass_reason
+        )
+        if unfinished:
+            decision = dataclasses.replace(
+                decision,
+                warnings=(
+                    *decision.warnings,
+                    f"scan-if-stale: scan job(s) {', '.join(unfinished)} did not finish within "
+                    f"{timeout:g}s; ask again when they do",
+                ),
+            )
+        return decision
+
+    def _wait_for_jobs(self, job_ids: Sequence[str], timeout: float) -> list[str]:
+        """Wait until every job is terminal or `timeout` passes; return the ids still active."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        pending = list(job_ids)
+        while pending:
+            generation = self._runner.generation
+            pending = [j for j in pending if (job := self._repo.get_job(j)) is not None and job.state.active]
+            left = deadline - time.monotonic()
+            if not pending or left <= 0:
+                break
+            # Woken by any state change of this process's runner; the bound also catches other replicas.
+            self._runner.wait_for_change(generation, min(left, 1.0))
+        return pending
+
+    def promoted_verdict(self, digest: str) -> tuple[Decision, RuntimeVerdict]:
+        """How a stored digest fares against the step into p now, for promotion and for running workloads.
+
+        Neither stored nor audited (the rescan scheduler and the alerter call it after each rescan).
+        """
+        now = self._clock.now()
+        decision = self.reevaluate(digest, Stage.S2, Stage.P, self._policy, now)
+        record = self._repo.get_image(digest)
+        digests = [digest, *(d for _, d in record.platforms)] if record else [digest]
+        ids = [v.vulnerability_id for v in decision.violations if v.vulnerability_id]
+        first_seen = self._repo.first_seen(digests, ids)
+        return decision, runtime_verdict(self._policy, decision, first_seen, now)
+
+    def runtime_check(self, image: str) -> Decision:
+        """May a RUNNING workload of this image keep running (runtime grace), for admission control.
+
+        Judged against the step into p: a new violation still within its runtime grace is a warning
+        naming its deadline; one past it (or one the grace does not cover) is a violation. Not stored.
+        """
+        ref = parse_ref(image, "image")
+        digest, _record = self._stored_image(ref)
+        decision, verdict = self.promoted_verdict(digest)
+        warnings = tuple(dict.fromkeys((*decision.warnings, *verdict.warnings)))
+        return dataclasses.replace(
+            decision,
+            allowed=verdict.allowed,
+            violations=verdict.blocking,
+            warnings=warnings,
+            details=(
+                *decision.details,
+                ("runtime_deadline", verdict.deadline.isoformat() if verdict.deadline else ""),
+            ),
+        )
 
     # -- queries --------------------------------------------------------------------------------------
 

@@ -303,6 +303,13 @@ class TrivyScanner(Scanner):
             )
         return str(parsed["Version"])
 
+    def current_db(self) -> tuple[str, datetime | None]:
+        """The DB schema version and UpdatedAt now in the cache (what the next scan will use).
+
+        The rescan scheduler compares it with the DB each stored scan used; ("", None) when unknown.
+        """
+        return self._db_metadata()
+
     def _db_metadata(self) -> tuple[str, datetime | None]:
         """DB schema version and UpdatedAt from the cache; ("", None) when absent or unreadable.
 

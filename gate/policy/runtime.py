@@ -18,9 +18,11 @@ from gate.policy.model import Policy, TransitionPolicy, format_duration
 
 __all__ = ["GraceItem", "RuntimeVerdict", "runtime_verdict"]
 
-# Rules about the scan itself: a stale or failed scan is gate's to refresh, not a reason to stop a
-# restart of something already running, so at runtime these only warn.
-_SCAN_STATE_RULES = frozenset({"scan-state"})
+# Image rules that still block running workloads: a base the security team revoked, or deprecated with a
+# grace that has ended, is a decision taken after promotion, like new findings. Every other image rule
+# (naming, tags, root user, labels, required tier) judged the image when it was promoted and has not
+# changed since, and a stale or failed scan is gate's to refresh: at runtime those only warn.
+_RUNTIME_IMAGE_RULES = frozenset({"base-revoked", "base-deprecated"})
 
 
 @dataclass(frozen=True)
@@ -70,19 +72,19 @@ def runtime_verdict(
       `now < first_seen[id] + grace_for(severity)`; exactly at the deadline it blocks. A finding with no
       first-seen time is taken as first seen `now` (it was just found), so it gets the full grace.
     - A severity with no grace (none listed at or above it) blocks at once, as promotion does.
-    - Scan-state violations (STALE, RESCAN_REQUIRED, FAILED…) only warn at runtime.
-    - Any other violation (a revoked base, a root user…) blocks: it is a property of the image, not
-      news from a vulnerability DB.
+    - A revoked base, or a deprecated one past its grace, blocks at once.
+    - Every other violation (scan state, naming, hygiene, required tiers) only warns at runtime: it was
+      as true when the digest was promoted, or it is gate's own job (a rescan) to settle.
     """
     t = policy.transition(decision.from_stage, decision.to_stage)
     items: list[GraceItem] = []
     warnings: list[str] = []
     for v in decision.violations:
-        if v.rule in _SCAN_STATE_RULES:
-            warnings.append(f"runtime admits despite: {v.message}")
-            continue
         if not v.vulnerability_id:
-            items.append(GraceItem(v, None, None, None, within_grace=False))
+            if v.rule in _RUNTIME_IMAGE_RULES:
+                items.append(GraceItem(v, None, None, None, within_grace=False))
+            else:
+                warnings.append(f"runtime admits despite: {v.message}")
             continue
         severity = _severity(v, t)
         grace = t.grace_for(severity) if severity is not None else None

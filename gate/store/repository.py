@@ -46,10 +46,11 @@ from gate.domain import (
 )
 from gate.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from gate.ledger import findings_digest
-from gate.ports import AffectedRow, FindingFilter, FindingPage, ImageOnBase, Repository
+from gate.ports import AffectedRow, Alert, FindingFilter, FindingPage, ImageOnBase, Repository
 from gate.provenance import chain_ids
 from gate.store.db import create_engine_for, database_errors, migrate, write_engine
 from gate.store.tables import (
+    AlertRow,
     BaseRow,
     CurrentScanRow,
     DecisionRow,
@@ -839,10 +840,130 @@ class SqlRepository:
             ).all()
             return [RescanFlag(r.digest, r.reason, r.flagged_at) for r in rows]
 
-    def clear_rescan(self, digest: str) -> None:
-        """Drop the flag of `digest` (once it has been scanned again)."""
+    def clear_rescan(self, digest: str, flagged_before: datetime | None = None) -> None:
+        """Drop the flag of `digest` (once it has been scanned again).
+
+        With `flagged_before`, only a flag raised before then is dropped: a notification that arrived
+        while the rescan ran must survive it.
+        """
+        stmt = delete(RescanFlagRow).where(col(RescanFlagRow.digest) == digest)
+        if flagged_before is not None:
+            stmt = stmt.where(col(RescanFlagRow.flagged_at) < _utc(flagged_before))
         with self._write() as session:
-            session.exec(delete(RescanFlagRow).where(col(RescanFlagRow.digest) == digest))
+            session.exec(stmt)
+
+    def rescan_flag(self, digest: str) -> RescanFlag | None:
+        """The pending rescan flag of a digest, if any."""
+        with self._read() as session:
+            row = session.get(RescanFlagRow, digest)
+            return None if row is None else RescanFlag(row.digest, row.reason, row.flagged_at)
+
+    def digests_in_stages(self, stages: Sequence[Stage]) -> list[str]:
+        """Digests promoted into any of `stages` (the ledger) or named into one (images.stage).
+
+        The stored stage counts too so images that reached a stage without `gate promote` (pushed
+        straight into an s2/ or p/ repository) are still rescanned and alerted on. The platform images
+        of an index among them are included: findings, and so rescans, are per platform image.
+        """
+        names = [s.value for s in stages]
+        if not names:
+            return []
+        with self._read() as session:
+            found = set(
+                session.exec(select(PromotionRow.digest).where(col(PromotionRow.to_stage).in_(names))).all()
+            )
+            found.update(session.exec(select(ImageRow.digest).where(col(ImageRow.stage).in_(names))).all())
+            if found:
+                found.update(
+                    session.exec(
+                        select(ImagePlatformRow.child_digest).where(
+                            col(ImagePlatformRow.index_digest).in_(sorted(found))
+                        )
+                    ).all()
+                )
+        return sorted(found)
+
+    def first_seen(self, digests: Sequence[str], vulnerability_ids: Sequence[str]) -> dict[str, datetime]:
+        """Per id (or alias, case-insensitive), when a successful scan of one of `digests` first had it.
+
+        Derived from the findings of every past scan, which are kept (only current_scans moves on).
+        """
+        keys = {_search_key(v): v for v in vulnerability_ids if v}
+        if not keys or not digests:
+            return {}
+        query = (
+            select(FindingIdRow.vuln_id, func.min(ScanJobRow.finished_at))
+            .join(ScanJobRow, col(ScanJobRow.id) == col(FindingIdRow.job_id))
+            .where(
+                col(FindingIdRow.vuln_id).in_(sorted(keys)),
+                col(ScanJobRow.digest).in_(list(digests)),
+                ScanJobRow.state == JobState.SUCCEEDED.value,
+            )
+            .group_by(col(FindingIdRow.vuln_id))
+        )
+        with self._read() as session:
+            rows = session.exec(query).all()
+        return {keys[vid]: _utc(when) for vid, when in rows if when is not None}
+
+    # -- alerts ---------------------------------------------------------------------------------
+
+    def add_alert(
+        self, dedupe_key: str, kind: str, digest: str, vulnerability_id: str, payload: str, now: datetime
+    ) -> bool:
+        """Store an alert unless its dedupe key exists (insert-or-ignore); True when this call stored it."""
+        with self._write() as session:
+            result = session.connection().execute(
+                self._insert(table_of(AlertRow))
+                .values(
+                    dedupe_key=dedupe_key,
+                    kind=kind,
+                    digest=digest,
+                    vulnerability_id=vulnerability_id,
+                    payload=payload,
+                    created_at=_utc(now),
+                    attempts=0,
+                    last_error="",
+                )
+                .on_conflict_do_nothing(index_elements=["dedupe_key"])
+                .returning(table_of(AlertRow).c.id)
+            )
+            return result.first() is not None
+
+    def pending_alerts(self, limit: int) -> list[Alert]:
+        """Alerts not yet delivered, oldest first."""
+        with self._read() as session:
+            rows = session.exec(
+                select(AlertRow)
+                .where(col(AlertRow.sent_at).is_(None))
+                .order_by(col(AlertRow.created_at), col(AlertRow.id))
+                .limit(limit)
+            ).all()
+            return [_to_alert(r) for r in rows]
+
+    def list_alerts(self) -> list[Alert]:
+        """Every alert, oldest first (for operators and tests)."""
+        with self._read() as session:
+            rows = session.exec(select(AlertRow).order_by(col(AlertRow.created_at), col(AlertRow.id))).all()
+            return [_to_alert(r) for r in rows]
+
+    def mark_alert_sent(self, alert_id: int, now: datetime) -> None:
+        """Record a delivery."""
+        with self._write() as session:
+            row = session.get(AlertRow, alert_id)
+            if row is None:
+                raise NotFound(f"no alert {alert_id}")
+            row.sent_at = _utc(now)
+            row.attempts += 1
+            row.last_error = ""
+
+    def mark_alert_failed(self, alert_id: int, error: str, now: datetime) -> None:
+        """Record a failed attempt; the alert stays pending."""
+        with self._write() as session:
+            row = session.get(AlertRow, alert_id)
+            if row is None:
+                raise NotFound(f"no alert {alert_id}")
+            row.attempts += 1
+            row.last_error = error
 
     # -- decisions ------------------------------------------------------------------------------
 
@@ -1140,6 +1261,21 @@ def _pairs_json(pairs: Sequence[tuple[str, str]]) -> str:
 
 def _pairs(text: str) -> tuple[tuple[str, str], ...]:
     return tuple((str(k), str(v)) for k, v in json.loads(text or "[]"))
+
+
+def _to_alert(row: AlertRow) -> Alert:
+    return Alert(
+        id=row.id or 0,
+        dedupe_key=row.dedupe_key,
+        kind=row.kind,
+        digest=row.digest,
+        vulnerability_id=row.vulnerability_id,
+        payload=row.payload,
+        created_at=row.created_at,
+        sent_at=row.sent_at,
+        attempts=row.attempts,
+        last_error=row.last_error,
+    )
 
 
 def _to_base(row: BaseRow, successor_names: dict[str, str]) -> BaseImage:

@@ -20,6 +20,7 @@ from sqlalchemy import Index, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 __all__ = [
+    "AlertRow",
     "AuditHeadRow",
     "AuditRecordRow",
     "BaseRow",
@@ -375,3 +376,30 @@ class VulnExceptionRow(SQLModel, table=True):
     created_at: datetime
     revoked_at: datetime | None = Field(default=None, index=True)
     revoked_by: str = ""
+
+
+class AlertRow(SQLModel, table=True):
+    """One alert (gate/alerts.py), kept so no alert is ever sent twice, across rescans and restarts.
+
+    `dedupe_key` is unique: "vuln|<digest>|<vulnerability id>" for a promoted digest that started
+    failing p's policy (one alert per digest + vulnerability, ever), "breakglass|<id>" for each
+    breakglass use. `sent_at` stays NULL until the webhook accepted it; delivery is retried until then.
+    """
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        UniqueConstraint("dedupe_key", name="uq_alerts_dedupe_key"),
+        # The delivery loop reads the unsent ones, oldest first.
+        Index("ix_alerts_sent_created", "sent_at", "created_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    dedupe_key: str
+    kind: str  # "vulnerability" | "breakglass"
+    digest: str
+    vulnerability_id: str = ""
+    payload: str = Field(default="{}", sa_type=Text)  # the JSON body POSTed to the webhook
+    created_at: datetime
+    sent_at: datetime | None = None
+    attempts: int = 0
+    last_error: str = Field(default="", sa_type=Text)

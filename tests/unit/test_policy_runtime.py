@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import pytest
 
-from gate.domain import Severity, VerdictState
+from gate.domain import Severity, VerdictState, Violation
 from gate.policy import default_policy
 from gate.policy.runtime import runtime_verdict
 from tests.unit.test_policy_engine import NOW, finding, ok, policy_with, run
@@ -90,3 +91,13 @@ def test_scan_state_violations_only_warn_at_runtime() -> None:
     verdict = runtime_verdict(policy, decision, {}, NOW)
     assert verdict.allowed and verdict.items == ()
     assert any("STALE" in w for w in verdict.warnings)
+
+
+def test_image_rules_warn_at_runtime_except_a_revoked_base() -> None:
+    policy = default_policy()
+    decision = run((), policy=policy)
+    tagged = replace(decision, violations=(Violation("tag-pattern", "tag 1.0 is not dated"),))
+    verdict = runtime_verdict(policy, tagged, {}, NOW)
+    assert verdict.allowed and any("tag 1.0 is not dated" in w for w in verdict.warnings)
+    revoked = replace(decision, violations=(Violation("base-revoked", "built on a revoked base"),))
+    assert not runtime_verdict(policy, revoked, {}, NOW).allowed
