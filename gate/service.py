@@ -54,6 +54,7 @@ from gate.ports import (
     AffectedRow,
     AuditSink,
     Clock,
+    ExceptionStore,
     FindingFilter,
     FindingPage,
     ImageResolver,
@@ -336,6 +337,7 @@ class GateService:
         audit: AuditSink | None = None,
         breakglass_actors: Collection[str] = (),
         on_breakglass: Callable[[Decision, str, str], object] | None = None,
+        exceptions: ExceptionStore | None = None,
     ) -> None:
         self._repo = repo
         # Who may override a deny (GATE_BREAKGLASS_ACTORS) until authentication exists.
@@ -351,6 +353,8 @@ class GateService:
         self._policy = policy
         self._clock = clock
         self._default_scanners = tuple(default_scanners)
+        # Exceptions the policy may apply (gate/vuln_exceptions.py manages them); None → none.
+        self._exceptions = exceptions
 
     # -- scanning -------------------------------------------------------------------------------------
 
@@ -630,6 +634,9 @@ class GateService:
             platform=platform,
             rescan_flag=self._repo.rescan_flag(digest) if record else None,
             rescannable=bool(rescan_reference(digest, record, latest)),
+            # Every exception, revoked and expired ones too: the policy decides at `now` which apply,
+            # and warns of expired ones that would have.
+            exceptions=tuple(self._exceptions.list_exceptions()) if self._exceptions else (),
         )
 
     def _check_index(

@@ -31,14 +31,16 @@ from gate.promotion import PromotionLedger
 from gate.receipts import Signer, load_or_create_key
 from gate.scanning.jobs import JobRunner
 from gate.scanning.notifier import ClairNotifier, NotifierServer
-from gate.server import audit_servicer, ledger_servicer, policy_servicer
+from gate.server import audit_servicer, exceptions_servicer, ledger_servicer, policy_servicer
 from gate.server.servicer import register
 from gate.service import GateService
 from gate.store.audit_store import SqlAuditStore
 from gate.store.db import create_engine_for, migrate
+from gate.store.exceptions import SqlExceptionStore
 from gate.store.history import SqlDecisionHistory
 from gate.store.repository import SqlRepository
 from gate.v1 import gate_pb2 as pb
+from gate.vuln_exceptions import ExceptionService
 from scanners.clair import ClairScanner
 from scanners.interface import Scanner
 from scanners.trivy import TrivyScanner
@@ -136,6 +138,7 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
     docker = EngineSource(settings.docker_host, work_dir=settings.data_dir / "engine")
     resolver = SourceResolver(registry, docker)
     audit = AuditLog(SqlAuditStore(engine))
+    exception_store = SqlExceptionStore(engine)
     service = GateService(
         repo,
         resolver,
@@ -145,6 +148,7 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
         clock,
         settings.scanners,
         audit=audit,
+        exceptions=exception_store,
         breakglass_actors=settings.breakglass_actors,
     )
     # An explicit GATE_SIGNING_KEY must exist; the default key is generated on first start.
@@ -158,6 +162,7 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
         ],
     )
     register(server, service)
+    exceptions_servicer.register(server, ExceptionService(exception_store, repo, policy, clock, audit))
     ledger_servicer.register(server, PromotionLedger(service, repo, signer, audit))
     audit_servicer.register_audit(server, audit)
     policy_servicer.register_policies(server, PolicyTools(service, SqlDecisionHistory(engine), policy, clock))
@@ -167,6 +172,7 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
         (
             SERVICE_NAME,
             audit_servicer.SERVICE_NAME,
+            exceptions_servicer.SERVICE_NAME,
             ledger_servicer.SERVICE_NAME,
             policy_servicer.SERVICE_NAME,
             health.SERVICE_NAME,

@@ -90,6 +90,23 @@ def decision_to_pb(d: Decision) -> pb.Decision:
         breakglass=d.breakglass,
         breakglass_reason=d.breakglass_reason,
         enforced=d.enforced,
+        applied_exceptions=[
+            pb.AppliedException(
+                exception_id=a.exception_id,
+                vulnerability_id=a.vulnerability_id,
+                finding_id=a.finding_id,
+                package=a.package,
+                installed_version=a.installed_version,
+                scope=str(a.scope),
+                expires_at=_ts(a.expires_at),
+                owner=a.owner,
+                ticket=a.ticket,
+                reason=a.reason,
+                platform=a.platform,
+                rule=a.rule,
+            )
+            for a in d.applied_exceptions
+        ],
     )
 
 
