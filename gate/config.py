@@ -10,9 +10,11 @@ import shutil
 import sysconfig
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from gate.errors import InvalidArgument
+from gate.policy.model import parse_duration
 from scanners.jwt import decode_psk
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
@@ -68,6 +70,27 @@ def _listen(env: Mapping[str, str], name: str) -> str:
     return raw
 
 
+def _interval(env: Mapping[str, str], name: str, default: timedelta) -> timedelta:
+    """A duration such as 24h, 30m or 7d, or a number of seconds; 0 means off."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw.replace(".", "", 1).isdigit():
+        return timedelta(seconds=float(raw))
+    try:
+        return parse_duration(raw)
+    except ValueError as e:
+        raise InvalidArgument(f"{e}; or 0 to turn it off", name) from None
+
+
+def _webhook(env: Mapping[str, str], name: str) -> str:
+    """An http(s) URL, or "" when unset."""
+    raw = env.get(name, "").strip()
+    if raw and not raw.startswith(("http://", "https://")):
+        raise InvalidArgument(f"expected an http:// or https:// URL, got {raw!r}", name)
+    return raw
+
+
 def _docker_config(env: Mapping[str, str]) -> str:
     # docker's own rule: DOCKER_CONFIG, else ~/.docker; a missing config.json there is not an error.
     explicit = env.get("DOCKER_CONFIG", "")
@@ -113,6 +136,14 @@ class Settings:
     signing_key: str = ""
     # Who may use breakglass (actors as sent in gate-actor) until authentication exists; empty → nobody.
     breakglass_actors: tuple[str, ...] = ()
+    # Scheduled rescans of s2/p images: a scan older than rescan_interval is redone (0 turns that
+    # trigger off; DB changes and flags still rescan); the scheduler ticks every rescan_tick seconds
+    # (0 = no background scheduler at all).
+    rescan_interval: timedelta = timedelta(hours=24)
+    rescan_tick: float = 300.0
+    # Where alerts are POSTed as JSON ("" = alerts are only logged); per-request timeout in seconds.
+    alert_webhook: str = ""
+    alert_timeout: float = 5.0
 
     @property
     def available_scanners(self) -> tuple[str, ...]:
@@ -190,4 +221,8 @@ class Settings:
             notifier_listen=notifier_listen,
             signing_key=e.get("GATE_SIGNING_KEY", ""),
             breakglass_actors=_list(e, "GATE_BREAKGLASS_ACTORS", ()),
+            rescan_interval=_interval(e, "GATE_RESCAN_INTERVAL", timedelta(hours=24)),
+            rescan_tick=_number(e, "GATE_RESCAN_TICK", 300.0, 0.0),
+            alert_webhook=_webhook(e, "GATE_ALERT_WEBHOOK"),
+            alert_timeout=_number(e, "GATE_ALERT_TIMEOUT", 5.0, 0.1),
         )

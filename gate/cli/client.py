@@ -140,11 +140,25 @@ class GateClient:
         return self._stream("WatchScan", gate_pb2.WatchScanRequest(id=job_id), gate_pb2.ScanEvent, timeout)
 
     def check_promotion(
-        self, image: str, from_stage: str, to_stage: str, breakglass_reason: str = ""
+        self,
+        image: str,
+        from_stage: str,
+        to_stage: str,
+        breakglass_reason: str = "",
+        *,
+        scan_if_stale: bool = False,
     ) -> gate_pb2.Decision:
-        """Ask whether an image may move from one stage to the next (with breakglass, if a reason)."""
+        """Ask whether an image may move from one stage to the next (with breakglass, if a reason).
+
+        With `scan_if_stale` the server first scans a stale or unscanned image it can locate and waits
+        for the scan within this call's deadline (--timeout).
+        """
         request = gate_pb2.CheckPromotionRequest(
-            image=image, from_stage=from_stage, to_stage=to_stage, breakglass_reason=breakglass_reason
+            image=image,
+            from_stage=from_stage,
+            to_stage=to_stage,
+            breakglass_reason=breakglass_reason,
+            scan_if_stale=scan_if_stale,
         )
         return self._unary("CheckPromotion", request, gate_pb2.Decision)
 

@@ -38,6 +38,12 @@ def register(
         metavar="REASON",
         help="allow despite violations (only for actors in GATE_BREAKGLASS_ACTORS); always audited",
     )
+    parser.add_argument(
+        "--scan-if-stale",
+        action="store_true",
+        help="when the image is STALE, RESCAN_REQUIRED or NOT_SCANNED and gate can locate it, scan it "
+        "first and answer from the new findings (waits within --timeout; raise it for real scans)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -108,7 +114,9 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     if reason is not None and not reason.strip():
         raise CliError("--breakglass needs a reason", ExitCode.BAD_INPUT)
     with connect(args) as client:
-        decision = client.check_promotion(args.image, args.from_stage, args.to_stage, reason or "")
+        decision = client.check_promotion(
+            args.image, args.from_stage, args.to_stage, reason or "", scan_if_stale=args.scan_if_stale
+        )
     if args.json:
         json_format.dump_message(decision, ctx.out)
     else:

@@ -16,9 +16,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from gate.alerts import Alerter
 from gate.audit import AuditLog
 from gate.clock import SystemClock
 from gate.config import Settings
+from gate.domain import Stage
 from gate.errors import InvalidArgument
 from gate.images.engine import EngineSource
 from gate.images.registry import RegistryClient
@@ -31,6 +33,7 @@ from gate.promotion import PromotionLedger
 from gate.receipts import Signer, load_or_create_key
 from gate.scanning.jobs import JobRunner
 from gate.scanning.notifier import ClairNotifier, NotifierServer
+from gate.scanning.rescans import RescanScheduler, SchedulerThread
 from gate.server import audit_servicer, exceptions_servicer, ledger_servicer, policy_servicer
 from gate.server.servicer import register
 from gate.service import GateService
@@ -64,12 +67,17 @@ class RunningGate:
     health: health.HealthServicer
     engine: EngineSource | None = None
     notifier: NotifierServer | None = None  # Clair's webhook endpoint, when GATE_NOTIFIER_LISTEN is set
+    scheduler: RescanScheduler | None = None  # scheduled rescans (tick() may also be called directly)
+    alerter: Alerter | None = None
+    rescans: SchedulerThread | None = None  # ticks scheduler + alert delivery, when GATE_RESCAN_TICK > 0
 
     def stop(self, grace: float = 2.0) -> None:
         """Stop accepting calls, let in-flight ones finish, stop the workers, close the store and engine."""
         self.health.enter_graceful_shutdown()
         if self.notifier is not None:
             self.notifier.stop()
+        if self.rescans is not None:
+            self.rescans.stop()
         self.server.stop(grace).wait(grace + 1)
         self.runner.stop()
         self.repo.close()
@@ -139,6 +147,17 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
     resolver = SourceResolver(registry, docker)
     audit = AuditLog(SqlAuditStore(engine))
     exception_store = SqlExceptionStore(engine)
+    # The alerter and the service refer to each other (breakglass alerts; verdicts into p), so the
+    # alerter reaches the service through a closure bound once both exist.
+    alerter = Alerter(
+        repo,
+        lambda digest: service.promoted_verdict(digest),
+        lambda digest: digest in repo.digests_in_stages([Stage.P]),
+        clock,
+        settings.alert_webhook,
+        timeout=settings.alert_timeout,
+        audit=audit,
+    )
     service = GateService(
         repo,
         resolver,
@@ -150,6 +169,7 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
         audit=audit,
         exceptions=exception_store,
         breakglass_actors=settings.breakglass_actors,
+        on_breakglass=alerter.breakglass,
     )
     # An explicit GATE_SIGNING_KEY must exist; the default key is generated on first start.
     signer = Signer(load_or_create_key(settings.effective_signing_key, create=not settings.signing_key))
@@ -195,6 +215,18 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
         ) from e
     server.start()
     runner.start()
+    scheduler = RescanScheduler(
+        repo,
+        service,
+        clock,
+        settings.rescan_interval,
+        db_state=lambda: {n: s.current_db() for n, s in scanners.items() if isinstance(s, TrivyScanner)},
+        on_rescanned=alerter.on_rescanned,
+    )
+    rescans = None
+    if settings.rescan_tick > 0:
+        rescans = SchedulerThread(lambda: (scheduler.tick(), alerter.deliver()), settings.rescan_tick)
+        rescans.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     host = listen.rsplit(":", 1)[0]
@@ -202,7 +234,20 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
     log.info(
         "gate listening on %s (policy %s, database %s)", address, policy.digest[:12], _safe_url(settings)
     )
-    return RunningGate(server, port, address, runner, repo, service, health_servicer, docker, notifier)
+    return RunningGate(
+        server,
+        port,
+        address,
+        runner,
+        repo,
+        service,
+        health_servicer,
+        docker,
+        notifier,
+        scheduler=scheduler,
+        alerter=alerter,
+        rescans=rescans,
+    )
 
 
 def _start_notifier(settings: Settings, repo: SqlRepository, clock: Clock) -> NotifierServer | None:

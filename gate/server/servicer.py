@@ -19,6 +19,8 @@ from gate.v1 import gate_pb2 as pb
 from gate.v1 import gate_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
+# How long CheckPromotion(scan_if_stale) waits for scans when the caller set no deadline.
+_SCAN_IF_STALE_WAIT = 600.0
 Handler = Callable[[Any, Any, grpc.ServicerContext], T]
 
 
@@ -81,7 +83,20 @@ class GateServicer(pb_grpc.GateServicer):
 
     @_guard
     def CheckPromotion(self, request: pb.CheckPromotionRequest, context: grpc.ServicerContext) -> pb.Decision:
-        """The verdict, from stored findings only."""
+        """The verdict, from stored findings only (with scan_if_stale: after scanning a stale image)."""
+        if request.scan_if_stale:
+            # Wait for the scans within the caller's deadline, keeping a moment to answer in.
+            remaining = context.time_remaining()
+            wait = max(0.0, remaining - 2.0) if remaining is not None else _SCAN_IF_STALE_WAIT
+            decision = self._service.check_promotion_fresh(
+                request.image,
+                request.from_stage,
+                request.to_stage,
+                timeout=wait,
+                actor=actor_of(context),
+                breakglass_reason=request.breakglass_reason,
+            )
+            return convert.decision_to_pb(decision)
         decision = self._service.check_promotion(
             request.image,
             request.from_stage,
