@@ -345,7 +345,7 @@ class PlatformSummary(_message.Message):
     def __init__(self, platform: _Optional[str] = ..., digest: _Optional[str] = ..., config_digest: _Optional[str] = ..., user: _Optional[str] = ..., scans: _Optional[_Iterable[_Union[ScanSummary, _Mapping]]] = ..., counts: _Optional[_Iterable[_Union[SeverityCount, _Mapping]]] = ..., finding_count: _Optional[int] = ..., scanner_counts: _Optional[_Iterable[_Union[ScannerCounts, _Mapping]]] = ..., disagreements: _Optional[_Iterable[_Union[Disagreement, _Mapping]]] = ...) -> None: ...
 
 class Finding(_message.Message):
-    __slots__ = ("vulnerability_id", "aliases", "package", "installed_version", "fixed_version", "fix_state", "severity", "scanner_severity", "layer_diff_id", "finding_class", "scanner", "target", "title", "primary_url", "package_path")
+    __slots__ = ("vulnerability_id", "aliases", "package", "installed_version", "fixed_version", "fix_state", "severity", "scanner_severity", "layer_diff_id", "finding_class", "scanner", "target", "title", "primary_url", "package_path", "introduced_by", "tier")
     VULNERABILITY_ID_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
     PACKAGE_FIELD_NUMBER: _ClassVar[int]
@@ -361,6 +361,8 @@ class Finding(_message.Message):
     TITLE_FIELD_NUMBER: _ClassVar[int]
     PRIMARY_URL_FIELD_NUMBER: _ClassVar[int]
     PACKAGE_PATH_FIELD_NUMBER: _ClassVar[int]
+    INTRODUCED_BY_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
     vulnerability_id: str
     aliases: _containers.RepeatedScalarFieldContainer[str]
     package: str
@@ -376,10 +378,12 @@ class Finding(_message.Message):
     title: str
     primary_url: str
     package_path: str
-    def __init__(self, vulnerability_id: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., package: _Optional[str] = ..., installed_version: _Optional[str] = ..., fixed_version: _Optional[str] = ..., fix_state: _Optional[str] = ..., severity: _Optional[str] = ..., scanner_severity: _Optional[str] = ..., layer_diff_id: _Optional[str] = ..., finding_class: _Optional[str] = ..., scanner: _Optional[str] = ..., target: _Optional[str] = ..., title: _Optional[str] = ..., primary_url: _Optional[str] = ..., package_path: _Optional[str] = ...) -> None: ...
+    introduced_by: str
+    tier: str
+    def __init__(self, vulnerability_id: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., package: _Optional[str] = ..., installed_version: _Optional[str] = ..., fixed_version: _Optional[str] = ..., fix_state: _Optional[str] = ..., severity: _Optional[str] = ..., scanner_severity: _Optional[str] = ..., layer_diff_id: _Optional[str] = ..., finding_class: _Optional[str] = ..., scanner: _Optional[str] = ..., target: _Optional[str] = ..., title: _Optional[str] = ..., primary_url: _Optional[str] = ..., package_path: _Optional[str] = ..., introduced_by: _Optional[str] = ..., tier: _Optional[str] = ...) -> None: ...
 
 class ListFindingsRequest(_message.Message):
-    __slots__ = ("image", "min_severity", "vulnerability_id", "package", "finding_class", "fixable_only", "page_size", "page_token")
+    __slots__ = ("image", "min_severity", "vulnerability_id", "package", "finding_class", "fixable_only", "page_size", "page_token", "scanner", "tier")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     MIN_SEVERITY_FIELD_NUMBER: _ClassVar[int]
     VULNERABILITY_ID_FIELD_NUMBER: _ClassVar[int]
@@ -388,6 +392,8 @@ class ListFindingsRequest(_message.Message):
     FIXABLE_ONLY_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SCANNER_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
     image: str
     min_severity: str
     vulnerability_id: str
@@ -396,7 +402,9 @@ class ListFindingsRequest(_message.Message):
     fixable_only: bool
     page_size: int
     page_token: str
-    def __init__(self, image: _Optional[str] = ..., min_severity: _Optional[str] = ..., vulnerability_id: _Optional[str] = ..., package: _Optional[str] = ..., finding_class: _Optional[str] = ..., fixable_only: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    scanner: str
+    tier: str
+    def __init__(self, image: _Optional[str] = ..., min_severity: _Optional[str] = ..., vulnerability_id: _Optional[str] = ..., package: _Optional[str] = ..., finding_class: _Optional[str] = ..., fixable_only: _Optional[bool] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., scanner: _Optional[str] = ..., tier: _Optional[str] = ...) -> None: ...
 
 class ListFindingsResponse(_message.Message):
     __slots__ = ("digest", "findings", "next_page_token", "total")
@@ -419,7 +427,7 @@ class FindAffectedImagesRequest(_message.Message):
     def __init__(self, vulnerability_id: _Optional[str] = ..., stage: _Optional[str] = ...) -> None: ...
 
 class AffectedImage(_message.Message):
-    __slots__ = ("digest", "registry", "repository", "tags", "stage", "package", "installed_version", "fixed_version", "severity", "vulnerability_id")
+    __slots__ = ("digest", "registry", "repository", "tags", "stage", "package", "installed_version", "fixed_version", "severity", "vulnerability_id", "introduced_by", "tier")
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     REGISTRY_FIELD_NUMBER: _ClassVar[int]
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]
@@ -430,6 +438,8 @@ class AffectedImage(_message.Message):
     FIXED_VERSION_FIELD_NUMBER: _ClassVar[int]
     SEVERITY_FIELD_NUMBER: _ClassVar[int]
     VULNERABILITY_ID_FIELD_NUMBER: _ClassVar[int]
+    INTRODUCED_BY_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
     digest: str
     registry: str
     repository: str
@@ -440,7 +450,9 @@ class AffectedImage(_message.Message):
     fixed_version: str
     severity: str
     vulnerability_id: str
-    def __init__(self, digest: _Optional[str] = ..., registry: _Optional[str] = ..., repository: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., stage: _Optional[str] = ..., package: _Optional[str] = ..., installed_version: _Optional[str] = ..., fixed_version: _Optional[str] = ..., severity: _Optional[str] = ..., vulnerability_id: _Optional[str] = ...) -> None: ...
+    introduced_by: str
+    tier: str
+    def __init__(self, digest: _Optional[str] = ..., registry: _Optional[str] = ..., repository: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., stage: _Optional[str] = ..., package: _Optional[str] = ..., installed_version: _Optional[str] = ..., fixed_version: _Optional[str] = ..., severity: _Optional[str] = ..., vulnerability_id: _Optional[str] = ..., introduced_by: _Optional[str] = ..., tier: _Optional[str] = ...) -> None: ...
 
 class ImportReportRequest(_message.Message):
     __slots__ = ("image", "scanner", "report")
@@ -575,3 +587,37 @@ class RebuildItem(_message.Message):
     successor_digest: str
     successor_name: str
     def __init__(self, digest: _Optional[str] = ..., registry: _Optional[str] = ..., repository: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., stage: _Optional[str] = ..., base: _Optional[_Union[Base, _Mapping]] = ..., reason: _Optional[str] = ..., successor_digest: _Optional[str] = ..., successor_name: _Optional[str] = ...) -> None: ...
+
+class ListImagesRequest(_message.Message):
+    __slots__ = ("stage", "on_base")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    ON_BASE_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    on_base: str
+    def __init__(self, stage: _Optional[str] = ..., on_base: _Optional[str] = ...) -> None: ...
+
+class ImageSummary(_message.Message):
+    __slots__ = ("digest", "registry", "repository", "tags", "stage", "stage_source", "nearest_base", "worst_severity", "finding_count", "last_scanned_at", "platforms")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    REGISTRY_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    STAGE_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    NEAREST_BASE_FIELD_NUMBER: _ClassVar[int]
+    WORST_SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    FINDING_COUNT_FIELD_NUMBER: _ClassVar[int]
+    LAST_SCANNED_AT_FIELD_NUMBER: _ClassVar[int]
+    PLATFORMS_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    registry: str
+    repository: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    stage: str
+    stage_source: str
+    nearest_base: str
+    worst_severity: str
+    finding_count: int
+    last_scanned_at: _timestamp_pb2.Timestamp
+    platforms: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, digest: _Optional[str] = ..., registry: _Optional[str] = ..., repository: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., stage: _Optional[str] = ..., stage_source: _Optional[str] = ..., nearest_base: _Optional[str] = ..., worst_severity: _Optional[str] = ..., finding_count: _Optional[int] = ..., last_scanned_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., platforms: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -105,6 +105,11 @@ class GateStub:
                 request_serializer=gate_dot_v1_dot_gate__pb2.RebuildListRequest.SerializeToString,
                 response_deserializer=gate_dot_v1_dot_gate__pb2.RebuildItem.FromString,
                 _registered_method=True)
+        self.ListImages = channel.unary_stream(
+                '/gate.v1.Gate/ListImages',
+                request_serializer=gate_dot_v1_dot_gate__pb2.ListImagesRequest.SerializeToString,
+                response_deserializer=gate_dot_v1_dot_gate__pb2.ImageSummary.FromString,
+                _registered_method=True)
 
 
 class GateServicer:
@@ -211,6 +216,15 @@ class GateServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListImages(self, request, context):
+        """ListImages streams the stored images in a stage (optionally only those built on a base), with their
+        nearest base, worst severity and last scan. "In stage S" is the promotion ledger's digests in S when
+        the ledger records any, else the stage taken from the repository name; each item says which.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GateServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -283,6 +297,11 @@ def add_GateServicer_to_server(servicer, server):
                     servicer.RebuildList,
                     request_deserializer=gate_dot_v1_dot_gate__pb2.RebuildListRequest.FromString,
                     response_serializer=gate_dot_v1_dot_gate__pb2.RebuildItem.SerializeToString,
+            ),
+            'ListImages': grpc.unary_stream_rpc_method_handler(
+                    servicer.ListImages,
+                    request_deserializer=gate_dot_v1_dot_gate__pb2.ListImagesRequest.FromString,
+                    response_serializer=gate_dot_v1_dot_gate__pb2.ImageSummary.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -664,6 +683,33 @@ class Gate:
             '/gate.v1.Gate/RebuildList',
             gate_dot_v1_dot_gate__pb2.RebuildListRequest.SerializeToString,
             gate_dot_v1_dot_gate__pb2.RebuildItem.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListImages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/gate.v1.Gate/ListImages',
+            gate_dot_v1_dot_gate__pb2.ListImagesRequest.SerializeToString,
+            gate_dot_v1_dot_gate__pb2.ImageSummary.FromString,
             options,
             channel_credentials,
             insecure,
