@@ -39,6 +39,9 @@ class FindingFilter:
     package: str = ""
     finding_class: str = ""
     fixable_only: bool = False
+    scanner: str = ""  # only findings this scanner reported
+    # Only findings in these layers: how the service's tier filter reaches the query (None = any layer).
+    layer_diff_ids: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -210,6 +213,14 @@ class Repository(Protocol):
 
     def images_on_bases(self, digests: Sequence[str], stage: Stage | None = None) -> list[ImageOnBase]:
         """(image, base) for every stored image built on one of the bases named by digest."""
+        ...
+
+    def images_in_stage(self, stage: Stage) -> list[ImageRecord]:
+        """Stored images whose stage (from the repository name they were seen under) is `stage`."""
+        ...
+
+    def images_by_digest(self, digests: Sequence[str]) -> list[ImageRecord]:
+        """The stored images among `digests` (unknown ones are left out), by repository then digest."""
         ...
 
     def rescan_flag(self, digest: str) -> RescanFlag | None:

@@ -48,6 +48,7 @@ from gate.policy import (
     parse_duration,
     required_platforms,
 )
+from gate.policy.image_rules import who
 from gate.policy.overrides import apply_breakglass
 from gate.policy.runtime import RuntimeVerdict, runtime_verdict
 from gate.ports import (
@@ -147,6 +148,49 @@ class ImageReport:
     lineage: Lineage = dataclasses.field(default_factory=Lineage)
     platforms: tuple[PlatformReport, ...] = ()
     scanners: ScannerComparison = dataclasses.field(default_factory=lambda: ScannerComparison())
+
+
+APP_TIER = "app"
+"""The tier name the security-team queries give an image's own layers (added on top of every base)."""
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """Where a finding's layer came from: the base that brought it in, or the image's own layers."""
+
+    introduced_by: str = ""  # "<tier> <name>" of the base, as verdicts name it; "" for own/unknown layers
+    tier: str = ""  # that base's tier; APP_TIER for the image's own layers; "" for an unknown layer
+
+
+UNATTRIBUTED = Attribution()
+
+
+@dataclass(frozen=True)
+class AffectedFinding:
+    """One affected (image, package) pair and which base (if any) brought the vulnerable layer in."""
+
+    row: AffectedRow
+    attribution: Attribution
+
+
+@dataclass(frozen=True)
+class ImageSummary:
+    """A stored image as `gate images` lists it."""
+
+    image: ImageRecord
+    nearest: tuple[BaseImage, ...]  # the base it is built directly on (one per platform of an index)
+    worst: Severity | None
+    finding_count: int
+    last_scanned_at: datetime | None
+
+
+@dataclass(frozen=True)
+class StageListing:
+    """The images in a stage and where "in the stage" came from: "ledger" or "name"."""
+
+    stage: Stage
+    source: str
+    images: tuple[ImageSummary, ...]
 
 
 @dataclass(frozen=True)
@@ -907,10 +951,26 @@ class GateService:
             disagreements=tuple(disagreements),
         )
 
+    def layer_attribution(self, record: ImageRecord) -> dict[str, Attribution]:
+        """Per layer of the image, the base that brought it in (or APP_TIER for the image's own layers)."""
+        lin = self._lineage(record)
+        out: dict[str, Attribution] = {}
+        for diff_id in record.diff_ids:
+            if diff_id in out:
+                continue  # a repeated layer counts where it first entered, as provenance.introduced_by says
+            base = provenance.introduced_by(diff_id, record.diff_ids, lin)
+            out[diff_id] = (
+                Attribution(who(base), base.tier) if base is not None else Attribution("", APP_TIER)
+            )
+        return out
+
     def list_findings(
-        self, image: str, flt: FindingFilter, page_token: str, page_size: int
-    ) -> tuple[str, FindingPage]:
-        """A page of the current findings of an image."""
+        self, image: str, flt: FindingFilter, page_token: str, page_size: int, tier: str = ""
+    ) -> tuple[str, FindingPage, Mapping[str, Attribution]]:
+        """A page of the current findings of an image, with the attribution of each finding's layer.
+
+        `tier` keeps the findings a base of that tier brought in (APP_TIER: the image's own layers).
+        """
         record = self._known_image(image)
         if record.platforms:
             listed = ", ".join(f"{platform} {digest}" for platform, digest in record.platforms)
@@ -927,15 +987,77 @@ class GateService:
             if not page_token.isdigit():
                 raise InvalidArgument(f"{page_token!r} is not a page token this server issued", "page_token")
             offset = int(page_token)
-        return record.digest, self._repo.list_findings(record.digest, flt, offset, size)
+        attribution = self.layer_attribution(record)
+        wanted = tier.strip().lower()
+        if wanted:
+            if wanted != APP_TIER:
+                validate_tier(wanted)
+            layers = tuple(d for d, a in attribution.items() if a.tier == wanted)
+            flt = dataclasses.replace(flt, layer_diff_ids=layers)
+        return record.digest, self._repo.list_findings(record.digest, flt, offset, size), attribution
 
-    def affected_images(self, vulnerability_id: str, stage: str) -> Iterator[AffectedRow]:
-        """Every stored image whose current findings include the vulnerability (or an alias of it)."""
+    def affected_images(self, vulnerability_id: str, stage: str) -> Iterator[AffectedFinding]:
+        """Every stored image whose current findings include the vulnerability (or an alias of it).
+
+        Each row says which base brought the vulnerable layer in, from the image's lineage.
+        """
         vid = vulnerability_id.strip()
         if not vid:
             raise InvalidArgument("a vulnerability id is required (e.g. CVE-2024-3094)", "vulnerability_id")
         stage_filter = Stage.parse(stage, "stage") if stage else None
-        return self._repo.affected_images(vid, stage_filter)
+        return self._attribute_rows(self._repo.affected_images(vid, stage_filter))
+
+    def _attribute_rows(self, rows: Iterator[AffectedRow]) -> Iterator[AffectedFinding]:
+        # One lineage per image, however many of its packages carry the vulnerability.
+        by_image: dict[str, dict[str, Attribution]] = {}
+        for row in rows:
+            layers = by_image.get(row.image.digest)
+            if layers is None:
+                layers = by_image[row.image.digest] = self.layer_attribution(row.image)
+            yield AffectedFinding(row, layers.get(row.finding.layer_diff_id, UNATTRIBUTED))
+
+    def list_images(self, stage: str, on_base: str) -> StageListing:
+        """The stored images in a stage, optionally only those whose lineage contains a base.
+
+        "In the stage" is the promotion ledger's digests when it records any promotion into the stage,
+        else the stage stored from the repository name; the listing says which.
+        """
+        if not stage.strip():
+            raise InvalidArgument("a stage is required (d, t, s1, s2 or p)", "stage")
+        target = Stage.parse(stage.strip(), "stage")
+        promoted = [p.digest for p in self._repo.promoted_digests(target)]
+        if promoted:
+            source, records = "ledger", self._repo.images_by_digest(promoted)
+        else:
+            source, records = "name", self._repo.images_in_stage(target)
+        if on_base.strip():
+            base = self.find_base(on_base.strip(), "on_base")
+            built_on = {r.digest for r in self._repo.descendants(base)}
+            # An index is on the base when one of its platform images is: lineage is per platform image.
+            records = [
+                r for r in records if r.digest in built_on or any(d in built_on for _, d in r.platforms)
+            ]
+        return StageListing(target, source, tuple(self._summary(r) for r in records))
+
+    def _summary(self, record: ImageRecord) -> ImageSummary:
+        members = [self._repo.get_image(d) or ImageRecord(digest=d) for _, d in record.platforms] or [record]
+        nearest: list[BaseImage] = []
+        worst: Severity | None = None
+        count = 0
+        last: datetime | None = None
+        for member in members:
+            base = self._lineage(member).nearest
+            if base is not None and base not in nearest:
+                nearest.append(base)
+            findings = self._repo.current_findings(member.digest)
+            count += len(findings)
+            for f in findings:
+                worst = f.severity if worst is None or f.severity > worst else worst
+            for success, _latest in self._repo.latest_jobs(member.digest).values():
+                done = success.finished_at if success is not None else None
+                if done is not None and (last is None or done > last):
+                    last = done
+        return ImageSummary(record, tuple(nearest), worst, count, last)
 
     # -- imports --------------------------------------------------------------------------------------
 

@@ -9,8 +9,18 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from gate.domain import BaseImage, Decision, Finding, ImageRecord, JobState, Promotion, ScanJob, VerdictState
 from gate.errors import InvalidArgument
-from gate.ports import AffectedRow, FindingFilter
-from gate.service import ImageReport, PlatformReport, RebuildItem, ScannerComparison
+from gate.ports import FindingFilter
+from gate.service import (
+    UNATTRIBUTED,
+    AffectedFinding,
+    Attribution,
+    ImageReport,
+    ImageSummary,
+    PlatformReport,
+    RebuildItem,
+    ScannerComparison,
+    StageListing,
+)
 from gate.v1 import gate_pb2 as pb
 from gate.v1 import ledger_pb2 as ledger_pb
 from scanners.interface import Severity
@@ -129,9 +139,11 @@ def promotion_to_pb(p: Promotion) -> ledger_pb.Promotion:
     )
 
 
-def finding_to_pb(f: Finding) -> pb.Finding:
-    """One stored finding."""
+def finding_to_pb(f: Finding, attribution: Attribution = UNATTRIBUTED) -> pb.Finding:
+    """One stored finding, with the attribution of its layer when the caller computed it."""
     return pb.Finding(
+        introduced_by=attribution.introduced_by,
+        tier=attribution.tier,
         vulnerability_id=f.vulnerability_id,
         aliases=list(f.aliases),
         package=f.package,
@@ -294,9 +306,12 @@ def rebuild_to_pb(item: RebuildItem) -> pb.RebuildItem:
     )
 
 
-def affected_to_pb(row: AffectedRow) -> pb.AffectedImage:
-    """One affected (image, package) pair."""
+def affected_to_pb(affected: AffectedFinding) -> pb.AffectedImage:
+    """One affected (image, package) pair, with the base that brought the vulnerable layer in."""
+    row = affected.row
     return pb.AffectedImage(
+        introduced_by=affected.attribution.introduced_by,
+        tier=affected.attribution.tier,
         digest=row.image.digest,
         registry=row.image.registry,
         repository=row.image.repository,
@@ -329,4 +344,25 @@ def finding_filter(req: pb.ListFindingsRequest) -> FindingFilter:
         package=req.package.strip(),
         finding_class=cls,
         fixable_only=req.fixable_only,
+        scanner=req.scanner.strip().lower(),
     )
+
+
+def image_summary_to_pb(item: ImageSummary, listing: StageListing) -> pb.ImageSummary:
+    """One image of a stage listing; the stage and its source are the listing's."""
+    summary = pb.ImageSummary(
+        digest=item.image.digest,
+        registry=item.image.registry,
+        repository=item.image.repository,
+        tags=list(item.image.tags),
+        stage=listing.stage.value,
+        stage_source=listing.source,
+        nearest_base=", ".join(f"{b.tier} {b.name}" for b in item.nearest),
+        worst_severity=item.worst.name if item.worst is not None else "",
+        finding_count=item.finding_count,
+        platforms=[platform for platform, _ in item.image.platforms],
+    )
+    scanned = _ts(item.last_scanned_at)
+    if scanned is not None:
+        summary.last_scanned_at.CopyFrom(scanned)
+    return summary

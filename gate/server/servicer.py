@@ -14,7 +14,7 @@ import grpc
 from gate.server import convert
 from gate.server.actor import actor_of
 from gate.server.status import status_for
-from gate.service import GateService
+from gate.service import UNATTRIBUTED, GateService
 from gate.v1 import gate_pb2 as pb
 from gate.v1 import gate_pb2_grpc as pb_grpc
 
@@ -119,10 +119,14 @@ class GateServicer(pb_grpc.GateServicer):
     ) -> pb.ListFindingsResponse:
         """One page of findings."""
         flt = convert.finding_filter(request)
-        digest, page = self._service.list_findings(request.image, flt, request.page_token, request.page_size)
+        digest, page, layers = self._service.list_findings(
+            request.image, flt, request.page_token, request.page_size, request.tier
+        )
         return pb.ListFindingsResponse(
             digest=digest,
-            findings=[convert.finding_to_pb(f) for f in page.findings],
+            findings=[
+                convert.finding_to_pb(f, layers.get(f.layer_diff_id, UNATTRIBUTED)) for f in page.findings
+            ],
             next_page_token="" if page.next_offset is None else str(page.next_offset),
             total=page.total,
         )
@@ -183,6 +187,15 @@ class GateServicer(pb_grpc.GateServicer):
         """Stream the images to rebuild."""
         for item in self._service.rebuild_list(request.stage):
             yield convert.rebuild_to_pb(item)
+
+    @_guard_stream
+    def ListImages(
+        self, request: pb.ListImagesRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.ImageSummary]:
+        """Stream the images in a stage (from the ledger, else from the repository name)."""
+        listing = self._service.list_images(request.stage, request.on_base)
+        for item in listing.images:
+            yield convert.image_summary_to_pb(item, listing)
 
 
 def register(server: grpc.Server, service: GateService) -> None:

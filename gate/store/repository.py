@@ -591,6 +591,10 @@ class SqlRepository:
             query = query.where(
                 or_(col(FindingRow.fix_state) == FixState.FIXED.value, col(FindingRow.fixed_version) != "")
             )
+        if flt.scanner.strip():
+            query = query.where(FindingRow.scanner == flt.scanner.strip().lower())
+        if flt.layer_diff_ids is not None:
+            query = query.where(col(FindingRow.layer_diff_id).in_(list(flt.layer_diff_ids)))
         with self._read() as session:
             total = session.exec(select(func.count()).select_from(query.subquery())).one()
             rows = session.exec(query.order_by(*_FINDING_ORDER).offset(offset).limit(limit)).all()
@@ -787,6 +791,28 @@ class SqlRepository:
             images = self._records(session, [image for image, _ in pairs])
             bases = self._bases(session, [base for _, base in pairs])
             return [ImageOnBase(image, base) for image, base in zip(images, bases, strict=True)]
+
+    def images_in_stage(self, stage: Stage) -> list[ImageRecord]:
+        """Stored images whose stage (taken from the repository name) is `stage`, by repository."""
+        with self._read() as session:
+            rows = session.exec(
+                select(ImageRow)
+                .where(ImageRow.stage == stage.value)
+                .order_by(col(ImageRow.repository), col(ImageRow.digest))
+            ).all()
+            return self._records(session, rows)
+
+    def images_by_digest(self, digests: Sequence[str]) -> list[ImageRecord]:
+        """The stored images among `digests`, by repository then digest; unknown digests are left out."""
+        if not digests:
+            return []
+        with self._read() as session:
+            rows = session.exec(
+                select(ImageRow)
+                .where(col(ImageRow.digest).in_(list(dict.fromkeys(digests))))
+                .order_by(col(ImageRow.repository), col(ImageRow.digest))
+            ).all()
+            return self._records(session, rows)
 
     def _records(self, session: Session, rows: Sequence[ImageRow]) -> list[ImageRecord]:
         # Tags of all rows in one query (not one per image).
