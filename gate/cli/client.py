@@ -202,6 +202,11 @@ class GateClient:
         request = gate_pb2.FindAffectedImagesRequest(vulnerability_id=vulnerability_id, stage=stage)
         return self._stream("FindAffectedImages", request, gate_pb2.AffectedImage, self.timeout)
 
+    def list_images(self, stage: str, on_base: str) -> Iterator[gate_pb2.ImageSummary]:
+        """Stream the stored images in a stage (optionally only those built on a base)."""
+        request = gate_pb2.ListImagesRequest(stage=stage, on_base=on_base)
+        return self._stream("ListImages", request, gate_pb2.ImageSummary, self.timeout)
+
     def import_report(self, image: str, scanner: str, report: bytes) -> gate_pb2.ImportReportResponse:
         """Store a scanner report produced elsewhere."""
         request = gate_pb2.ImportReportRequest(image=image, scanner=scanner, report=report)

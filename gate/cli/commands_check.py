@@ -7,6 +7,7 @@ import argparse
 from gate.cli import CliError, Context, ExitCode
 from gate.cli.client import connect
 from gate.cli.formats import json as json_format
+from gate.cli.formats.ci import add_report_options, write_reports
 from gate.cli.formats.table import (
     EMPTY,
     render_fields,
@@ -44,6 +45,7 @@ def register(
         help="when the image is STALE, RESCAN_REQUIRED or NOT_SCANNED and gate can locate it, scan it "
         "first and answer from the new findings (waits within --timeout; raise it for real scans)",
     )
+    add_report_options(parser)
     parser.set_defaults(handler=run)
 
 
@@ -117,6 +119,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         decision = client.check_promotion(
             args.image, args.from_stage, args.to_stage, reason or "", scan_if_stale=args.scan_if_stale
         )
+    write_reports(args, [decision], args.image)
     if args.json:
         json_format.dump_message(decision, ctx.out)
     else:

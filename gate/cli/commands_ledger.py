@@ -14,6 +14,7 @@ from gate.cli import CliError, Context, ExitCode
 from gate.cli.client import connect
 from gate.cli.commands_check import render_decision
 from gate.cli.formats import json as json_format
+from gate.cli.formats.ci import add_report_options, write_reports
 from gate.cli.formats.table import EMPTY, render_fields, render_table, short_id, timestamp_field
 from gate.receipts import load_public_key, verify_receipt
 
@@ -40,6 +41,7 @@ def register(
         help="allow despite violations (only for actors in GATE_BREAKGLASS_ACTORS); always audited",
     )
     promote.add_argument("--receipt-out", default="", metavar="FILE", help="write the receipt to FILE")
+    add_report_options(promote)
     promote.set_defaults(handler=run_promote)
 
     promotions = subparsers.add_parser("promotions", help="the promotion ledger")
@@ -86,6 +88,7 @@ def run_promote(args: argparse.Namespace, ctx: Context) -> int:
         reply = client.promote(args.image, args.from_stage, args.to_stage, args.target, reason or "")
     if reply.promoted and args.receipt_out:
         Path(args.receipt_out).write_text(reply.receipt, encoding="utf-8")
+    write_reports(args, [reply.decision], args.image)
     if args.json:
         json_format.dump_message(reply, ctx.out)
     else:

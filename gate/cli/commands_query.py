@@ -6,8 +6,10 @@ import argparse
 from collections.abc import Sequence
 
 from gate.cli import CliError, Context, ExitCode
-from gate.cli.client import connect
+from gate.cli.client import GateClient, connect
+from gate.cli.formats import csv as csv_format
 from gate.cli.formats import json as json_format
+from gate.cli.formats import sarif as sarif_format
 from gate.cli.formats.table import (
     EMPTY,
     render_fields,
@@ -21,6 +23,9 @@ from scanners.interface import Severity
 
 # Most severe first, the order people read them in.
 SEVERITY_NAMES = tuple(s.name for s in sorted(Severity, reverse=True))
+FORMATS = ("table", "json", "csv", "sarif")
+# Ladder order for grouping by stage; images without a stage come last.
+STAGE_ORDER = ("d", "t", "s1", "s2", "p")
 
 
 def register(
@@ -39,10 +44,20 @@ def register(
     findings = subparsers.add_parser(
         "findings",
         parents=[shared],
-        help="list an image's current findings",
-        description="List IMAGE's current findings, most severe first (all pages).",
+        help="list an image's (or a stage's) current findings",
+        description="List IMAGE's current findings, most severe first (all pages); or, with --stage and no "
+        "IMAGE, the findings of every stored image in that stage (see gate images).",
     )
-    findings.add_argument("image", metavar="IMAGE", help="image reference")
+    findings.add_argument("image", metavar="IMAGE", nargs="?", default="", help="image reference")
+    findings.add_argument(
+        "--severity",
+        type=str.upper,
+        choices=SEVERITY_NAMES,
+        action="append",
+        default=[],
+        metavar="SEV",
+        help="only this severity (repeatable)",
+    )
     findings.add_argument(
         "--min-severity",
         type=str.upper,
@@ -54,17 +69,46 @@ def register(
     findings.add_argument("--fixable", action="store_true", help="only findings with a fixed version")
     findings.add_argument("--package", default="", metavar="P", help="only this package")
     findings.add_argument("--vuln", default="", metavar="ID", help="only this vulnerability (or alias)")
+    findings.add_argument("--scanner", default="", metavar="NAME", help="only findings of this scanner")
+    findings.add_argument(
+        "--tier",
+        default="",
+        metavar="TIER",
+        help="only findings a base of this tier brought in (e.g. prod-osbase, runtime); "
+        "'app' for the image's own layers",
+    )
+    findings.add_argument(
+        "--stage", default="", metavar="S", help="without IMAGE: the findings of every image in stage S"
+    )
+    add_format_option(findings)
     findings.set_defaults(handler=run_findings)
 
     affected = subparsers.add_parser(
         "affected",
         parents=[shared],
-        help="list stored images affected by a vulnerability",
-        description="List every stored image whose current findings include VULN_ID (a CVE or alias).",
+        help="list stored images affected by a vulnerability, by stage",
+        description="List every stored image whose current findings include VULN_ID (a CVE or alias), "
+        "grouped by stage in ladder order, with the base that brought it in and whether a fix exists.",
     )
     affected.add_argument("vulnerability_id", metavar="VULN_ID", help="vulnerability id, e.g. CVE-2024-1234")
     affected.add_argument("--stage", default="", metavar="S", help="only images in this stage")
+    add_format_option(affected)
     affected.set_defaults(handler=run_affected)
+
+
+def add_format_option(parser: argparse.ArgumentParser) -> None:
+    """Add --format table|json|csv|sarif (--json stays a shorthand for --format json)."""
+    parser.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="",
+        help="output format (default table; csv has a header row; sarif is SARIF 2.1.0)",
+    )
+
+
+def output_format(args: argparse.Namespace) -> str:
+    """The chosen format: --format, else json for --json, else table."""
+    return str(args.format or ("json" if args.json else "table"))
 
 
 def _by_severity(counts: Sequence[gate_pb2.SeverityCount]) -> str:
@@ -210,45 +254,103 @@ def run_report(args: argparse.Namespace, ctx: Context) -> int:
     return ExitCode.OK
 
 
-def fetch_all_findings(args: argparse.Namespace) -> gate_pb2.ListFindingsResponse:
+def fetch_all_findings(
+    client: GateClient, args: argparse.Namespace, image: str
+) -> gate_pb2.ListFindingsResponse:
     """Follow next_page_token to the last page and return every finding in one response."""
     request = gate_pb2.ListFindingsRequest(
-        image=args.image,
+        image=image,
         min_severity=args.min_severity,
         vulnerability_id=args.vuln,
         package=args.package,
         fixable_only=args.fixable,
+        scanner=args.scanner,
+        tier=args.tier,
     )
     merged = gate_pb2.ListFindingsResponse()
     seen_tokens: set[str] = set()
-    with connect(args) as client:
-        while True:
-            page = client.list_findings_page(request)
-            merged.digest = page.digest
-            merged.total = page.total
-            merged.findings.extend(page.findings)
-            token = page.next_page_token
-            if not token:
-                return merged
-            # A server bug that hands back an old token would otherwise loop forever.
-            if token in seen_tokens:
-                raise CliError(f"server repeated page token {token!r}", ExitCode.UNAVAILABLE)
-            seen_tokens.add(token)
-            request.page_token = token
+    while True:
+        page = client.list_findings_page(request)
+        merged.digest = page.digest
+        merged.total = page.total
+        merged.findings.extend(page.findings)
+        token = page.next_page_token
+        if not token:
+            break
+        # A server bug that hands back an old token would otherwise loop forever.
+        if token in seen_tokens:
+            raise CliError(f"server repeated page token {token!r}", ExitCode.UNAVAILABLE)
+        seen_tokens.add(token)
+        request.page_token = token
+    if args.severity:
+        # The server filters by a floor only; an exact severity list is applied here.
+        kept = [f for f in merged.findings if f.severity in args.severity]
+        del merged.findings[:]
+        merged.findings.extend(kept)
+        merged.total = len(kept)
+    return merged
+
+
+def _stage_digests(client: GateClient, stage: str) -> tuple[list[tuple[str, str]], str]:
+    """(label, digest) of every image in the stage, platform images for an index; and the stage source."""
+    out: list[tuple[str, str]] = []
+    source = ""
+    for image in client.list_images(stage, ""):
+        source = image.stage_source
+        label = "/".join(p for p in (image.registry, image.repository) if p) or image.digest
+        if image.platforms:
+            # Findings are stored per platform image; the index itself has none.
+            for platform in client.get_image_report(image.digest).platforms:
+                out.append((f"{label} {platform.platform}", platform.digest))
+        else:
+            out.append((label, image.digest))
+    return out, source
 
 
 def run_findings(args: argparse.Namespace, ctx: Context) -> int:
-    """List every finding, most severe first."""
-    response = fetch_all_findings(args)
-    if args.json:
-        json_format.dump_message(response, ctx.out)
+    """List every finding, most severe first; one image, or every image in --stage."""
+    fmt = output_format(args)
+    if bool(args.image) == bool(args.stage):
+        raise CliError("give IMAGE, or --stage S for every image in a stage (not both)", ExitCode.BAD_INPUT)
+    responses: list[tuple[str, gate_pb2.ListFindingsResponse]] = []
+    with connect(args) as client:
+        if args.image:
+            responses.append((args.image, fetch_all_findings(client, args, args.image)))
+            source = ""
+        else:
+            targets, source = _stage_digests(client, args.stage)
+            responses.extend((label, fetch_all_findings(client, args, digest)) for label, digest in targets)
+    items = [(r.digest, f) for _, r in responses for f in r.findings]
+    if fmt == "json":
+        if args.image:
+            json_format.dump_message(responses[0][1], ctx.out)
+        else:
+            json_format.dump_messages([r for _, r in responses], ctx.out)
         return ExitCode.OK
-    findings = sorted(
-        response.findings,
-        key=lambda f: (severity_rank(f.severity), f.vulnerability_id, f.package, f.installed_version),
+    if fmt == "csv":
+        csv_format.write_csv(
+            csv_format.FINDING_COLUMNS, [csv_format.finding_row(d, f) for d, f in items], ctx.out
+        )
+        return ExitCode.OK
+    if fmt == "sarif":
+        json_format.dump(sarif_format.findings_sarif(items, args.image), ctx.out)
+        return ExitCode.OK
+    multi = not args.image
+    labels = {r.digest: label for label, r in responses}
+    ranked = sorted(
+        items,
+        key=lambda i: (
+            severity_rank(i[1].severity),
+            i[1].vulnerability_id,
+            i[1].package,
+            labels.get(i[0], ""),
+        ),
     )
-    rows = [
-        [
+    attributed = any(f.tier for _, f in items)
+    rows = []
+    for digest, f in ranked:
+        row = [labels.get(digest, digest)] if multi else []
+        row += [
             f.severity,
             f.vulnerability_id,
             f.package,
@@ -258,51 +360,99 @@ def run_findings(args: argparse.Namespace, ctx: Context) -> int:
             f.scanner,
             short_id(f.layer_diff_id),
         ]
-        for f in findings
-    ]
-    if rows:
-        headers = ("SEVERITY", "VULNERABILITY", "PACKAGE", "INSTALLED", "FIXED", "CLASS", "SCANNER", "LAYER")
-        ctx.out.write(render_table(headers, rows))
-    ctx.out.write(f"{len(rows)} finding(s) for {response.digest or EMPTY}\n")
-    return ExitCode.OK
-
-
-def run_affected(args: argparse.Namespace, ctx: Context) -> int:
-    """Stream the affected images and print them, most severe first."""
-    with connect(args) as client:
-        images = list(client.find_affected_images(args.vulnerability_id, args.stage))
-    if args.json:
-        json_format.dump_messages(images, ctx.out)
-        return ExitCode.OK
-    images.sort(key=lambda i: (severity_rank(i.severity), i.registry, i.repository, i.digest))
-    rows = [
-        [
-            "/".join(part for part in (i.registry, i.repository) if part),
-            short_id(i.digest),
-            ", ".join(i.tags),
-            i.stage,
-            i.severity,
-            i.vulnerability_id,
-            i.package,
-            i.installed_version,
-            i.fixed_version,
-        ]
-        for i in images
-    ]
+        row += [_attribution_text(f.introduced_by, f.tier)] if attributed else []
+        rows.append(row)
     if rows:
         headers = (
-            "REPOSITORY",
-            "DIGEST",
-            "TAGS",
-            "STAGE",
+            *(["IMAGE"] if multi else []),
             "SEVERITY",
             "VULNERABILITY",
             "PACKAGE",
             "INSTALLED",
             "FIXED",
+            "CLASS",
+            "SCANNER",
+            "LAYER",
+            *(["INTRODUCED BY"] if attributed else []),
         )
+        ctx.out.write(render_table(headers, rows))
+    if multi:
+        where = "the promotion ledger" if source == "ledger" else "repository names"
+        ctx.out.write(
+            f"{len(rows)} finding(s) in {len(responses)} image(s) in stage {args.stage} "
+            f"(stage from {where})\n"
+        )
+    else:
+        ctx.out.write(f"{len(rows)} finding(s) for {responses[0][1].digest or EMPTY}\n")
+    return ExitCode.OK
+
+
+def _attribution_text(introduced_by: str, tier: str) -> str:
+    """The INTRODUCED BY cell: the base, "app (own layers)", or empty when the layer is unknown."""
+    if introduced_by:
+        return introduced_by
+    return "app (own layers)" if tier == "app" else ""
+
+
+def _stage_key(stage: str) -> tuple[int, str]:
+    return (STAGE_ORDER.index(stage), "") if stage in STAGE_ORDER else (len(STAGE_ORDER), stage)
+
+
+def run_affected(args: argparse.Namespace, ctx: Context) -> int:
+    """Stream the affected images and print them grouped by stage (ladder order), most severe first."""
+    fmt = output_format(args)
+    with connect(args) as client:
+        images = list(client.find_affected_images(args.vulnerability_id, args.stage))
+    if fmt == "json":
+        json_format.dump_messages(images, ctx.out)
+        return ExitCode.OK
+    images.sort(
+        key=lambda i: (_stage_key(i.stage), severity_rank(i.severity), i.registry, i.repository, i.digest)
+    )
+    if fmt == "csv":
+        csv_format.write_csv(
+            csv_format.AFFECTED_COLUMNS, [csv_format.affected_row(i) for i in images], ctx.out
+        )
+        return ExitCode.OK
+    if fmt == "sarif":
+        json_format.dump(sarif_format.affected_sarif(images), ctx.out)
+        return ExitCode.OK
+    headers = (
+        "REPOSITORY",
+        "DIGEST",
+        "TAGS",
+        "SEVERITY",
+        "VULNERABILITY",
+        "PACKAGE",
+        "INSTALLED",
+        "FIX",
+        "INTRODUCED BY",
+    )
+    stages = list(dict.fromkeys(i.stage for i in images))
+    for n, stage in enumerate(stages):
+        group = [i for i in images if i.stage == stage]
+        count = len({i.digest for i in group})
+        if n:
+            ctx.out.write("\n")
+        ctx.out.write(f"Stage {stage or '(none)'} ({count} image(s)):\n")
+        rows = [
+            [
+                "/".join(part for part in (i.registry, i.repository) if part),
+                short_id(i.digest),
+                ", ".join(i.tags),
+                i.severity,
+                i.vulnerability_id,
+                i.package,
+                i.installed_version,
+                csv_format.fix_text(i.fixed_version),
+                _attribution_text(i.introduced_by, i.tier),
+            ]
+            for i in group
+        ]
         ctx.out.write(render_table(headers, rows))
     digests = len({i.digest for i in images})
     noun = "image" if digests == 1 else "images"
-    ctx.out.write(f"{digests} {noun} affected by {args.vulnerability_id} ({len(rows)} package rows)\n")
+    if images:
+        ctx.out.write("\n")
+    ctx.out.write(f"{digests} {noun} affected by {args.vulnerability_id} ({len(images)} package rows)\n")
     return ExitCode.OK

@@ -21,6 +21,7 @@ from gate.cli import (
     commands_bases,
     commands_check,
     commands_exceptions,
+    commands_images,
     commands_ledger,
     commands_policy,
     commands_query,
@@ -80,6 +81,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     commands_scan.register(subparsers, shared)
     commands_check.register(subparsers, shared)
     commands_query.register(subparsers, shared)
+    commands_images.register(subparsers, shared)
     commands_bases.register(subparsers, shared)
     commands_exceptions.register(subparsers, shared)
     commands_audit.register(subparsers, shared)
