@@ -131,6 +131,8 @@ class Settings:
     clair_timeout: float = 300.0
     # host:port of the Clair notifier webhook endpoint; "" = not started.
     notifier_listen: str = ""
+    # host:port serving Prometheus /metrics and /healthz over plain HTTP (gate/metrics.py); "" = off.
+    metrics_listen: str = ""
     # Ed25519 private key (PEM) that signs promotion receipts; "" → <data_dir>/keys/receipt-ed25519.pem,
     # generated on first start.
     signing_key: str = ""
@@ -219,6 +221,7 @@ class Settings:
             clair_issuer=e.get("GATE_CLAIR_ISSUER") or "gate",
             clair_timeout=_number(e, "GATE_CLAIR_TIMEOUT", 300.0, 1.0),
             notifier_listen=notifier_listen,
+            metrics_listen=_listen(e, "GATE_METRICS_LISTEN"),
             signing_key=e.get("GATE_SIGNING_KEY", ""),
             breakglass_actors=_list(e, "GATE_BREAKGLASS_ACTORS", ()),
             rescan_interval=_interval(e, "GATE_RESCAN_INTERVAL", timedelta(hours=24)),

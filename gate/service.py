@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from gate import provenance
+from gate import metrics, provenance
 from gate.audit import digest_of
 from gate.domain import (
     KNOWN_TIERS,
@@ -546,6 +546,7 @@ class GateService:
         if save:
             self._repo.save_decision(judged.decision)
         self._audit_decision(judged.decision, list(judged.inputs), judged.image, actor)
+        metrics.record_decision(judged.decision)
         decision = judged.decision
         if decision.breakglass:
             log.warning(

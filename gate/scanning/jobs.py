@@ -12,12 +12,14 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Mapping
 
+from gate import metrics
 from gate.errors import GateError
 from gate.ports import Clock, Repository
 from gate.scanning.convert import findings_of
-from scanners.interface import Scanner, ScannerError, ScanTarget
+from scanners.interface import Scanner, ScannerError, ScanResult, ScanTarget
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +49,18 @@ class JobRunner:
         self._prepare_target = prepare_target or (lambda target, _scanner: target)
         self._queue: queue.Queue[str] = queue.Queue()
         self._pending: set[str] = set()  # ids queued or running here, so one id never runs twice at once
+        self._running = 0  # how many of _pending a worker holds (the rest wait): gate_scan_queue_depth
         self._lock = threading.Lock()
         self._changed = threading.Condition()
         self._generation = 0
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
+        metrics.track_queue(self)
+
+    def depth(self) -> tuple[int, int]:
+        """(queued, running) jobs in this process: waiting for a worker, and held by one."""
+        with self._lock:
+            return len(self._pending) - self._running, self._running
 
     def start(self) -> int:
         """Start the workers and re-queue jobs a previous process left active; return how many."""
@@ -107,6 +116,8 @@ class JobRunner:
             job_id = self._queue.get()
             if job_id == _STOP or self._stopping.is_set():
                 return
+            with self._lock:
+                self._running += 1
             try:
                 self._run(job_id)
             except Exception:
@@ -115,6 +126,7 @@ class JobRunner:
             finally:
                 with self._lock:
                     self._pending.discard(job_id)
+                    self._running -= 1
                 self._notify()
 
     def _run(self, job_id: str) -> None:
@@ -138,7 +150,7 @@ class JobRunner:
             self._repo.fail_job(job_id, str(e), self._clock.now())
             return
         try:
-            result = scanner.scan(target, self._timeouts.get(job.scanner, 600.0))
+            result = self._timed_scan(job.scanner, scanner, target)
         except ScannerError as e:
             log.warning("scan job %s (%s of %s) failed: %s", job_id, job.scanner, job.digest, e)
             self._repo.fail_job(job_id, str(e), self._clock.now())
@@ -164,3 +176,14 @@ class JobRunner:
             )
             return
         self._repo.complete_job(job_id, result, findings_of(result), self._clock.now())
+
+    def _timed_scan(self, name: str, scanner: Scanner, target: ScanTarget) -> ScanResult:
+        """Run one scan and record its duration, outcome and (when it raised) the failure's kind."""
+        started = time.monotonic()
+        try:
+            result = scanner.scan(target, self._timeouts.get(name, 600.0))
+        except BaseException as e:
+            metrics.observe_scan(name, time.monotonic() - started, e)
+            raise
+        metrics.observe_scan(name, time.monotonic() - started)
+        return result

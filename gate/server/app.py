@@ -9,7 +9,7 @@ import logging
 import signal
 import threading
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 
 import grpc
@@ -26,6 +26,7 @@ from gate.images.engine import EngineSource
 from gate.images.registry import RegistryClient
 from gate.images.resolver import SourceResolver
 from gate.images.scanner_access import ScanTargetPreparer
+from gate.metrics import MetricsServer
 from gate.policy import Policy, default_policy, load_policy_file
 from gate.policy_tools import PolicyTools
 from gate.ports import Clock
@@ -35,6 +36,7 @@ from gate.scanning.jobs import JobRunner
 from gate.scanning.notifier import ClairNotifier, NotifierServer
 from gate.scanning.rescans import RescanScheduler, SchedulerThread
 from gate.server import audit_servicer, exceptions_servicer, ledger_servicer, policy_servicer
+from gate.server.metrics_interceptor import MetricsInterceptor
 from gate.server.servicer import register
 from gate.service import GateService
 from gate.store.audit_store import SqlAuditStore
@@ -70,9 +72,12 @@ class RunningGate:
     scheduler: RescanScheduler | None = None  # scheduled rescans (tick() may also be called directly)
     alerter: Alerter | None = None
     rescans: SchedulerThread | None = None  # ticks scheduler + alert delivery, when GATE_RESCAN_TICK > 0
+    metrics: MetricsServer | None = None  # /metrics and /healthz, when GATE_METRICS_LISTEN is set
+    serving: threading.Event = field(default_factory=threading.Event)  # what /healthz reports
 
     def stop(self, grace: float = 2.0) -> None:
         """Stop accepting calls, let in-flight ones finish, stop the workers, close the store and engine."""
+        self.serving.clear()
         self.health.enter_graceful_shutdown()
         if self.notifier is not None:
             self.notifier.stop()
@@ -80,6 +85,8 @@ class RunningGate:
             self.rescans.stop()
         self.server.stop(grace).wait(grace + 1)
         self.runner.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
         self.repo.close()
         if self.engine is not None:
             self.engine.close()
@@ -176,6 +183,7 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="gate-rpc"),
+        interceptors=[MetricsInterceptor()],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -213,6 +221,20 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
         raise InvalidArgument(
             f"cannot listen on {settings.notifier_listen!r}: {e}", "GATE_NOTIFIER_LISTEN"
         ) from e
+    serving = threading.Event()
+    metrics_server = None
+    if settings.metrics_listen:
+        try:
+            metrics_server = MetricsServer(settings.metrics_listen, serving.is_set)
+        except OSError as e:  # the metrics port is taken or not bindable
+            if notifier is not None:
+                notifier.stop()
+            repo.close()
+            docker.close()
+            raise InvalidArgument(
+                f"cannot listen on {settings.metrics_listen!r}: {e}", "GATE_METRICS_LISTEN"
+            ) from e
+        metrics_server.start()
     server.start()
     runner.start()
     scheduler = RescanScheduler(
@@ -229,6 +251,7 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
         rescans.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    serving.set()
     host = listen.rsplit(":", 1)[0]
     address = f"{host}:{port}"
     log.info(
@@ -247,6 +270,8 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
         scheduler=scheduler,
         alerter=alerter,
         rescans=rescans,
+        metrics=metrics_server,
+        serving=serving,
     )
 
 
