@@ -132,6 +132,10 @@ def _request_handler(owner: WebhookServer) -> type[http.server.BaseHTTPRequestHa
                 self._reply(411, {"error": "Content-Length is required"}, close=True)
                 return
             if length < 0 or length > owner._max_body:
+                # Read (and drop) a moderately oversized body so the client sees the 413 rather than a
+                # reset mid-upload; anything absurd just gets the connection closed after the answer.
+                if length <= 4 * owner._max_body:
+                    self._discard(length)
                 self._reply(413, {"error": f"body larger than {owner._max_body} bytes"}, close=True)
                 return
             status, document = owner.answer(self.headers.get("Content-Type", ""), self.rfile.read(length))
@@ -142,6 +146,13 @@ def _request_handler(owner: WebhookServer) -> type[http.server.BaseHTTPRequestHa
                 self._reply(200, {"status": "ok"})
             else:
                 self._reply(404, {"error": "GET /healthz, or POST /validate"})
+
+        def _discard(self, length: int) -> None:
+            while length > 0:
+                chunk = self.rfile.read(min(length, 65536))
+                if not chunk:
+                    return
+                length -= len(chunk)
 
         def _drain(self) -> None:
             length = self.headers.get("Content-Length") or "0"
