@@ -336,20 +336,16 @@ def run_findings(args: argparse.Namespace, ctx: Context) -> int:
         json_format.dump(sarif_format.findings_sarif(items, args.image), ctx.out)
         return ExitCode.OK
     multi = not args.image
-    labels = {r.digest: label for label, r in responses}
+    # Labelled per response (not per digest): the same digest can be listed under two names.
+    labelled = [(label, f) for label, r in responses for f in r.findings]
     ranked = sorted(
-        items,
-        key=lambda i: (
-            severity_rank(i[1].severity),
-            i[1].vulnerability_id,
-            i[1].package,
-            labels.get(i[0], ""),
-        ),
+        labelled,
+        key=lambda i: (severity_rank(i[1].severity), i[1].vulnerability_id, i[1].package, i[0]),
     )
     attributed = any(f.tier for _, f in items)
     rows = []
-    for digest, f in ranked:
-        row = [labels.get(digest, digest)] if multi else []
+    for label, f in ranked:
+        row = [label] if multi else []
         row += [
             f.severity,
             f.vulnerability_id,
