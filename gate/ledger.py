@@ -16,6 +16,7 @@ from typing import Any
 
 from gate.domain import Finding, Promotion, Stage
 from gate.errors import InvalidArgument, PermissionDenied
+from gate.tokens import Principal, Role
 
 __all__ = [
     "RECEIPT_FIELDS",
@@ -150,7 +151,8 @@ def check_breakglass(actor: str, reason: str, allowed_actors: Collection[str]) -
     """The cleaned breakglass reason, if `actor` may use breakglass; else raise.
 
     InvalidArgument for an empty (or whitespace) reason: breakglass without a why is not auditable.
-    PermissionDenied for an actor not in `allowed_actors` (GATE_BREAKGLASS_ACTORS until auth exists).
+    PermissionDenied for an authenticated principal without the breakglass role, or — with
+    authentication off — for an actor not in `allowed_actors` (GATE_BREAKGLASS_ACTORS).
     """
     cleaned = " ".join(reason.split())
     if not cleaned:
@@ -159,6 +161,14 @@ def check_breakglass(actor: str, reason: str, allowed_actors: Collection[str]) -
         )
     if len(cleaned) > MAX_BREAKGLASS_REASON:
         raise InvalidArgument(f"at most {MAX_BREAKGLASS_REASON} characters", "breakglass_reason")
+    if isinstance(actor, Principal):
+        # With authentication on, only the role counts: GATE_BREAKGLASS_ACTORS names claims, and a
+        # principal's name is not a claim anyone could make.
+        if not actor.has(Role.BREAKGLASS):
+            raise PermissionDenied(
+                f"{actor} may not use breakglass (needs the breakglass role)", "breakglass_reason"
+            )
+        return cleaned
     if actor not in allowed_actors:
         raise PermissionDenied(
             f"{actor!r} may not use breakglass (allowed: GATE_BREAKGLASS_ACTORS)", "breakglass_reason"

@@ -9,9 +9,11 @@ Expiry: an `--expires` date without a time means "through that whole day, UTC" (
 the next midnight). It must lie in the future and no further away than the smallest
 `max_exception_days` of the transitions the scope can apply to (built-in 90).
 
-The approver must not be the requester. Until authentication exists the requester is the caller's
-claimed actor (gRPC metadata gate-actor), so the check stops honest mistakes, not a determined
-caller; once [6/7] lands the actor is the authenticated principal and the rule becomes binding.
+The approver must not be the requester. With authentication on, the requester is the authenticated
+principal (gate.tokens.Principal, e.g. `token:alice`) and the approver must name a different principal
+(`token:alice`, `alice` and `alice@host` all name alice), so the rule binds. With authentication off
+the requester is the caller's claimed actor (gRPC metadata gate-actor), and the check only stops honest
+mistakes.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from gate.errors import InvalidArgument, NotFound
 from gate.policy import Policy
 from gate.policy.exceptions import parse_scope, scope_matches
 from gate.ports import AuditSink, Clock, ExceptionStore, NullAudit, Repository
+from gate.tokens import Principal
 
 __all__ = ["ExceptionService", "ExceptionStatus", "ImportResult", "parse_expiry"]
 
@@ -78,6 +81,15 @@ class ImportResult:
 
 
 def _same_person(approver: str, actor: str) -> bool:
+    if isinstance(actor, Principal):
+        # An authenticated requester is a principal; the approver must name a different one. "token:x",
+        # "x" and "x@host" all name principal x, so none of them lets x approve x's own request.
+        named = approver.strip().lower()
+        kind, sep, subject = named.partition(":")
+        if sep and kind in ("token", "cert"):
+            named = subject
+        requester = actor.subject.lower().split("@", 1)[0]
+        return bool(named) and named.split("@", 1)[0] == requester
     # "alice" approving a request claimed by "alice@build-host" is still alice approving herself.
     a, b = approver.strip().lower(), actor.strip().lower()
     return bool(a and b) and (a == b or a == b.split("@", 1)[0] or a.split("@", 1)[0] == b.split("@", 1)[0])

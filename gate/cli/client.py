@@ -10,13 +10,17 @@ import argparse
 import getpass
 import socket
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar, cast
 
 import grpc
 
 from gate.cli import CliError, ExitCode
+from gate.config import Settings
 from gate.server.actor import ACTOR_METADATA_KEY
+from gate.server.auth import AUTHORIZATION_METADATA_KEY
 from gate.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -77,12 +81,24 @@ class GateClient:
     scan takes its own (longer) deadline because scans legitimately run for minutes.
     """
 
-    def __init__(self, server: str, timeout: float, actor: str = "") -> None:
+    def __init__(
+        self,
+        server: str,
+        timeout: float,
+        actor: str = "",
+        *,
+        token: str = "",
+        tls: TlsOptions | None = None,
+    ) -> None:
         self.server = server
         self.timeout = timeout
-        # Sent with every call: the server records it as the actor until authentication exists.
-        self._metadata = ((ACTOR_METADATA_KEY, actor),) if actor else ()
-        self._channel = grpc.insecure_channel(server)
+        # Sent with every call. A server without authentication records the claimed actor; one with
+        # authentication knows the caller from the token or certificate and ignores the claim.
+        metadata: list[tuple[str, str]] = [(ACTOR_METADATA_KEY, actor)] if actor else []
+        if token:
+            metadata.append((AUTHORIZATION_METADATA_KEY, f"Bearer {token}"))
+        self._metadata = tuple(metadata)
+        self._channel = _channel(server, tls)
         # The generated stub module is untyped; the cast keeps that looseness inside this class.
         stub_factory = cast(Callable[[grpc.Channel], Any], gate_pb2_grpc.GateStub)
         self._stub = stub_factory(self._channel)
@@ -273,6 +289,44 @@ class GateClient:
         return self._unary("ReplayPolicy", request, policy_pb2.ReplayPolicyResponse, self._policies)
 
 
+@dataclass(frozen=True)
+class TlsOptions:
+    """How the CLI speaks TLS: the CA bundle that verifies the server, and its own cert + key for mTLS.
+
+    Empty `ca` with a client certificate verifies the server against the system's roots.
+    """
+
+    ca: str = ""
+    cert: str = ""
+    key: str = ""
+
+    @property
+    def enabled(self) -> bool:
+        """True when any TLS file is given (a plain-text channel otherwise)."""
+        return bool(self.ca or self.cert or self.key)
+
+
+def _read(path: str, option: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise CliError(f"{option}: cannot read {path}: {e.strerror}", ExitCode.BAD_INPUT) from e
+
+
+def _channel(server: str, tls: TlsOptions | None) -> grpc.Channel:
+    """A plain channel, or a TLS one when any TLS file is given."""
+    if tls is None or not tls.enabled:
+        return grpc.insecure_channel(server)
+    if bool(tls.cert) != bool(tls.key):
+        raise CliError("--tls-cert and --tls-key go together", ExitCode.BAD_INPUT)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=_read(tls.ca, "--tls-ca") if tls.ca else None,
+        private_key=_read(tls.key, "--tls-key") if tls.key else None,
+        certificate_chain=_read(tls.cert, "--tls-cert") if tls.cert else None,
+    )
+    return grpc.secure_channel(server, credentials)
+
+
 def positive_seconds(text: str) -> float:
     """Argparse type for a deadline: a positive number of seconds."""
     try:
@@ -284,8 +338,13 @@ def positive_seconds(text: str) -> float:
     return value
 
 
-def client_options(default_server: str) -> argparse.ArgumentParser:
-    """Build the parent parser with the options every client command shares: --server, --json, --timeout."""
+def client_options(default_server: str, settings: Settings | None = None) -> argparse.ArgumentParser:
+    """Build the parent parser with the options every client command shares.
+
+    --server, --timeout, --json, --actor, and the credentials: --token and the TLS files, whose
+    defaults come from `settings` (GATE_TOKEN, GATE_TLS_CA, GATE_CLIENT_CERT, GATE_CLIENT_KEY).
+    """
+    settings = settings or Settings()
     parser = argparse.ArgumentParser(add_help=False)
     group = parser.add_argument_group("connection and output")
     group.add_argument(
@@ -308,8 +367,34 @@ def client_options(default_server: str) -> argparse.ArgumentParser:
         "--actor",
         default=default_actor(),
         metavar="NAME",
-        help="who you are, recorded in the audit log (default $USER@hostname; replaced by the "
-        "authenticated principal once auth exists)",
+        help="who you are, recorded in the audit log when the server has no authentication "
+        "(default $USER@hostname; with authentication the token's or certificate's principal counts)",
+    )
+    auth = parser.add_argument_group("authentication and TLS")
+    auth.add_argument(
+        "--token",
+        default=settings.token,
+        metavar="TOKEN",
+        help="API token sent as 'authorization: Bearer' (env GATE_TOKEN; prefer the env: argv is visible "
+        "to other users of the machine)",
+    )
+    auth.add_argument(
+        "--tls-ca",
+        default=settings.tls_ca,
+        metavar="FILE",
+        help="connect with TLS, verifying the server against this CA bundle (env GATE_TLS_CA)",
+    )
+    auth.add_argument(
+        "--tls-cert",
+        default=settings.client_cert,
+        metavar="FILE",
+        help="client certificate for mTLS, PEM (env GATE_CLIENT_CERT; with --tls-key)",
+    )
+    auth.add_argument(
+        "--tls-key",
+        default=settings.client_key,
+        metavar="FILE",
+        help="the client certificate's private key, PEM (env GATE_CLIENT_KEY)",
     )
     return parser
 
@@ -324,5 +409,16 @@ def default_actor() -> str:
 
 
 def connect(args: argparse.Namespace) -> GateClient:
-    """Open a client from the parsed --server and --timeout options."""
-    return GateClient(str(args.server), float(args.timeout), str(getattr(args, "actor", "")))
+    """Open a client from the parsed connection options (--server, --timeout, --actor, credentials)."""
+    tls = TlsOptions(
+        str(getattr(args, "tls_ca", "") or ""),
+        str(getattr(args, "tls_cert", "") or ""),
+        str(getattr(args, "tls_key", "") or ""),
+    )
+    return GateClient(
+        str(args.server),
+        float(args.timeout),
+        str(getattr(args, "actor", "")),
+        token=str(getattr(args, "token", "") or ""),
+        tls=tls,
+    )

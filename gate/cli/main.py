@@ -27,6 +27,7 @@ from gate.cli import (
     commands_query,
     commands_scan,
     commands_serve,
+    commands_tokens,
     emit_error,
 )
 from gate.cli.client import client_options
@@ -76,7 +77,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"gate {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    shared = client_options(settings.server)
+    shared = client_options(settings.server, settings)
     commands_serve.register(subparsers, settings)
     commands_scan.register(subparsers, shared)
     commands_check.register(subparsers, shared)
@@ -87,6 +88,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     commands_audit.register(subparsers, shared)
     commands_policy.register(subparsers, shared)
     commands_ledger.register(subparsers, shared)
+    commands_tokens.register(subparsers, settings.effective_database_url)
     return parser
 
 

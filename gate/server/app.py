@@ -36,6 +36,7 @@ from gate.scanning.jobs import JobRunner
 from gate.scanning.notifier import ClairNotifier, NotifierServer
 from gate.scanning.rescans import RescanScheduler, SchedulerThread
 from gate.server import audit_servicer, exceptions_servicer, ledger_servicer, policy_servicer
+from gate.server.auth import build_auth, server_credentials
 from gate.server.metrics_interceptor import MetricsInterceptor
 from gate.server.servicer import register
 from gate.service import GateService
@@ -44,6 +45,7 @@ from gate.store.db import create_engine_for, migrate
 from gate.store.exceptions import SqlExceptionStore
 from gate.store.history import SqlDecisionHistory
 from gate.store.repository import SqlRepository
+from gate.store.tokens import SqlTokenStore
 from gate.v1 import gate_pb2 as pb
 from gate.vuln_exceptions import ExceptionService
 from scanners.clair import ClairScanner
@@ -180,10 +182,13 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
     )
     # An explicit GATE_SIGNING_KEY must exist; the default key is generated on first start.
     signer = Signer(load_or_create_key(settings.effective_signing_key, create=not settings.signing_key))
+    # Authentication (gate/server/auth.py): on with GATE_AUTH_REQUIRED, or by default off loopback.
+    auth = build_auth(settings, listen, SqlTokenStore(engine), clock)
+    credentials = server_credentials(settings)
 
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="gate-rpc"),
-        interceptors=[MetricsInterceptor()],
+        interceptors=[MetricsInterceptor(), *([] if auth is None else [auth])],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -208,7 +213,11 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
         ),
         server,
     )
-    port = server.add_insecure_port(listen)
+    port = (
+        server.add_insecure_port(listen)
+        if credentials is None
+        else server.add_secure_port(listen, credentials)
+    )
     if port == 0:
         repo.close()
         docker.close()

@@ -21,6 +21,7 @@ from sqlmodel import Field, SQLModel
 
 __all__ = [
     "AlertRow",
+    "ApiTokenRow",
     "AuditHeadRow",
     "AuditRecordRow",
     "BaseRow",
@@ -403,3 +404,23 @@ class AlertRow(SQLModel, table=True):
     sent_at: datetime | None = None
     attempts: int = 0
     last_error: str = Field(default="", sa_type=Text)
+
+
+class ApiTokenRow(SQLModel, table=True):
+    """One API token (gate/store/tokens.py): its SHA-256 only, never the token; revoked rows stay.
+
+    `name` is the key (the principal is `token:<name>`, so a name is never reused); `token_hash` is
+    unique because callers are found by it. `roles` is a comma-separated list of gate.tokens.Role values.
+    """
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (UniqueConstraint("token_hash", name="uq_api_tokens_token_hash"),)
+
+    name: str = Field(primary_key=True)
+    token_hash: str
+    roles: str
+    created_at: datetime
+    created_by: str = ""
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
