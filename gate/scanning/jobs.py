@@ -95,6 +95,12 @@ class JobRunner:
         self._notify()
 
     @property
+    def backlog(self) -> int:
+        """Jobs this process holds queued or running (what GATE_MAX_QUEUED_JOBS bounds)."""
+        with self._lock:
+            return len(self._pending)
+
+    @property
     def generation(self) -> int:
         """A counter that increases on every job state change (for watchers)."""
         with self._changed:

@@ -36,7 +36,7 @@ from gate.scanning.jobs import JobRunner
 from gate.scanning.notifier import ClairNotifier, NotifierServer
 from gate.scanning.rescans import RescanScheduler, SchedulerThread
 from gate.server import audit_servicer, exceptions_servicer, ledger_servicer, policy_servicer
-from gate.server.auth import build_auth, server_credentials
+from gate.server.limits import LimitsInterceptor, ScanLimits
 from gate.server.metrics_interceptor import MetricsInterceptor
 from gate.server.servicer import register
 from gate.service import GateService
@@ -45,7 +45,6 @@ from gate.store.db import create_engine_for, migrate
 from gate.store.exceptions import SqlExceptionStore
 from gate.store.history import SqlDecisionHistory
 from gate.store.repository import SqlRepository
-from gate.store.tokens import SqlTokenStore
 from gate.v1 import gate_pb2 as pb
 from gate.vuln_exceptions import ExceptionService
 from scanners.clair import ClairScanner
@@ -55,7 +54,8 @@ from scanners.trivy import TrivyScanner
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Gate"].full_name
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # imported reports can be large; anything bigger is refused
+# The default of GATE_MAX_MESSAGE_BYTES (Settings.max_message_bytes): imported reports can be large.
+MAX_MESSAGE_BYTES = Settings.max_message_bytes
 
 
 @dataclass
@@ -182,17 +182,20 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
     )
     # An explicit GATE_SIGNING_KEY must exist; the default key is generated on first start.
     signer = Signer(load_or_create_key(settings.effective_signing_key, create=not settings.signing_key))
-    # Authentication (gate/server/auth.py): on with GATE_AUTH_REQUIRED, or by default off loopback.
-    auth = build_auth(settings, listen, SqlTokenStore(engine), clock)
-    credentials = server_credentials(settings)
 
+    # Overload is refused, not queued without bound: beyond max_concurrent_rpcs in flight gRPC answers
+    # RESOURCE_EXHAUSTED itself, as it does for a message over max_message_bytes; scan rate, queue and
+    # report size limits are checked by the LimitsInterceptor (gate/server/limits.py).
+    limits = ScanLimits.from_settings(settings, lambda: runner.backlog)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="gate-rpc"),
-        interceptors=[MetricsInterceptor(), *([] if auth is None else [auth])],
+        # Metrics first, so calls the limits refuse are counted too (RESOURCE_EXHAUSTED).
+        interceptors=[MetricsInterceptor(), LimitsInterceptor(limits)],
         options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
         ],
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
     )
     register(server, service)
     exceptions_servicer.register(server, ExceptionService(exception_store, repo, policy, clock, audit))
@@ -213,11 +216,7 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
         ),
         server,
     )
-    port = (
-        server.add_insecure_port(listen)
-        if credentials is None
-        else server.add_secure_port(listen, credentials)
-    )
+    port = server.add_insecure_port(listen)
     if port == 0:
         repo.close()
         docker.close()
