@@ -15,6 +15,7 @@ from pathlib import Path
 
 from gate.errors import InvalidArgument
 from gate.policy.model import parse_duration
+from gate.webhook.stages import ReviewSettings, StageMap, parse_require_digest, parse_stage_map
 from scanners.jwt import decode_psk
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
@@ -81,6 +82,20 @@ def _interval(env: Mapping[str, str], name: str, default: timedelta) -> timedelt
         return parse_duration(raw)
     except ValueError as e:
         raise InvalidArgument(f"{e}; or 0 to turn it off", name) from None
+
+
+def _admission(env: Mapping[str, str]) -> tuple[StageMap, ReviewSettings]:
+    """The admission webhook's namespace stages and review rules (gate/webhook/stages.py parses them)."""
+    stages = parse_stage_map(
+        env.get("GATE_WEBHOOK_STAGES", ""), env.get("GATE_WEBHOOK_UNKNOWN_NAMESPACE", "")
+    )
+    review = ReviewSettings(
+        require_digest=parse_require_digest(env.get("GATE_WEBHOOK_REQUIRE_DIGEST")),
+        resolve_tags=_bool(env, "GATE_WEBHOOK_RESOLVE_TAGS", True),
+    )
+    if bool(env.get("GATE_WEBHOOK_TLS_CERT")) != bool(env.get("GATE_WEBHOOK_TLS_KEY")):
+        raise InvalidArgument("set together with GATE_WEBHOOK_TLS_CERT, or neither", "GATE_WEBHOOK_TLS_KEY")
+    return stages, review
 
 
 def _webhook(env: Mapping[str, str], name: str) -> str:
@@ -156,6 +171,15 @@ class Settings:
     clair_timeout: float = 300.0
     # host:port of the Clair notifier webhook endpoint; "" = not started.
     notifier_listen: str = ""
+    # The admission webhook (gate/webhook/): HTTPS host:port ("" = off), its certificate and key (PEM),
+    # namespace → stage (GATE_WEBHOOK_STAGES) and review rules, and how long a tag → digest answer is
+    # cached (seconds).
+    webhook_listen: str = ""
+    webhook_tls_cert: str = ""
+    webhook_tls_key: str = ""
+    webhook_stages: StageMap = field(default_factory=StageMap)
+    webhook_review: ReviewSettings = field(default_factory=ReviewSettings)
+    webhook_tag_ttl: float = 60.0
     # host:port serving Prometheus /metrics and /healthz over plain HTTP (gate/metrics.py); "" = off.
     metrics_listen: str = ""
     # Ed25519 private key (PEM) that signs promotion receipts; "" → <data_dir>/keys/receipt-ed25519.pem,
@@ -255,6 +279,12 @@ class Settings:
             clair_issuer=e.get("GATE_CLAIR_ISSUER") or "gate",
             clair_timeout=_number(e, "GATE_CLAIR_TIMEOUT", 300.0, 1.0),
             notifier_listen=notifier_listen,
+            webhook_listen=_listen(e, "GATE_WEBHOOK_LISTEN"),
+            webhook_tls_cert=e.get("GATE_WEBHOOK_TLS_CERT", ""),
+            webhook_tls_key=e.get("GATE_WEBHOOK_TLS_KEY", ""),
+            webhook_stages=_admission(e)[0],
+            webhook_review=_admission(e)[1],
+            webhook_tag_ttl=_number(e, "GATE_WEBHOOK_TAG_TTL", 60.0, 0.0),
             metrics_listen=_listen(e, "GATE_METRICS_LISTEN"),
             signing_key=e.get("GATE_SIGNING_KEY", ""),
             breakglass_actors=_list(e, "GATE_BREAKGLASS_ACTORS", ()),

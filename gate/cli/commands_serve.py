@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 from gate.cli import Context, ExitCode
 from gate.config import Settings
@@ -21,6 +22,24 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser], se
         metavar="HOST:PORT",
         help=f"address to listen on (env GATE_LISTEN; default {settings.listen})",
     )
+    parser.add_argument(
+        "--webhook-listen",
+        default=settings.webhook_listen,
+        metavar="HOST:PORT",
+        help="serve the Kubernetes admission webhook (HTTPS POST /validate) here (env GATE_WEBHOOK_LISTEN)",
+    )
+    parser.add_argument(
+        "--webhook-tls-cert",
+        default=settings.webhook_tls_cert,
+        metavar="FILE",
+        help="the webhook's PEM certificate chain (env GATE_WEBHOOK_TLS_CERT)",
+    )
+    parser.add_argument(
+        "--webhook-tls-key",
+        default=settings.webhook_tls_key,
+        metavar="FILE",
+        help="the webhook's PEM private key (env GATE_WEBHOOK_TLS_KEY)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -29,5 +48,12 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     # Imported here so client commands never pay for (or depend on) the server's store and scanners.
     from gate.server.app import serve
 
-    serve(ctx.settings, str(args.listen))
+    # The flags override the environment for the webhook; everything else stays as configured.
+    settings = dataclasses.replace(
+        ctx.settings,
+        webhook_listen=str(args.webhook_listen),
+        webhook_tls_cert=str(args.webhook_tls_cert),
+        webhook_tls_key=str(args.webhook_tls_key),
+    )
+    serve(settings, str(args.listen))
     return ExitCode.OK

@@ -26,7 +26,7 @@ from gate.images.engine import EngineSource
 from gate.images.registry import RegistryClient
 from gate.images.resolver import SourceResolver
 from gate.images.scanner_access import ScanTargetPreparer
-from gate.metrics import MetricsServer
+from gate.metrics import MetricsServer, observe_webhook
 from gate.policy import Policy, default_policy, load_policy_file
 from gate.policy_tools import PolicyTools
 from gate.ports import Clock
@@ -47,6 +47,7 @@ from gate.store.history import SqlDecisionHistory
 from gate.store.repository import SqlRepository
 from gate.v1 import gate_pb2 as pb
 from gate.vuln_exceptions import ExceptionService
+from gate.webhook.wiring import Webhook, webhook_from_settings
 from scanners.clair import ClairScanner
 from scanners.interface import Scanner
 from scanners.trivy import TrivyScanner
@@ -75,12 +76,15 @@ class RunningGate:
     alerter: Alerter | None = None
     rescans: SchedulerThread | None = None  # ticks scheduler + alert delivery, when GATE_RESCAN_TICK > 0
     metrics: MetricsServer | None = None  # /metrics and /healthz, when GATE_METRICS_LISTEN is set
+    webhook: Webhook | None = None  # the admission webhook (HTTPS), when GATE_WEBHOOK_LISTEN is set
     serving: threading.Event = field(default_factory=threading.Event)  # what /healthz reports
 
     def stop(self, grace: float = 2.0) -> None:
         """Stop accepting calls, let in-flight ones finish, stop the workers, close the store and engine."""
         self.serving.clear()
         self.health.enter_graceful_shutdown()
+        if self.webhook is not None:
+            self.webhook.stop()
         if self.notifier is not None:
             self.notifier.stop()
         if self.rescans is not None:
@@ -243,6 +247,17 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
                 f"cannot listen on {settings.metrics_listen!r}: {e}", "GATE_METRICS_LISTEN"
             ) from e
         metrics_server.start()
+    try:  # bound now so a bad address or certificate fails start-up; started with the rest below
+        webhook = webhook_from_settings(
+            settings, service, repo, registry.resolve, clock, audit, observe_webhook
+        )
+    except InvalidArgument:
+        for part in (notifier, metrics_server):
+            if part is not None:
+                part.stop()
+        repo.close()
+        docker.close()
+        raise
     server.start()
     runner.start()
     scheduler = RescanScheduler(
@@ -260,6 +275,8 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     serving.set()
+    if webhook is not None:
+        webhook.start()
     host = listen.rsplit(":", 1)[0]
     address = f"{host}:{port}"
     log.info(
@@ -279,6 +296,7 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
         alerter=alerter,
         rescans=rescans,
         metrics=metrics_server,
+        webhook=webhook,
         serving=serving,
     )
 
@@ -317,5 +335,7 @@ def serve(settings: Settings, listen: str) -> None:
     signal.signal(signal.SIGINT, _stop)
     # Printed (not only logged) so scripts and tests can learn the real port when listening on :0.
     print(f"gate: listening on {running.address}", flush=True)
+    if running.webhook is not None:
+        print(f"gate: admission webhook on {running.webhook.url}", flush=True)
     done.wait()
     running.stop()

@@ -15,6 +15,7 @@ import json
 import logging
 import ssl
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable
 from typing import Any
@@ -63,10 +64,17 @@ class WebhookServer:
     """HTTPS on `listen` (host:port, port 0 allowed) serving `handler` at POST /validate."""
 
     def __init__(
-        self, handler: Handler, listen: str, context: ssl.SSLContext, max_body: int = MAX_BODY
+        self,
+        handler: Handler,
+        listen: str,
+        context: ssl.SSLContext,
+        max_body: int = MAX_BODY,
+        observe: Callable[[float], None] | None = None,
     ) -> None:
+        """Bind now (port 0 allowed); `observe(seconds)` is told how long each review took (metrics)."""
         host, _, port = listen.rpartition(":")
         self._handler = handler
+        self._observe = observe
         self._max_body = max_body
         self._server = _Server((host.strip("[]"), int(port)), _request_handler(self), context)
         self._thread = threading.Thread(
@@ -106,11 +114,15 @@ class WebhookServer:
             document = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             return 400, {"error": f"the body is not JSON: {e}"}
+        started = time.perf_counter()
         try:
             return 200, self._handler(document)
         except Exception as e:  # the store is down, say: non-200 lets failurePolicy decide
             log.exception("admission review failed")
             return 500, {"error": f"gate could not review the request: {e!r}"}
+        finally:
+            if self._observe is not None:
+                self._observe(time.perf_counter() - started)
 
 
 def _request_handler(owner: WebhookServer) -> type[http.server.BaseHTTPRequestHandler]:

@@ -6,10 +6,13 @@ and the benchmark call it directly with their own service and store.
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gate.config import Settings
 from gate.domain import ImageInfo, ImageRef
+from gate.errors import InvalidArgument
 from gate.ports import AuditSink, Clock, Repository
 from gate.service import GateService
 from gate.webhook.admission import AdmissionController
@@ -17,7 +20,7 @@ from gate.webhook.http import WebhookServer, tls_context
 from gate.webhook.lookup import ServiceLookup, TagCache
 from gate.webhook.stages import ReviewSettings, StageMap
 
-__all__ = ["DEFAULT_TAG_TTL", "Webhook", "create_webhook"]
+__all__ = ["DEFAULT_TAG_TTL", "Webhook", "create_webhook", "webhook_from_settings"]
 
 DEFAULT_TAG_TTL = 60.0  # seconds a tag → digest answer is trusted (GATE_WEBHOOK_TAG_TTL)
 
@@ -56,12 +59,14 @@ def create_webhook(
     clock: Clock,
     *,
     listen: str,
-    cert_file: str,
-    key_file: str,
     stages: StageMap,
+    cert_file: str = "",
+    key_file: str = "",
+    context: ssl.SSLContext | None = None,
     settings: ReviewSettings | None = None,
     tag_ttl: float = DEFAULT_TAG_TTL,
     audit: AuditSink | None = None,
+    observe: Callable[[float], None] | None = None,
 ) -> Webhook:
     """Bind the webhook on `listen` (not started yet); `resolve` reads a tag (RegistryClient.resolve)."""
     lookup = ServiceLookup(
@@ -75,4 +80,52 @@ def create_webhook(
         audit=audit,
         submit_scan=lambda reference: service.submit_scan(reference, [], False),
     )
-    return Webhook(WebhookServer(controller, listen, tls_context(cert_file, key_file)), controller)
+    context = context or tls_context(cert_file, key_file)
+    server = WebhookServer(controller, listen, context, observe=observe)
+    return Webhook(server, controller)
+
+
+def webhook_from_settings(
+    settings: Settings,
+    service: GateService,
+    repo: Repository,
+    resolve: Callable[[ImageRef], ImageInfo],
+    clock: Clock,
+    audit: AuditSink | None = None,
+    observe: Callable[[float], None] | None = None,
+) -> Webhook | None:
+    """The webhook GATE_WEBHOOK_LISTEN asks for, bound but not started (None when it is off).
+
+    Raises InvalidArgument naming the variable when the certificate is missing or unreadable or the
+    address cannot be bound: the API server only calls webhooks over HTTPS.
+    """
+    if not settings.webhook_listen:
+        return None
+    if not settings.webhook_tls_cert or not settings.webhook_tls_key:
+        raise InvalidArgument(
+            "the admission webhook needs a certificate and key (--webhook-tls-cert/--webhook-tls-key, "
+            "GATE_WEBHOOK_TLS_CERT/GATE_WEBHOOK_TLS_KEY): the API server calls webhooks over HTTPS only",
+            "GATE_WEBHOOK_TLS_CERT",
+        )
+    try:
+        context = tls_context(settings.webhook_tls_cert, settings.webhook_tls_key)
+    except (OSError, ssl.SSLError) as e:
+        raise InvalidArgument(f"cannot load the certificate or key: {e}", "GATE_WEBHOOK_TLS_CERT") from e
+    try:
+        return create_webhook(
+            service,
+            repo,
+            resolve,
+            clock,
+            listen=settings.webhook_listen,
+            context=context,
+            stages=settings.webhook_stages,
+            settings=settings.webhook_review,
+            tag_ttl=settings.webhook_tag_ttl,
+            audit=audit,
+            observe=observe,
+        )
+    except OSError as e:
+        raise InvalidArgument(
+            f"cannot listen on {settings.webhook_listen!r}: {e}", "GATE_WEBHOOK_LISTEN"
+        ) from e
