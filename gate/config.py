@@ -15,6 +15,7 @@ from pathlib import Path
 
 from gate.errors import InvalidArgument
 from gate.policy.model import parse_duration
+from gate.tokens import parse_roles
 from gate.webhook.stages import ReviewSettings, StageMap, parse_require_digest, parse_stage_map
 from scanners.jwt import decode_psk
 
@@ -131,6 +132,65 @@ def parse_rate(raw: str, name: str = "GATE_SCAN_RATE") -> Rate | None:
     return Rate(int(count), _RATE_UNITS[unit], text)
 
 
+def _cert_roles(env: Mapping[str, str], name: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """GATE_CERT_ROLES: `subject=role[+role...]` entries separated by commas; roles checked by name."""
+    out: list[tuple[str, tuple[str, ...]]] = []
+    for entry in _list(env, name, ()):
+        subject, sep, roles = entry.partition("=")
+        if not sep or not subject.strip() or not roles.strip():
+            raise InvalidArgument(f"expected subject=role[+role...], got {entry!r}", name)
+        parsed = parse_roles(roles.split("+"), name)
+        out.append((subject.strip(), tuple(sorted(r.value for r in parsed))))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class _Tls:
+    tls_cert: str
+    tls_key: str
+    tls_client_ca: str
+    cert_roles: tuple[tuple[str, tuple[str, ...]], ...]
+    token: str = field(repr=False)
+    tls_ca: str
+    client_cert: str
+    client_key: str
+
+
+def _tls(env: Mapping[str, str]) -> _Tls:
+    """The TLS and authentication settings of the server and of the CLI, checked for consistency."""
+    files = {
+        key: env.get(key, "").strip()
+        for key in (
+            "GATE_TLS_CERT",
+            "GATE_TLS_KEY",
+            "GATE_TLS_CLIENT_CA",
+            "GATE_TLS_CA",
+            "GATE_CLIENT_CERT",
+            "GATE_CLIENT_KEY",
+        )
+    }
+    if bool(files["GATE_TLS_CERT"]) != bool(files["GATE_TLS_KEY"]):
+        raise InvalidArgument("GATE_TLS_CERT and GATE_TLS_KEY are set together or not at all", "GATE_TLS_KEY")
+    if files["GATE_TLS_CLIENT_CA"] and not files["GATE_TLS_CERT"]:
+        raise InvalidArgument(
+            "client certificates need TLS: set GATE_TLS_CERT and GATE_TLS_KEY too", "GATE_TLS_CLIENT_CA"
+        )
+    if bool(files["GATE_CLIENT_CERT"]) != bool(files["GATE_CLIENT_KEY"]):
+        raise InvalidArgument(
+            "GATE_CLIENT_CERT and GATE_CLIENT_KEY are set together or not at all", "GATE_CLIENT_KEY"
+        )
+    return _Tls(
+        tls_cert=files["GATE_TLS_CERT"],
+        tls_key=files["GATE_TLS_KEY"],
+        tls_client_ca=files["GATE_TLS_CLIENT_CA"],
+        cert_roles=_cert_roles(env, "GATE_CERT_ROLES"),
+        token=env.get("GATE_TOKEN", "").strip(),
+        tls_ca=files["GATE_TLS_CA"],
+        client_cert=files["GATE_CLIENT_CERT"],
+        client_key=files["GATE_CLIENT_KEY"],
+    )
+
+
 def _docker_config(env: Mapping[str, str]) -> str:
     # docker's own rule: DOCKER_CONFIG, else ~/.docker; a missing config.json there is not an error.
     explicit = env.get("DOCKER_CONFIG", "")
@@ -187,6 +247,21 @@ class Settings:
     signing_key: str = ""
     # Who may use breakglass (actors as sent in gate-actor) until authentication exists; empty → nobody.
     breakglass_actors: tuple[str, ...] = ()
+    # Authentication (gate/server/auth.py): None → on exactly when `listen` is not a loopback address.
+    auth_required: bool | None = None
+    # TLS for gRPC: the server's certificate and key (PEM files; both or neither), and the CA that
+    # client certificates must chain to ("" = no client certificates; set = every client needs one).
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    # Client certificate subject (CN, else a SAN) → roles, from GATE_CERT_ROLES "cn=role+role,cn2=role".
+    cert_roles: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # The CLI's side: the bearer token it sends (a secret, so out of repr), the CA bundle that turns
+    # on TLS and verifies the server, and its own certificate + key for mTLS.
+    token: str = field(default="", repr=False)
+    tls_ca: str = ""
+    client_cert: str = ""
+    client_key: str = ""
     # Scheduled rescans of s2/p images: a scan older than rescan_interval is redone (0 turns that
     # trigger off; DB changes and flags still rescan); the scheduler ticks every rescan_tick seconds
     # (0 = no background scheduler at all).
@@ -255,6 +330,7 @@ class Settings:
                 decode_psk(clair_psk)
             except ValueError as error:  # the message never echoes the key
                 raise InvalidArgument(str(error), "GATE_CLAIR_PSK") from None
+        tls = _tls(e)
         return cls(
             listen=e.get("GATE_LISTEN") or DEFAULT_LISTEN,
             server=e.get("GATE_SERVER") or DEFAULT_LISTEN,
@@ -288,6 +364,15 @@ class Settings:
             metrics_listen=_listen(e, "GATE_METRICS_LISTEN"),
             signing_key=e.get("GATE_SIGNING_KEY", ""),
             breakglass_actors=_list(e, "GATE_BREAKGLASS_ACTORS", ()),
+            auth_required=None if not e.get("GATE_AUTH_REQUIRED") else _bool(e, "GATE_AUTH_REQUIRED", False),
+            tls_cert=tls.tls_cert,
+            tls_key=tls.tls_key,
+            tls_client_ca=tls.tls_client_ca,
+            cert_roles=tls.cert_roles,
+            token=tls.token,
+            tls_ca=tls.tls_ca,
+            client_cert=tls.client_cert,
+            client_key=tls.client_key,
             rescan_interval=_interval(e, "GATE_RESCAN_INTERVAL", timedelta(hours=24)),
             rescan_tick=_number(e, "GATE_RESCAN_TICK", 300.0, 0.0),
             alert_webhook=_webhook(e, "GATE_ALERT_WEBHOOK"),

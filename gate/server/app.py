@@ -36,6 +36,7 @@ from gate.scanning.jobs import JobRunner
 from gate.scanning.notifier import ClairNotifier, NotifierServer
 from gate.scanning.rescans import RescanScheduler, SchedulerThread
 from gate.server import audit_servicer, exceptions_servicer, ledger_servicer, policy_servicer
+from gate.server.auth import build_auth, server_credentials
 from gate.server.limits import LimitsInterceptor, ScanLimits
 from gate.server.metrics_interceptor import MetricsInterceptor
 from gate.server.servicer import register
@@ -45,6 +46,7 @@ from gate.store.db import create_engine_for, migrate
 from gate.store.exceptions import SqlExceptionStore
 from gate.store.history import SqlDecisionHistory
 from gate.store.repository import SqlRepository
+from gate.store.tokens import SqlTokenStore
 from gate.v1 import gate_pb2 as pb
 from gate.vuln_exceptions import ExceptionService
 from gate.webhook.wiring import Webhook, webhook_from_settings
@@ -191,10 +193,14 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
     # RESOURCE_EXHAUSTED itself, as it does for a message over max_message_bytes; scan rate, queue and
     # report size limits are checked by the LimitsInterceptor (gate/server/limits.py).
     limits = ScanLimits.from_settings(settings, lambda: runner.backlog)
+    # Authentication (gate/server/auth.py): on with GATE_AUTH_REQUIRED, or by default off loopback.
+    auth = build_auth(settings, listen, SqlTokenStore(engine), clock)
+    credentials = server_credentials(settings)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="gate-rpc"),
         # Metrics first, so calls the limits refuse are counted too (RESOURCE_EXHAUSTED).
-        interceptors=[MetricsInterceptor(), LimitsInterceptor(limits)],
+        # Auth before limits, so per-principal scan rates count the authenticated principal.
+        interceptors=[MetricsInterceptor(), *([] if auth is None else [auth]), LimitsInterceptor(limits)],
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -202,8 +208,8 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
     )
     register(server, service)
-    exceptions_servicer.register(server, ExceptionService(exception_store, repo, policy, clock, audit))
     ledger_servicer.register(server, PromotionLedger(service, repo, signer, audit))
+    exceptions_servicer.register(server, ExceptionService(exception_store, repo, policy, clock, audit))
     audit_servicer.register_audit(server, audit)
     policy_servicer.register_policies(server, PolicyTools(service, SqlDecisionHistory(engine), policy, clock))
     health_servicer = health.HealthServicer()
@@ -220,7 +226,11 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
         ),
         server,
     )
-    port = server.add_insecure_port(listen)
+    port = (
+        server.add_insecure_port(listen)
+        if credentials is None
+        else server.add_secure_port(listen, credentials)
+    )
     if port == 0:
         repo.close()
         docker.close()
