@@ -105,13 +105,8 @@ def test_two_replicas_scan_each_digest_once(
 
         denied = 0
         for ref in refs:
-            decisions = [
-                c.CheckPromotion(
-                    pb.CheckPromotionRequest(image=ref, from_stage="s2", to_stage="p"), timeout=30
-                )
-                for c in clients
-            ]
-            a, b = decisions
+            check = pb.CheckPromotionRequest(image=ref, from_stage="s2", to_stage="p")
+            a, b = (c.CheckPromotion(check, timeout=30) for c in clients)
             assert a.digest == b.digest and a.state == b.state == pb.EVALUATED
             assert (a.allowed, a.policy_digest) == (b.allowed, b.policy_digest)
             assert [(v.rule, v.vulnerability_id, v.package) for v in a.violations] == [
