@@ -94,6 +94,10 @@ class Principal(str):
         obj.roles = frozenset(roles)
         return obj
 
+    def __getnewargs__(self) -> tuple[str, frozenset[Role]]:  # type: ignore[override]
+        # copy/deepcopy/pickle rebuild through __new__ (dataclasses.asdict deep-copies actor fields).
+        return (str(self), self.roles)
+
     def has(self, role: Role) -> bool:
         """True when the principal holds `role` (admin does not imply breakglass; see Role)."""
         return role in self.roles

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-__all__ = ["SigningPair", "TlsFiles", "make_pki", "make_signing_pair"]
+__all__ = ["ClientCert", "SigningPair", "TlsFiles", "make_client_cert", "make_pki", "make_signing_pair"]
 
 # Generous validity around "now": test machines with a skewed clock must still accept the certificates.
 _BEFORE = datetime.timedelta(days=1)
@@ -128,6 +128,8 @@ def make_pki(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost"
     )
     files = TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem")
     files.ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    # Kept beside ca.pem so make_client_cert can issue client certificates from the same CA.
+    _write_key(ca_key, directory / "ca-key.pem")
     files.cert_file.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
     _write_key(server_key, files.key_file)
     return files
@@ -154,3 +156,40 @@ def make_signing_pair(directory: Path) -> SigningPair:
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     x5c = base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()
     return SigningPair(key=key, cert_file=cert_file, x5c=x5c)
+
+
+@dataclass(frozen=True)
+class ClientCert:
+    """A client certificate (for mTLS) and its key, PEM files."""
+
+    cert_file: Path
+    key_file: Path
+
+
+def make_client_cert(files: TlsFiles, common_name: str, directory: Path | None = None) -> ClientCert:
+    """Issue a client certificate with subject CN `common_name` from the CA of `make_pki`."""
+    directory = directory or files.ca_file.parent
+    ca_cert = x509.load_pem_x509_certificate(files.ca_file.read_bytes())
+    ca_key = serialization.load_pem_private_key((files.ca_file.parent / "ca-key.pem").read_bytes(), None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _BEFORE)
+        .not_valid_after(now + _AFTER)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    out = ClientCert(directory / f"client-{common_name}.pem", directory / f"client-{common_name}-key.pem")
+    out.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(key, out.key_file)
+    return out
