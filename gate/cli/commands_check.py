@@ -37,7 +37,8 @@ def register(
         "--breakglass",
         default=None,
         metavar="REASON",
-        help="allow despite violations (only for actors in GATE_BREAKGLASS_ACTORS); always audited",
+        help="allow despite violations (needs the breakglass role; with authentication off, an actor in "
+        "GATE_BREAKGLASS_ACTORS); always audited",
     )
     parser.add_argument(
         "--scan-if-stale",
