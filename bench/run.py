@@ -211,7 +211,13 @@ def main() -> int:
     ap.add_argument("--scan-rounds", type=int, default=5)
     ap.add_argument("--lineage-bases", type=int, default=1000)
     ap.add_argument("--lineage-images", type=int, default=100_000)
+    ap.add_argument("--load-seconds", type=float, default=60.0, help="0 skips the load run (bench/load.py)")
+    ap.add_argument("--load-clients", type=int, default=100)
+    ap.add_argument("--load-images", type=int, default=2000)
     args = ap.parse_args()
+    # Imported here: bench.load reuses this module's populate().
+    from bench.load import bench_load
+
     results = {
         "machine": f"{platform.machine()} cores={os.cpu_count()}",
         "python": sys.version.split()[0],
@@ -220,6 +226,10 @@ def main() -> int:
         "scan": bench_scan(args.scan_rounds),
         "lineage": bench_lineage(args.lineage_bases, args.lineage_images),
     }
+    if args.load_seconds > 0:
+        results["load"] = bench_load(
+            args.load_seconds, args.load_clients, args.load_images, args.findings_per_image
+        )
     print(json.dumps(results, indent=2))
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0
