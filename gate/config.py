@@ -245,7 +245,8 @@ class Settings:
     # Ed25519 private key (PEM) that signs promotion receipts; "" → <data_dir>/keys/receipt-ed25519.pem,
     # generated on first start.
     signing_key: str = ""
-    # Who may use breakglass (actors as sent in gate-actor) until authentication exists; empty → nobody.
+    # Who may use breakglass (actors as sent in gate-actor) when authentication is off; empty → nobody.
+    # With authentication on, the breakglass role decides.
     breakglass_actors: tuple[str, ...] = ()
     # Authentication (gate/server/auth.py): None → on exactly when `listen` is not a loopback address.
     auth_required: bool | None = None

@@ -384,7 +384,8 @@ class GateService:
         exceptions: ExceptionStore | None = None,
     ) -> None:
         self._repo = repo
-        # Who may override a deny (GATE_BREAKGLASS_ACTORS) until authentication exists.
+        # Who may override a deny with authentication off (GATE_BREAKGLASS_ACTORS); an authenticated
+        # principal needs the breakglass role instead (gate.ledger.check_breakglass).
         self._breakglass_actors = frozenset(breakglass_actors)
         # Told of every breakglass use (decision, actor, reason) after it is audited: the alerter.
         self._on_breakglass = on_breakglass

@@ -1,7 +1,8 @@
 """The gate.v1.Exceptions servicer: thin — protobuf in, ExceptionService call, protobuf out.
 
-The actor is the caller's `gate-actor` claim (gate/server/actor.py) until authentication exists; it is
-the requester an approver must differ from, and what the audit log records.
+The actor (gate/server/actor.py) is the authenticated principal, or with authentication off the
+caller's `gate-actor` claim; it is the requester an approver must differ from, and what the audit log
+records.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The gate.v1.Ledger servicer: thin — protobuf in, PromotionLedger call, protobuf out.
 
-The actor is the caller's `gate-actor` claim (gate/server/actor.py) until authentication exists; it is
-what breakglass permission and the ledger record.
+The actor (gate/server/actor.py) is the authenticated principal, or with authentication off the
+caller's `gate-actor` claim; breakglass permission is decided on it (the breakglass role, or
+GATE_BREAKGLASS_ACTORS without authentication) and the ledger records it.
 """
 
 from __future__ import annotations
