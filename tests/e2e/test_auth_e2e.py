@@ -167,7 +167,6 @@ def test_mtls_client_certificate_is_the_principal(settings: Settings, tmp_path: 
         # Plain text to a TLS server fails too.
         code, text = cli(check, gate.address, settings)
         assert code == 3, text
-    assert ()
 
 
 def test_tls_server_without_client_certificates(settings: Settings, tmp_path: Path) -> None:
