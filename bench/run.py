@@ -23,6 +23,7 @@ from pathlib import Path
 import grpc
 
 from bench.lineage import bench_lineage
+from bench.webhook import bench_webhook
 from gate.config import Settings
 from gate.domain import Finding, FindingClass, FixState, ImageInfo, Severity
 from gate.server.app import MAX_MESSAGE_BYTES, create_server
@@ -211,6 +212,7 @@ def main() -> int:
     ap.add_argument("--scan-rounds", type=int, default=5)
     ap.add_argument("--lineage-bases", type=int, default=1000)
     ap.add_argument("--lineage-images", type=int, default=100_000)
+    ap.add_argument("--webhook-calls", type=int, default=1000)
     ap.add_argument("--load-seconds", type=float, default=60.0, help="0 skips the load run (bench/load.py)")
     ap.add_argument("--load-clients", type=int, default=100)
     ap.add_argument("--load-images", type=int, default=2000)
@@ -225,6 +227,7 @@ def main() -> int:
         "check": bench_check(args.images, args.findings_per_image, args.calls),
         "scan": bench_scan(args.scan_rounds),
         "lineage": bench_lineage(args.lineage_bases, args.lineage_images),
+        "webhook": bench_webhook(args.webhook_calls),
     }
     if args.load_seconds > 0:
         results["load"] = bench_load(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import http.server
 import json
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -51,6 +52,9 @@ class _Server(http.server.ThreadingHTTPServer):
 
     def get_request(self) -> tuple[Any, Any]:
         sock, addr = super().get_request()
+        # Headers and body go out in separate writes; without NODELAY, Nagle holds the body back until
+        # the client's delayed ACK (~40 ms on Linux) — longer than the review itself.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         # The handshake happens in the request's own thread (do_handshake_on_connect on first read),
         # so one slow client cannot stall the accept loop.
         return self._ctx.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
