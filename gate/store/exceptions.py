@@ -7,17 +7,16 @@ this module; every method returns gate.domain.VulnException values.
 
 from __future__ import annotations
 
-import contextlib
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, or_
-from sqlmodel import Session, col, select
+from sqlalchemy import or_
+from sqlmodel import col, select
 
 from gate.domain import ExceptionScope, ScopeKind, VulnException
 from gate.errors import FailedPrecondition, NotFound
-from gate.store.db import database_errors, write_engine
+from gate.store.sessions import SessionScope
 from gate.store.tables import VulnExceptionRow
 
 __all__ = ["SqlExceptionStore", "new_exception_id"]
@@ -50,24 +49,8 @@ def _to_exception(row: VulnExceptionRow) -> VulnException:
     )
 
 
-class SqlExceptionStore:
+class SqlExceptionStore(SessionScope):
     """Exceptions in the `vuln_exceptions` table."""
-
-    def __init__(self, engine: Engine) -> None:
-        """Use an engine from gate.store.db.create_engine_for whose schema is migrated."""
-        self._engine = engine
-        self._writer = write_engine(engine)
-
-    @contextlib.contextmanager
-    def _read(self) -> Iterator[Session]:
-        with database_errors(), Session(self._engine) as session:
-            yield session
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[Session]:
-        # database_errors is outermost so that failures at COMMIT are translated too.
-        with database_errors(), Session(self._writer) as session, session.begin():
-            yield session
 
     def add_exceptions(self, exceptions: Sequence[VulnException]) -> list[VulnException]:
         """Store new exceptions in one transaction (all or none); return them as stored."""

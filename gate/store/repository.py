@@ -13,7 +13,6 @@ crashed scan leaves the previous findings in place.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import uuid
@@ -48,7 +47,8 @@ from gate.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotF
 from gate.ledger import findings_digest
 from gate.ports import AffectedRow, Alert, FindingFilter, FindingPage, ImageOnBase, Repository
 from gate.provenance import chain_ids
-from gate.store.db import create_engine_for, database_errors, migrate, write_engine
+from gate.store.db import create_engine_for, migrate
+from gate.store.sessions import SessionScope
 from gate.store.tables import (
     AlertRow,
     BaseRow,
@@ -75,13 +75,12 @@ _STREAM_BATCH = 500
 _CREATE_ATTEMPTS = 3
 
 
-class SqlRepository:
+class SqlRepository(SessionScope):
     """gate.ports.Repository backed by SQLAlchemy/SQLModel (SQLite or PostgreSQL)."""
 
     def __init__(self, engine: Engine) -> None:
         """Use an engine from gate.store.db.create_engine_for whose schema is migrated."""
-        self._engine = engine
-        self._writer = write_engine(engine)
+        super().__init__(engine)
         self._sqlite = engine.dialect.name == "sqlite"
 
     @classmethod
@@ -101,17 +100,6 @@ class SqlRepository:
         self._engine.dispose()
 
     # -- sessions -------------------------------------------------------------------------------
-
-    @contextlib.contextmanager
-    def _read(self) -> Iterator[Session]:
-        with database_errors(), Session(self._engine) as session:
-            yield session
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[Session]:
-        # database_errors is outermost so that failures at COMMIT are translated too.
-        with database_errors(), Session(self._writer) as session, session.begin():
-            yield session
 
     def _insert(self, table: Table) -> postgresql.Insert | sqlite.Insert:
         # Both dialects spell "INSERT … ON CONFLICT" the same way; the statement classes differ.

@@ -7,15 +7,13 @@ module; methods return gate.tokens.ApiToken values.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, exc, update
-from sqlmodel import Session, col, select
+from sqlalchemy import exc, update
+from sqlmodel import col, select
 
 from gate.errors import AlreadyExists, FailedPrecondition, NotFound
-from gate.store.db import database_errors, write_engine
+from gate.store.sessions import SessionScope
 from gate.store.tables import ApiTokenRow
 from gate.tokens import ApiToken, Role
 
@@ -41,24 +39,8 @@ def _to_token(row: ApiTokenRow) -> ApiToken:
     )
 
 
-class SqlTokenStore:
+class SqlTokenStore(SessionScope):
     """Tokens in the `api_tokens` table."""
-
-    def __init__(self, engine: Engine) -> None:
-        """Use an engine from gate.store.db.create_engine_for whose schema is migrated."""
-        self._engine = engine
-        self._writer = write_engine(engine)
-
-    @contextlib.contextmanager
-    def _read(self) -> Iterator[Session]:
-        with database_errors(), Session(self._engine) as session:
-            yield session
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[Session]:
-        # database_errors is outermost so that failures at COMMIT are translated too.
-        with database_errors(), Session(self._writer) as session, session.begin():
-            yield session
 
     def add_token(self, token: ApiToken, token_hash: str) -> ApiToken:
         """Store a new token; raise AlreadyExists when the name (or, impossibly, the hash) is taken."""
