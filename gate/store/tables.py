@@ -33,6 +33,7 @@ __all__ = [
     "ImagePlatformRow",
     "ImageRow",
     "ImageTagRow",
+    "InputGenerationRow",
     "PromotionRow",
     "RescanFlagRow",
     "ScanJobRow",
@@ -424,3 +425,18 @@ class ApiTokenRow(SQLModel, table=True):
     expires_at: datetime | None = None
     last_used_at: datetime | None = None
     revoked_at: datetime | None = None
+
+
+class InputGenerationRow(SQLModel, table=True):
+    """A counter bumped, in the same transaction, by every write that can change a verdict's inputs.
+
+    `key` is "*" for inputs every verdict reads (the base catalog, exceptions) or an image digest for
+    that image's own inputs (its record, scan jobs, findings, rescan flag). A cached verdict remembers
+    the counters it was computed under and is used only while they are unchanged, so a write by any
+    replica invalidates it at once (gate/verdicts.py).
+    """
+
+    __tablename__ = "input_generations"
+
+    key: str = Field(primary_key=True)
+    value: int = 0
