@@ -8,6 +8,7 @@ from gate.cli import CliError, Context, ExitCode
 from gate.cli.client import connect
 from gate.cli.formats import json as json_format
 from gate.cli.formats.ci import add_report_options, write_reports
+from gate.cli.formats.exceptions import render_applied_exceptions
 from gate.cli.formats.table import (
     EMPTY,
     render_fields,
@@ -51,7 +52,7 @@ def register(
 
 
 def render_decision(decision: gate_pb2.Decision) -> str:
-    """Human-readable verdict: headline, facts, violations table (most severe first), warnings."""
+    """Human-readable verdict: headline, facts, violations (most severe first), exceptions, warnings."""
     verdict = "ALLOWED" if decision.allowed else "DENIED"
     if decision.breakglass:
         verdict = "ALLOWED BY BREAKGLASS"
@@ -105,6 +106,7 @@ def render_decision(decision: gate_pb2.Decision) -> str:
         )
         parts.append(f"\nViolations ({len(rows)}):\n")
         parts.append(render_table(headers, rows))
+    parts.append(render_applied_exceptions(decision.applied_exceptions))
     if decision.warnings:
         parts.append(f"\nWarnings ({len(decision.warnings)}):\n")
         parts.extend(f"  - {warning}\n" for warning in decision.warnings)
