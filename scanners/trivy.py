@@ -8,12 +8,16 @@ Design points worth knowing before changing anything here:
 - The child runs in its own process group so a deadline can kill Trivy *and* anything it spawned.
 - Registry credentials travel in the environment, never in argv (argv is world-readable in /proc).
 - Trivy phones home unless told not to; the two opt-out variables are set on every run.
+- Client/server mode (`TrivyServer`): the same command line plus `--server URL`; the token travels in
+  the environment like registry credentials, and the DB version comes from the server's `/version`
+  endpoint because the client's cache holds no vulnerability DB.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import http.client
 import json
 import math
 import os
@@ -22,6 +26,9 @@ import signal
 import subprocess
 import tempfile
 import threading
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -42,7 +49,7 @@ from scanners.interface import (
 )
 from scanners.normalize import trivy_severity
 
-__all__ = ["TrivyScanner"]
+__all__ = ["TrivyScanner", "TrivyServer", "check_server_url", "check_token_header"]
 
 # The only report layout this adapter understands (Trivy >= 0.19 writes a Report object with this value).
 SUPPORTED_SCHEMA_VERSION = 2
@@ -114,8 +121,94 @@ _OS_TYPES = frozenset(
 # Result classes that never carry vulnerabilities or secrets we ask for; they are skipped quietly.
 _IGNORED_CLASSES = frozenset({"config", "license", "license-file"})
 
+# How long the DB-metadata request to a Trivy server may take: it reads a small JSON file on the server.
+_SERVER_META_TIMEOUT = 10.0
+# The /version answer is ~200 bytes; anything near this is not a Trivy server's.
+_SERVER_META_LIMIT = 65536
+
+# Trivy's own default for --token-header; named here so an empty setting means exactly this.
+DEFAULT_TOKEN_HEADER = "Trivy-Token"  # noqa: S105 - a header name, not a secret
+
+# RFC 9110 token characters: what an HTTP header name may contain.
+_HEADER_NAME_CHARS = frozenset(
+    "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+# Causes in a failed Twirp request (Go's net errors) that mean the server could not be reached at all,
+# as opposed to a server that answered with an error; the first match names the cause in the reason.
+_UNREACHABLE_CAUSES = (
+    "connection refused",
+    "no such host",
+    "i/o timeout",
+    "network is unreachable",
+    "no route to host",
+    "connection reset by peer",
+    "server misbehaving",
+    "certificate",  # x509: certificate signed by unknown authority / is valid for … not …
+    "tls:",
+)
+
 _version_cache: dict[tuple[str, int], str] = {}
 _version_lock = threading.Lock()
+
+
+def check_server_url(url: str) -> str:
+    """Validate a `trivy server` URL and return it without a trailing slash; ValueError says what is wrong.
+
+    http:// or https://, a host, and a port in 1..65535 when one is given (Trivy's own default is
+    4954, but a URL without a port means 80/443 like any URL). User info is refused because the URL is
+    passed on the command line, which any local user can read; the token has its own setting.
+    """
+    text = url.strip()
+    try:
+        parts = urllib.parse.urlsplit(text)
+        port = parts.port
+    except ValueError as e:
+        raise ValueError(f"not a usable URL ({e}): {text!r}") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"expected an http:// or https:// URL such as http://trivy:4954, got {text!r}")
+    if not parts.hostname:
+        raise ValueError(f"the URL names no host: {text!r}")
+    if port == 0:
+        raise ValueError(f"port 0 is not a port a server can listen on: {text!r}")
+    if parts.username is not None or parts.password is not None:
+        # Not echoed: the part before @ may be a password.
+        raise ValueError(
+            "the URL must not carry user:password@ (it would be visible in the process list); "
+            "use the token setting instead"
+        )
+    if parts.query or parts.fragment:
+        raise ValueError(f"the URL must not have a query or fragment: {text!r}")
+    return text.rstrip("/")
+
+
+def check_token_header(name: str) -> str:
+    """Validate an HTTP header name for the Trivy token ("" = Trivy's default); ValueError otherwise."""
+    if name and not set(name) <= _HEADER_NAME_CHARS:
+        raise ValueError(f"not a valid HTTP header name: {name!r}")
+    return name
+
+
+@dataclasses.dataclass(frozen=True)
+class TrivyServer:
+    """A `trivy server` to scan through (client/server mode) and how to authenticate to it.
+
+    `url` is checked by `check_server_url`; `token` ("" = none) is a secret and stays out of repr;
+    `token_header` "" means Trivy's default header (Trivy-Token).
+    """
+
+    url: str
+    token: str = dataclasses.field(default="", repr=False)
+    token_header: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "url", check_server_url(self.url))
+        check_token_header(self.token_header)
+        if any(c in self.token for c in "\r\n\0"):
+            # It ends up in an HTTP header; a line break there would smuggle in another header.
+            raise ValueError("the Trivy server token must not contain line breaks or NUL")
+        if self.token_header and not self.token:
+            raise ValueError("a token header is set but no token")
 
 
 class TrivyScanner(Scanner):
@@ -126,6 +219,11 @@ class TrivyScanner(Scanner):
     (air-gapped use); `db_repository` points DB downloads at a mirror. `timeout` is the ceiling for any
     scan: a caller may ask for less, never more. `base_env` (default: this process's environment) only
     supplies PATH, HOME and TMPDIR.
+
+    With `server`, Trivy runs as a client of that `trivy server`: the server holds the vulnerability DB
+    and matches packages against it, the client still reads the image (so registry credentials and CA
+    still apply here) and looks for secrets itself. `cache_dir` then only holds client-side data (the
+    Java index DB when jars are found); `db_repository` is meaningless and refused.
     """
 
     name = "trivy"
@@ -139,15 +237,21 @@ class TrivyScanner(Scanner):
         db_repository: str = "",
         timeout: float = 600.0,
         base_env: Mapping[str, str] | None = None,
+        server: TrivyServer | None = None,
     ) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout!r}")
+        if server is not None and db_repository:
+            raise ValueError(
+                "a DB repository has no effect in client/server mode: the DB lives on the server"
+            )
         self.binary = binary
         self.cache_dir = cache_dir
         self.skip_db_update = skip_db_update
         self.db_repository = db_repository
         self.timeout = timeout
         self.base_env: Mapping[str, str] = dict(os.environ if base_env is None else base_env)
+        self.server = server
 
     # ---- command line and environment -------------------------------------------------------------
 
@@ -168,9 +272,17 @@ class TrivyScanner(Scanner):
             "--scanners",
             "vuln,secret",
         ]
+        if self.server is not None:
+            # The URL is not a secret (check_server_url refuses user info); the token goes in build_env.
+            # --skip-db-update: a client never uses a local vulnerability DB (Trivy 0.76 skips it by
+            # itself), so nothing should ever be downloaded for it whatever a future Trivy decides.
+            argv += ["--server", self.server.url]
+            if not self.skip_db_update:
+                argv.append("--skip-db-update")
         if self.skip_db_update:
             # --offline-scan stops language analyzers from querying package registries (e.g. Maven
-            # Central for jar ids), which skipping the DB download alone does not.
+            # Central for jar ids), which skipping the DB download alone does not. In client mode the
+            # Java index DB is still the client's, so these matter there too.
             argv += ["--skip-db-update", "--skip-java-db-update", "--offline-scan"]
         if self.db_repository:
             argv += ["--db-repository", self.db_repository]
@@ -204,6 +316,11 @@ class TrivyScanner(Scanner):
             # self-signed registry: it makes the registry's certificate verify. SSL_CERT_FILE also works
             # for this Go binary but *replaces* the system trust store for every connection Trivy makes.
             env["TRIVY_CACERT"] = target.ca_file
+        if self.server is not None and self.server.token:
+            # Trivy's --token/--token-header as env: argv is readable by every local user in /proc.
+            env["TRIVY_TOKEN"] = self.server.token
+            if self.server.token_header:
+                env["TRIVY_TOKEN_HEADER"] = self.server.token_header
         return env
 
     # ---- running ----------------------------------------------------------------------------------
@@ -240,6 +357,9 @@ class TrivyScanner(Scanner):
         """
         deadline = min(timeout, self.timeout) if timeout > 0 else self.timeout
         scanner_version = self.version()
+        # In server mode, ask the server for its DB first: it fails fast and clearly when the server is
+        # down or is not a Trivy server, before an image is unpacked for nothing.
+        db_before = self._server_db() if self.server is not None else None
         with tempfile.TemporaryDirectory(prefix="gate-trivy-") as work:
             output = os.path.join(work, "report.json")
             scratch = os.path.join(work, "tmp")
@@ -250,6 +370,10 @@ class TrivyScanner(Scanner):
             env["TMPDIR"] = scratch
             env["TRIVY_TIMEOUT"] = f"{math.ceil(deadline) + _TRIVY_TIMEOUT_SLACK}s"
             returncode, stderr = _run(self.build_argv(target, output), env, deadline)
+            if returncode > 0 and self.server is not None:
+                failure = _server_failure(self.server.url, bool(self.server.token), stderr, target.location)
+                if failure is not None:
+                    raise failure
             if returncode < 0:
                 signame = _signal_name(-returncode)
                 raise ScannerError(
@@ -264,12 +388,20 @@ class TrivyScanner(Scanner):
             except FileNotFoundError:
                 raise ScanParseError("trivy exited 0 but wrote no report file", _trim(stderr)) from None
             result = self.parse_report(data)
-        db_version, db_updated_at = self._db_metadata()
+        if db_before is None:
+            db_version, db_updated_at = self._db_metadata()
+        else:
+            db_version, db_updated_at = _older_db(db_before, self.current_db())
+        extra = dict(result.extra)
+        if self.server is not None:
+            # Which server matched the packages: its DB is the one db_version/db_updated_at describe.
+            extra["trivy_server"] = self.server.url
         return dataclasses.replace(
             result,
             scanner_version=scanner_version,
             db_version=db_version,
             db_updated_at=db_updated_at,
+            extra=extra,
         )
 
     def _resolve_binary(self) -> str:
@@ -304,11 +436,17 @@ class TrivyScanner(Scanner):
         return str(parsed["Version"])
 
     def current_db(self) -> tuple[str, datetime | None]:
-        """The DB schema version and UpdatedAt now in the cache (what the next scan will use).
+        """The DB schema version and UpdatedAt now in the cache or on the server (what the next scan uses).
 
-        The rescan scheduler compares it with the DB each stored scan used; ("", None) when unknown.
+        The rescan scheduler compares it with the DB each stored scan used; ("", None) when unknown
+        (e.g. the server is down right now: the scheduler then simply waits for the next tick).
         """
-        return self._db_metadata()
+        if self.server is None:
+            return self._db_metadata()
+        try:
+            return self._server_db()
+        except ScannerUnavailable:
+            return "", None
 
     def _db_metadata(self) -> tuple[str, datetime | None]:
         """DB schema version and UpdatedAt from the cache; ("", None) when absent or unreadable.
@@ -320,18 +458,109 @@ class TrivyScanner(Scanner):
             meta = json.loads(Path(self.cache_dir, "db", "metadata.json").read_bytes())
         except (OSError, ValueError):
             return "", None
-        if not isinstance(meta, dict):
-            return "", None
-        version = meta.get("Version")
-        version_text = str(version) if isinstance(version, int) and not isinstance(version, bool) else ""
-        updated = meta.get("UpdatedAt")
-        return version_text, _parse_time(updated) if isinstance(updated, str) else None
+        return _db_fields(meta)
+
+    def _server_db(self) -> tuple[str, datetime | None]:
+        """The DB the server scans with, from its `GET /version`; ScannerUnavailable when it cannot say.
+
+        A client-mode report carries no DB metadata and the client's cache holds no DB, but every
+        `trivy server` serves the metadata.json of its DB on /version (read per request, so it follows
+        the server's DB updates; no token needed, it is sent anyway in case a proxy in front of the
+        server wants one). Unlike standalone mode an unknown DB is an error here: a scan recorded
+        without its DB date would escape the policy's max_db_age rule. Proxies from the environment are
+        ignored, as they are for the Trivy child.
+        """
+        assert self.server is not None  # only called in server mode
+        url = self.server.url
+        # S310: check_server_url already limited the scheme to http/https.
+        request = urllib.request.Request(url + "/version", headers={"Accept": "application/json"})  # noqa: S310
+        if self.server.token:
+            request.add_header(self.server.token_header or DEFAULT_TOKEN_HEADER, self.server.token)
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        try:
+            with opener.open(request, timeout=_SERVER_META_TIMEOUT) as response:
+                body = response.read(_SERVER_META_LIMIT)
+        except urllib.error.HTTPError as e:
+            raise ScannerUnavailable(
+                f"trivy server {url} answered GET /version with HTTP {e.code}; is it a trivy server?"
+            ) from e
+        except (OSError, ValueError, http.client.HTTPException) as e:
+            # URLError is an OSError; HTTPException when something answers that does not speak HTTP.
+            raise ScannerUnavailable(f"trivy server {url} is unreachable ({_network_reason(e)})") from e
+        try:
+            info = json.loads(body)
+        except ValueError:
+            info = None
+        db = info.get("VulnerabilityDB") if isinstance(info, dict) else None
+        version, updated_at = _db_fields(db)
+        if not version or updated_at is None:
+            raise ScannerUnavailable(
+                f"trivy server {url} did not report its vulnerability DB on GET /version", _trim(body)
+            )
+        return version, updated_at
 
     # ---- parsing ----------------------------------------------------------------------------------
 
     def parse_report(self, data: bytes) -> ScanResult:
         """Parse a Trivy SchemaVersion 2 JSON report; raise ScanParseError saying what is wrong."""
         return _parse_report(data)
+
+
+def _db_fields(meta: object) -> tuple[str, datetime | None]:
+    """(Version as text, UpdatedAt) from a Trivy DB metadata object; ("", None) for anything else."""
+    if not isinstance(meta, dict):
+        return "", None
+    version = meta.get("Version")
+    version_text = str(version) if isinstance(version, int) and not isinstance(version, bool) else ""
+    updated = meta.get("UpdatedAt")
+    return version_text, _parse_time(updated) if isinstance(updated, str) else None
+
+
+def _older_db(
+    before: tuple[str, datetime | None], after: tuple[str, datetime | None]
+) -> tuple[str, datetime | None]:
+    """The DB a server-mode scan is recorded with, from /version asked before and after it.
+
+    Equal answers (the normal case) need no choice. If the server replaced its DB during the scan, we
+    cannot tell which one matched; the older is recorded so freshness rules err towards a rescan. An
+    unanswered second request keeps the first answer.
+    """
+    if after[1] is None or before[1] is None:
+        return before
+    return before if before[1] <= after[1] else after
+
+
+def _network_reason(error: BaseException) -> str:
+    """A short cause for a failed HTTP request, such as "connection refused" or "timed out"."""
+    reason: object = error.reason if isinstance(error, urllib.error.URLError) else error
+    if isinstance(reason, OSError) and reason.strerror:
+        return reason.strerror.lower()
+    return str(reason) or type(reason).__name__
+
+
+def _server_failure(url: str, has_token: bool, stderr: str, location: str) -> ScannerError | None:
+    """The error for a client run that failed talking to the server at `url`; None if it was not that.
+
+    Trivy reports server trouble as "twirp error <code>: <message>" in its FATAL line: `unauthenticated`
+    for a missing or wrong token, `internal: failed to do request: …` when the server was never reached
+    (the Go network error says why), any other code for a server that answered but could not scan.
+    """
+    at = stderr.rfind("twirp error ")
+    if at < 0:
+        return None
+    twirp = stderr[at:].splitlines()[0]
+    detail = _trim(stderr)
+    if twirp.startswith("twirp error unauthenticated"):
+        what = "refused the token" if has_token else "requires a token and none is configured"
+        return ScannerUnavailable(
+            f"trivy server {url} {what} (authentication failed) while scanning {location}", detail
+        )
+    if "failed to do request" in twirp:
+        cause = next((c for c in _UNREACHABLE_CAUSES if c in twirp), "the request failed")
+        return ScannerUnavailable(
+            f"trivy server {url} is unreachable ({cause}) while scanning {location}", detail
+        )
+    return ScannerError(f"trivy server {url} failed the scan of {location}", detail)
 
 
 # A target used only to build the environment for `trivy version`: no credentials, no CA.
