@@ -18,6 +18,7 @@ from gate.policy.model import parse_duration
 from gate.tokens import parse_roles
 from gate.webhook.stages import ReviewSettings, StageMap, parse_require_digest, parse_stage_map
 from scanners.jwt import decode_psk
+from scanners.trivy import check_server_url, check_token_header
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 
@@ -191,6 +192,39 @@ def _tls(env: Mapping[str, str]) -> _Tls:
     )
 
 
+def _trivy_server(env: Mapping[str, str]) -> tuple[str, str, str]:
+    """GATE_TRIVY_SERVER (checked URL, "" = standalone), its token and token header, checked together."""
+    raw = env.get("GATE_TRIVY_SERVER", "").strip()
+    token = env.get("GATE_TRIVY_SERVER_TOKEN", "")
+    header = env.get("GATE_TRIVY_SERVER_TOKEN_HEADER", "").strip()
+    url = ""
+    if raw:
+        try:
+            url = check_server_url(raw)
+        except ValueError as e:
+            raise InvalidArgument(str(e), "GATE_TRIVY_SERVER") from None
+    elif token or header:
+        # A token with nowhere to go is a misconfiguration worth stopping for, not a silent no-op.
+        name = "GATE_TRIVY_SERVER_TOKEN" if token else "GATE_TRIVY_SERVER_TOKEN_HEADER"
+        raise InvalidArgument("is set, but GATE_TRIVY_SERVER (the trivy server's URL) is not", name)
+    if any(c in token for c in "\r\n\0"):
+        # The message never echoes the token.
+        raise InvalidArgument("must not contain line breaks or NUL", "GATE_TRIVY_SERVER_TOKEN")
+    try:
+        check_token_header(header)
+    except ValueError as e:
+        raise InvalidArgument(str(e), "GATE_TRIVY_SERVER_TOKEN_HEADER") from None
+    if header and not token:
+        raise InvalidArgument("is set, but GATE_TRIVY_SERVER_TOKEN is not", "GATE_TRIVY_SERVER_TOKEN_HEADER")
+    if url and env.get("GATE_TRIVY_DB_REPOSITORY", "").strip():
+        raise InvalidArgument(
+            "has no effect with GATE_TRIVY_SERVER: the vulnerability DB lives on the trivy server "
+            "(give the server --db-repository instead)",
+            "GATE_TRIVY_DB_REPOSITORY",
+        )
+    return url, token, header
+
+
 def _docker_config(env: Mapping[str, str]) -> str:
     # docker's own rule: DOCKER_CONFIG, else ~/.docker; a missing config.json there is not an error.
     explicit = env.get("DOCKER_CONFIG", "")
@@ -222,6 +256,12 @@ class Settings:
     trivy_skip_db_update: bool = False
     trivy_db_repository: str = ""
     trivy_timeout: float = 600.0
+    # Client/server mode: the URL of a `trivy server` ("" = run trivy standalone with a local DB), the
+    # token it requires (a secret, so out of repr; "" = none) and the header carrying it ("" = Trivy's
+    # default, Trivy-Token).
+    trivy_server: str = ""
+    trivy_server_token: str = field(default="", repr=False)
+    trivy_server_token_header: str = ""
     docker_host: str = ""  # DOCKER_HOST for docker: images; empty → the engine's default socket
     # Clair v4: base URL ("" = Clair not available), PSK (base64, Clair's auth.psk.key; a secret, so out
     # of repr), the JWT issuer Clair must list in auth.psk.iss, and the per-scan deadline.
@@ -332,6 +372,7 @@ class Settings:
             except ValueError as error:  # the message never echoes the key
                 raise InvalidArgument(str(error), "GATE_CLAIR_PSK") from None
         tls = _tls(e)
+        trivy_server, trivy_server_token, trivy_server_token_header = _trivy_server(e)
         return cls(
             listen=e.get("GATE_LISTEN") or DEFAULT_LISTEN,
             server=e.get("GATE_SERVER") or DEFAULT_LISTEN,
@@ -349,6 +390,9 @@ class Settings:
             trivy_skip_db_update=_bool(e, "GATE_TRIVY_SKIP_DB_UPDATE", False),
             trivy_db_repository=e.get("GATE_TRIVY_DB_REPOSITORY", ""),
             trivy_timeout=_number(e, "GATE_TRIVY_TIMEOUT", 600.0, 1.0),
+            trivy_server=trivy_server,
+            trivy_server_token=trivy_server_token,
+            trivy_server_token_header=trivy_server_token_header,
             # The docker CLI's own variable, so gate reaches the same engine `docker images` shows.
             docker_host=e.get("DOCKER_HOST", ""),
             clair_url=clair_url,

@@ -52,7 +52,7 @@ from gate.vuln_exceptions import ExceptionService
 from gate.webhook.wiring import Webhook, webhook_from_settings
 from scanners.clair import ClairScanner
 from scanners.interface import Scanner
-from scanners.trivy import TrivyScanner
+from scanners.trivy import TrivyScanner, TrivyServer
 
 log = logging.getLogger(__name__)
 
@@ -115,12 +115,25 @@ def build_scanners(settings: Settings) -> dict[str, Scanner]:
                 field = "GATE_CLAIR_PSK" if "PSK" in str(e) else "GATE_CLAIR_URL"
                 raise InvalidArgument(str(e), field) from None
         elif name == "trivy":
+            # Client/server mode when GATE_TRIVY_SERVER is set (checked in config): the DB is the server's.
+            server = None
+            if settings.trivy_server:
+                try:
+                    server = TrivyServer(
+                        settings.trivy_server,
+                        settings.trivy_server_token,
+                        settings.trivy_server_token_header,
+                    )
+                except ValueError as e:
+                    # Settings built in code skip from_env's checks; the message never echoes the token.
+                    raise InvalidArgument(str(e), "GATE_TRIVY_SERVER") from None
             out[name] = TrivyScanner(
                 settings.trivy_bin,
                 settings.effective_trivy_cache_dir,
                 skip_db_update=settings.trivy_skip_db_update,
                 db_repository=settings.trivy_db_repository,
                 timeout=settings.trivy_timeout,
+                server=server,
             )
         else:
             raise InvalidArgument(
