@@ -22,10 +22,13 @@ from gate.errors import InvalidArgument
 from gate.policy.exceptions import DEFAULT_MAX_EXCEPTION_DAYS
 from gate.policy.model import (
     CHECKED_STATES,
+    UNKNOWN_NAMESPACE_RULES,
     OnState,
     Policy,
     TransitionPolicy,
+    WebhookPolicy,
     check_label_name,
+    check_namespace,
     check_platform,
     check_stage_path,
     check_tag_pattern,
@@ -41,6 +44,9 @@ _TAG = "tag:yaml.org,2002:"
 _THRESHOLDS = ("NONE", *(s.name for s in Severity if s is not Severity.UNKNOWN))
 _REAL_SEVERITIES = tuple(s.name for s in Severity if s is not Severity.UNKNOWN)
 _TOP_KEYS = ("version", "transitions")
+_OPTIONAL_TOP_KEYS = ("webhook",)
+_WEBHOOK_KEYS = ("namespaces", "unknown_namespace")
+_STAGE_NAMES = ", ".join(s.value for s in Stage)
 _REQUIRED_T_KEYS = ("max_fixable_severity", "max_unfixable_severity", "max_scan_age")
 _T_KEYS = (
     *_REQUIRED_T_KEYS,
@@ -418,7 +424,7 @@ def load_policy(text: str, source: str = "<policy>") -> Policy:
             root, "", f"expected a mapping with version and transitions at the top, got {_kind(root)}"
         )
     top = doc.mapping(root, "")
-    doc.check_keys(top, _TOP_KEYS, "", root, _TOP_KEYS)
+    doc.check_keys(top, (*_TOP_KEYS, *_OPTIONAL_TOP_KEYS), "", root, _TOP_KEYS)
 
     version_node = top["version"][1]
     if not (version_node.tag == _TAG + "int" and str(version_node.value) == str(_SUPPORTED_VERSION)):
@@ -443,7 +449,41 @@ def load_policy(text: str, source: str = "<policy>") -> Policy:
             "transitions",
             f"missing {', '.join(missing)} (every one-step promotion needs a rule; jumps are optional)",
         )
-    return Policy(transitions, source=source)
+    webhook = _webhook(doc, *top["webhook"]) if "webhook" in top else None
+    return Policy(transitions, source=source, webhook=webhook)
+
+
+def _stage_value(doc: _Doc, node: yaml.Node, path: str) -> Stage:
+    text = doc.scalar(node, path, f"a stage name ({_STAGE_NAMES})").strip().lower()
+    try:
+        return Stage(text)
+    except ValueError:
+        raise doc.fail(node, path, f"unknown stage {node.value!r} (expected one of {_STAGE_NAMES})") from None
+
+
+def _webhook(doc: _Doc, key_node: yaml.Node, node: yaml.Node) -> WebhookPolicy:
+    """`webhook: {namespaces: {prod: p, …}, unknown_namespace: allow|deny|STAGE}` — both keys optional."""
+    path = "webhook"
+    entries = doc.mapping(node, path)
+    doc.check_keys(entries, _WEBHOOK_KEYS, path, key_node)
+    namespaces: dict[str, Stage] = {}
+    if "namespaces" in entries:
+        sub = _join(path, "namespaces")
+        for name, (name_node, stage_node) in doc.mapping(entries["namespaces"][1], sub).items():
+            where = _join(sub, name)
+            try:
+                check_namespace(name)
+            except ValueError as e:
+                raise doc.fail(name_node, where, str(e)) from None
+            namespaces[name] = _stage_value(doc, stage_node, where)
+    unknown: str | None = None
+    if "unknown_namespace" in entries:
+        value_node, sub = entries["unknown_namespace"][1], _join(path, "unknown_namespace")
+        expected = f"allow, deny or a stage: {_STAGE_NAMES}"
+        unknown = doc.scalar(value_node, sub, expected).strip().lower()
+        if unknown not in UNKNOWN_NAMESPACE_RULES and unknown not in {s.value for s in Stage}:
+            raise doc.fail(value_node, sub, f"bad value {value_node.value!r} (expected {expected})")
+    return WebhookPolicy(namespaces, unknown)
 
 
 def load_policy_file(path: str) -> Policy:

@@ -35,12 +35,15 @@ from scanners.normalize import SEVERITY_MAX
 
 __all__ = [
     "CHECKED_STATES",
+    "UNKNOWN_NAMESPACE_RULES",
     "EvaluationInput",
     "OnState",
     "Policy",
     "ScannerStatus",
     "TransitionPolicy",
+    "WebhookPolicy",
     "check_label_name",
+    "check_namespace",
     "check_platform",
     "check_stage_path",
     "check_tag_pattern",
@@ -69,6 +72,10 @@ _SCANNER_NAME_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
 _PLATFORM_RE = re.compile(r"^[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9.]+)?$")
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _STAGE_PATH_FIELDS = ("stage", "name")
+# A Kubernetes namespace name is a DNS-1123 label.
+_NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+# What the webhook may do with a namespace it has no stage for, besides judging it as a stage.
+UNKNOWN_NAMESPACE_RULES = ("allow", "deny")
 _UNIT_SECONDS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
 
 
@@ -166,6 +173,16 @@ def check_platform(text: str) -> str:
             "linux/arm64, linux/arm/v7)"
         )
     return platform
+
+
+def check_namespace(text: str) -> str:
+    """Validate a Kubernetes namespace name (a DNS-1123 label) and return it; raise ValueError."""
+    if not _NAMESPACE_RE.match(text):
+        raise ValueError(
+            f"not a Kubernetes namespace name: {text!r} (lowercase letters, digits and '-', at most 63, "
+            "starting and ending with a letter or digit)"
+        )
+    return text
 
 
 def platform_matches(required: str, platform: str) -> bool:
@@ -379,6 +396,49 @@ def _threshold_name(value: Severity | None) -> str:
     return "NONE" if value is None else value.name
 
 
+@dataclass(frozen=True)
+class WebhookPolicy:
+    """The policy file's `webhook:` section: which stage the admission webhook judges a namespace as.
+
+    The stage comes from here or from gate's environment (GATE_WEBHOOK_STAGES), never from anything the
+    workload declares: whoever writes a Deployment must not choose the rules it is judged by.
+    gate/webhook/stages.py combines this with the environment, which wins key by key.
+    """
+
+    # Excluded from the hash because a dict is unhashable; compared by value like on_state.
+    namespaces: Mapping[str, Stage] = field(default_factory=dict, hash=False)
+    # Namespaces not listed: "allow" (with a warning), "deny", or a stage value to judge them as;
+    # None → the file does not say (the environment or the built-in "allow" decides).
+    unknown_namespace: str | None = None
+
+    def __post_init__(self) -> None:
+        """Check the names and the rule as the loader does, and freeze the map (the digest is cached)."""
+        for name in self.namespaces:
+            try:
+                check_namespace(name)
+            except ValueError as e:
+                raise InvalidArgument(str(e), "webhook.namespaces") from None
+        rule = self.unknown_namespace
+        if rule is not None and rule not in UNKNOWN_NAMESPACE_RULES and rule not in {s.value for s in Stage}:
+            raise InvalidArgument(
+                f"expected allow, deny or a stage ({', '.join(s.value for s in Stage)}), got {rule!r}",
+                "webhook.unknown_namespace",
+            )
+        object.__setattr__(self, "namespaces", MappingProxyType(dict(sorted(self.namespaces.items()))))
+
+    @property
+    def empty(self) -> bool:
+        """True when the section says nothing (no namespace and no rule for unlisted ones)."""
+        return not self.namespaces and self.unknown_namespace is None
+
+    def canonical(self) -> dict[str, object]:
+        """JSON-ready form: namespaces sorted, the rule only when the file sets it."""
+        out: dict[str, object] = {"namespaces": {n: s.value for n, s in self.namespaces.items()}}
+        if self.unknown_namespace is not None:
+            out["unknown_namespace"] = self.unknown_namespace
+        return out
+
+
 class Policy:
     """A complete policy: one TransitionPolicy per allowed promotion step.
 
@@ -386,9 +446,19 @@ class Policy:
     listed. `digest` identifies the policy's meaning and is stored on every Decision.
     """
 
-    def __init__(self, transitions: Iterable[TransitionPolicy], source: str = "<policy>") -> None:
-        """Index the transitions; raise InvalidArgument on duplicates or a missing one-step transition."""
+    def __init__(
+        self,
+        transitions: Iterable[TransitionPolicy],
+        source: str = "<policy>",
+        webhook: WebhookPolicy | None = None,
+    ) -> None:
+        """Index the transitions; raise InvalidArgument on duplicates or a missing one-step transition.
+
+        `webhook` is the optional admission section; an empty one is kept as None, so a file that adds
+        `webhook: {}` means (and hashes) the same as one without it.
+        """
         self.source = source
+        self.webhook = webhook if webhook is not None and not webhook.empty else None
         index: dict[tuple[Stage, Stage], TransitionPolicy] = {}
         for t in transitions:
             if (t.from_stage, t.to_stage) in index:
@@ -410,7 +480,16 @@ class Policy:
 
     def canonical(self) -> dict[str, object]:
         """The policy's meaning as JSON-ready data; the source name is not part of it."""
-        return {"version": 1, "transitions": {t.key: t.canonical() for t in self.transitions}}
+        out: dict[str, object] = {
+            "version": 1,
+            "transitions": {t.key: t.canonical() for t in self.transitions},
+        }
+        if self.webhook is not None:
+            # Only when present, so every policy without the section keeps its digest. It is part of
+            # the digest when present: two files that judge a namespace's workloads differently must
+            # not look like the same policy.
+            out["webhook"] = self.webhook.canonical()
+        return out
 
     @cached_property
     def digest(self) -> str:
