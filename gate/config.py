@@ -320,6 +320,9 @@ class Settings:
     scan_rate: Rate | None = None
     max_queued_jobs: int = 1000
     max_concurrent_rpcs: int = 512
+    # Precomputed verdicts kept in memory (gate/verdicts.py), least recently used dropped first; 0 turns
+    # the cache off. Each holds one Decision (a few KB at most), so the default stays well under 100 MB.
+    verdict_cache_size: int = 10_000
 
     @property
     def available_scanners(self) -> tuple[str, ...]:
@@ -427,4 +430,5 @@ class Settings:
             scan_rate=parse_rate(e.get("GATE_SCAN_RATE", "")),
             max_queued_jobs=int(_number(e, "GATE_MAX_QUEUED_JOBS", 1000, 0)),
             max_concurrent_rpcs=int(_number(e, "GATE_MAX_CONCURRENT_RPCS", 512, 0)),
+            verdict_cache_size=int(_number(e, "GATE_VERDICT_CACHE_SIZE", 10_000, 0)),
         )

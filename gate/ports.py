@@ -6,7 +6,7 @@ scanners/* implement scanners.interface.Scanner.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -67,6 +67,10 @@ class ImageOnBase:
 
     image: ImageRecord
     base: BaseImage
+
+
+GLOBAL_INPUTS = "*"
+"""The input-generation key of what every verdict reads: the base catalog and the exceptions."""
 
 
 class Repository(Protocol):
@@ -225,6 +229,14 @@ class Repository(Protocol):
 
     def rescan_flag(self, digest: str) -> RescanFlag | None:
         """The pending rescan flag of a digest (Clair notifier, DB change), if any."""
+        ...
+
+    def input_generations(self, keys: Sequence[str]) -> Mapping[str, int]:
+        """The input generation of each key: a digest, or "*" for the catalog and exceptions.
+
+        Every write that can change a verdict's inputs bumps its key in the same transaction, so an
+        unchanged generation proves the inputs unchanged (gate/verdicts.py); a key never bumped is 0.
+        """
         ...
 
     def first_seen(self, digests: Sequence[str], vulnerability_ids: Sequence[str]) -> dict[str, datetime]:

@@ -34,6 +34,7 @@ from gate.domain import (
 )
 from gate.errors import FailedPrecondition, InvalidArgument, NotFound
 from gate.images.refs import parse_ref
+from gate.journal import Journal
 from gate.ledger import check_breakglass
 from gate.policy import (
     EvaluationInput,
@@ -48,10 +49,12 @@ from gate.policy import (
     parse_duration,
     required_platforms,
 )
+from gate.policy.horizon import durations_of, horizon
 from gate.policy.image_rules import who
 from gate.policy.overrides import apply_breakglass
 from gate.policy.runtime import RuntimeVerdict, runtime_verdict
 from gate.ports import (
+    GLOBAL_INPUTS,
     AffectedRow,
     AuditSink,
     Clock,
@@ -65,9 +68,14 @@ from gate.ports import (
 from gate.provenance import Lineage
 from gate.scanning.convert import findings_of
 from gate.scanning.jobs import JobRunner
+from gate.verdicts import VerdictCache
 from scanners.interface import Scanner, ScanParseError, ScanTarget, Severity, TargetKind
 
 log = logging.getLogger(__name__)
+
+VERDICT_TTL = timedelta(seconds=60)
+"""The longest a precomputed verdict is reused even when nothing changes: bounds how old the wording of
+an answer ("deprecated, 3d left") may get. Correctness does not depend on it (gate/verdicts.py)."""
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
@@ -90,6 +98,9 @@ class Judgement:
     decision: Decision
     inputs: tuple[EvaluationInput, ...]
     image: str
+    # sha256 over the policy and the inputs (the audit record's inputs_digest). A verdict served from
+    # the precomputed-verdict cache carries no inputs (they are not kept), only this digest.
+    inputs_digest: str = ""
 
 
 @dataclass(frozen=True)
@@ -382,6 +393,8 @@ class GateService:
         breakglass_actors: Collection[str] = (),
         on_breakglass: Callable[[Decision, str, str], object] | None = None,
         exceptions: ExceptionStore | None = None,
+        verdicts: VerdictCache[tuple[Decision, str]] | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self._repo = repo
         # Who may override a deny with authentication off (GATE_BREAKGLASS_ACTORS); an authenticated
@@ -400,6 +413,14 @@ class GateService:
         self._default_scanners = tuple(default_scanners)
         # Exceptions the policy may apply (gate/vuln_exceptions.py manages them); None → none.
         self._exceptions = exceptions
+        # Decisions and their audit records, committed together in groups; None → repo + audit sink.
+        self._journal = journal
+        # Every duration a rule may add to a stored instant: where verdict horizons come from.
+        self._shifts = durations_of(policy.transitions)
+        # Precomputed verdicts (gate/verdicts.py); the default keeps none, so every check is computed.
+        self._verdicts: VerdictCache[tuple[Decision, str]] = (
+            verdicts if verdicts is not None else VerdictCache(repo.input_generations, 0)
+        )
 
     # -- scanning -------------------------------------------------------------------------------------
 
@@ -428,22 +449,26 @@ class GateService:
         info, target = self._resolver.resolve(ref)
         self._check_reachable(names, target)
         now = self._clock.now()
-        record = self._repo.upsert_image(info, _naming_ref(ref, info), now)
         # An index is scanned platform by platform: findings belong to the platform image that has
         # them, and every platform must pass on its own (gate/policy/platforms.py).
-        work = [("", record.digest, target)]
+        work = [("", info, target)]
         if info.platforms:
-            work = [(p.platform, p.image.digest, _platform_target(target, p.image)) for p in info.platforms]
+            work = [(p.platform, p.image, _platform_target(target, p.image)) for p in info.platforms]
         out: list[SubmittedJob] = []
-        for platform, digest, where in work:
+        # The jobs are created (single-flight decides here) and handed to the runner BEFORE the image
+        # row is written, so the scanner starts while that write runs instead of after it. Nothing the
+        # scan needs waits on it: the worker gets the job's row and the config digest identified here
+        # (the check of the scanner's answer), and completing a job inserts a missing image row itself.
+        for platform, identified, where in work:
             for name in names:
                 job, created = self._repo.create_job(
-                    digest, name, image, where, now, reuse_success=not force, platform=platform
+                    identified.digest, name, image, where, now, reuse_success=not force, platform=platform
                 )
                 if created:
-                    self._runner.submit(job.id)
+                    self._runner.submit(job.id, job=job, expected_config=identified.config_digest)
                 # A job joined or reused may have been created for the platform image directly.
                 out.append(SubmittedJob(dataclasses.replace(job, platform=platform), reused=not created))
+        self._repo.upsert_image(info, _naming_ref(ref, info), now)
         return out
 
     def _check_reachable(self, names: Sequence[str], target: ScanTarget) -> None:
@@ -483,7 +508,9 @@ class GateService:
         last = job.state
         while job.state.active and is_active():
             generation = self._runner.generation
-            job = self.get_scan(job_id)
+            # A job this process just finished is answered from the runner's copy (a terminal state
+            # is final): the watcher woken by the completion reports it without a read.
+            job = self._runner.finished(job_id) or self.get_scan(job_id)
             if job.state != last:
                 last = job.state
                 yield job
@@ -514,17 +541,28 @@ class GateService:
         The decision is stored and audited (kind "decision", by `actor`) before it is returned. With a
         `breakglass_reason`, an actor allowed to use breakglass gets an allowed, flagged decision.
         """
-        judged = self.judge(image, from_stage, to_stage, actor=actor, breakglass_reason=breakglass_reason)
+        judged = self.judge(
+            image, from_stage, to_stage, actor=actor, breakglass_reason=breakglass_reason, cached=True
+        )
         self.report(judged, actor)
         return judged.decision
 
     def judge(
-        self, image: str, from_stage: str, to_stage: str, *, actor: str = "", breakglass_reason: str = ""
+        self,
+        image: str,
+        from_stage: str,
+        to_stage: str,
+        *,
+        actor: str = "",
+        breakglass_reason: str = "",
+        cached: bool = False,
     ) -> Judgement:
         """The decision CheckPromotion and Promote give (breakglass applied), stored and audited nowhere.
 
-        Raises InvalidArgument for a blank breakglass reason and PermissionDenied for an actor not
-        allowed to use breakglass, before anything is read.
+        With `cached`, a precomputed verdict is used when it is still exact (gate/verdicts.py); its
+        Judgement then has no inputs, only their digest — Promote, which records the inputs as
+        evidence, never asks for one. Raises InvalidArgument for a blank breakglass reason and
+        PermissionDenied for an actor not allowed to use breakglass, before anything is read.
         """
         reason = ""
         if breakglass_reason:
@@ -533,44 +571,72 @@ class GateService:
         dst = Stage.parse(to_stage, "to_stage")
         self._policy.transition(src, dst)  # bad transitions fail before any I/O
         ref = parse_ref(image, "image")
-        digest, record = self._stored_image(ref)
-        decision, inputs = self._decide(self._policy, digest, record, ref, src, dst, self._clock.now())
+        now = self._clock.now()
+        if cached:
+            judged = self._judge_cached(ref, src, dst, now, image)
+        else:
+            digest, record = self._stored_image(ref)
+            decision, inputs = self._decide(self._policy, digest, record, ref, src, dst, now)
+            judged = Judgement(decision, tuple(inputs), image, self._inputs_digest(decision, inputs))
         if reason:
-            decision = apply_breakglass(decision, reason, actor or ANONYMOUS_ACTOR)
-        return Judgement(decision, tuple(inputs), image)
+            judged = dataclasses.replace(
+                judged, decision=apply_breakglass(judged.decision, reason, actor or ANONYMOUS_ACTOR)
+            )
+        return judged
+
+    def _judge_cached(self, ref: ImageRef, src: Stage, dst: Stage, now: datetime, image: str) -> Judgement:
+        """The verdict from the precomputed-verdict cache when still exact, else computed and kept."""
+        digest = self._digest_of(ref)
+        # Everything _decide reads from the request itself is in the key: the reference as written
+        # (its tag and the stage its path names) and the policy.
+        key = ("promotion", digest, src, dst, self._policy.digest, ref.original)
+        hit = self._verdicts.get(key, now)
+        if hit is not None:
+            decision, inputs_digest = hit
+            # Exactly what computing it now would give (same inputs, before its horizon), so it is
+            # stated as evaluated now.
+            return Judgement(dataclasses.replace(decision, evaluated_at=now), (), image, inputs_digest)
+        stamp = self._verdicts.stamp([GLOBAL_INPUTS, digest])
+        record = self._repo.get_image(digest)
+        if record is not None and record.platforms:
+            stamp = tuple(sorted({*stamp, *self._verdicts.stamp([d for _, d in record.platforms])}))
+        digest = record.digest if record else digest
+        decision, inputs = self._decide(self._policy, digest, record, ref, src, dst, now)
+        inputs_digest = self._inputs_digest(decision, inputs)
+        until = horizon(inputs, self._shifts, now, cap=VERDICT_TTL)
+        self._verdicts.put(key, (decision, inputs_digest), stamp, until)
+        return Judgement(decision, tuple(inputs), image, inputs_digest)
+
+    @staticmethod
+    def _inputs_digest(decision: Decision, inputs: Sequence[EvaluationInput]) -> str:
+        return digest_of({"policy": decision.policy_digest, "inputs": [_audit_inputs(i) for i in inputs]})
 
     def report(self, judged: Judgement, actor: str, *, save: bool = True) -> None:
-        """Store (unless the caller stored it already) and audit a judged decision.
+        """Store (unless the caller stored it already) and audit a judged decision, then return.
 
         Breakglass is also audited under its own kind and logged at WARNING: it must never pass quietly.
+        With a journal the decision and its records commit together (group commit, gate/journal.py).
         """
-        if save:
-            self._repo.save_decision(judged.decision)
-        self._audit_decision(judged.decision, list(judged.inputs), judged.image, actor)
-        metrics.record_decision(judged.decision)
         decision = judged.decision
+        who_ = actor or ANONYMOUS_ACTOR
+        events = [self._decision_event(decision, judged.inputs_digest, judged.image, who_)]
         if decision.breakglass:
             log.warning(
                 "BREAKGLASS by %s: %s %s->%s allowed despite %d violation(s); reason: %s",
-                actor or ANONYMOUS_ACTOR,
+                who_,
                 decision.digest,
                 decision.from_stage.value,
                 decision.to_stage.value,
                 len(decision.violations),
                 decision.breakglass_reason,
             )
-            self._audit.record(
+            events.append(
                 AuditEvent(
                     kind="breakglass",
-                    actor=actor or ANONYMOUS_ACTOR,
+                    actor=who_,
                     at=decision.evaluated_at,
                     subject=decision.digest,
-                    inputs_digest=digest_of(
-                        {
-                            "policy": decision.policy_digest,
-                            "inputs": [_audit_inputs(i) for i in judged.inputs],
-                        }
-                    ),
+                    inputs_digest=judged.inputs_digest,
                     result="allowed",
                     policy_digest=decision.policy_digest,
                     details=(
@@ -581,8 +647,16 @@ class GateService:
                     ),
                 )
             )
-            if self._on_breakglass is not None:
-                self._on_breakglass(decision, actor or ANONYMOUS_ACTOR, decision.breakglass_reason)
+        if self._journal is not None:
+            self._journal.record(decision if save else None, events)
+        else:
+            if save:
+                self._repo.save_decision(decision)
+            for event in events:
+                self._audit.record(event)
+        metrics.record_decision(decision)
+        if decision.breakglass and self._on_breakglass is not None:
+            self._on_breakglass(decision, who_, decision.breakglass_reason)
 
     def transition_policy(self, from_stage: Stage, to_stage: Stage) -> TransitionPolicy:
         """The policy's rules for one step (e.g. its max_scan_age, which bounds a promotion's receipt)."""
@@ -603,27 +677,22 @@ class GateService:
             policy, record.digest if record else digest, record, ref, from_stage, to_stage, now
         )[0]
 
-    def _audit_decision(
-        self, decision: Decision, inputs: list[EvaluationInput], image: str, actor: str
-    ) -> None:
-        self._audit.record(
-            AuditEvent(
-                kind="decision",
-                actor=actor or ANONYMOUS_ACTOR,
-                at=decision.evaluated_at,
-                subject=decision.digest,
-                inputs_digest=digest_of(
-                    {"policy": decision.policy_digest, "inputs": [_audit_inputs(inp) for inp in inputs]}
-                ),
-                result="allowed" if decision.allowed else "denied",
-                policy_digest=decision.policy_digest,
-                details=(
-                    ("image", image),
-                    ("transition", f"{decision.from_stage.value}->{decision.to_stage.value}"),
-                    ("state", decision.state.value),
-                    ("violations", str(len(decision.violations))),
-                ),
-            )
+    @staticmethod
+    def _decision_event(decision: Decision, inputs_digest: str, image: str, actor: str) -> AuditEvent:
+        return AuditEvent(
+            kind="decision",
+            actor=actor or ANONYMOUS_ACTOR,
+            at=decision.evaluated_at,
+            subject=decision.digest,
+            inputs_digest=inputs_digest,
+            result="allowed" if decision.allowed else "denied",
+            policy_digest=decision.policy_digest,
+            details=(
+                ("image", image),
+                ("transition", f"{decision.from_stage.value}->{decision.to_stage.value}"),
+                ("state", decision.state.value),
+                ("violations", str(len(decision.violations))),
+            ),
         )
 
     def _decide(

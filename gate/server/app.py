@@ -26,6 +26,7 @@ from gate.images.engine import EngineSource
 from gate.images.registry import RegistryClient
 from gate.images.resolver import SourceResolver
 from gate.images.scanner_access import ScanTargetPreparer
+from gate.journal import Journal
 from gate.metrics import MetricsServer, observe_webhook
 from gate.policy import Policy, default_policy, load_policy_file
 from gate.policy_tools import PolicyTools
@@ -45,9 +46,11 @@ from gate.store.audit_store import SqlAuditStore
 from gate.store.db import create_engine_for, migrate
 from gate.store.exceptions import SqlExceptionStore
 from gate.store.history import SqlDecisionHistory
+from gate.store.journal import SqlJournalStore
 from gate.store.repository import SqlRepository
 from gate.store.tokens import SqlTokenStore
 from gate.v1 import gate_pb2 as pb
+from gate.verdicts import VerdictCache
 from gate.vuln_exceptions import ExceptionService
 from gate.webhook.wiring import Webhook, webhook_from_settings
 from scanners.clair import ClairScanner
@@ -198,6 +201,8 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
         exceptions=exception_store,
         breakglass_actors=settings.breakglass_actors,
         on_breakglass=alerter.breakglass,
+        verdicts=VerdictCache(repo.input_generations, settings.verdict_cache_size),
+        journal=Journal(SqlJournalStore(engine)),
     )
     # An explicit GATE_SIGNING_KEY must exist; the default key is generated on first start.
     signer = Signer(load_or_create_key(settings.effective_signing_key, create=not settings.signing_key))

@@ -16,6 +16,7 @@ from sqlmodel import col, select
 
 from gate.domain import ExceptionScope, ScopeKind, VulnException
 from gate.errors import FailedPrecondition, NotFound
+from gate.store import generations
 from gate.store.sessions import SessionScope
 from gate.store.tables import VulnExceptionRow
 
@@ -55,6 +56,8 @@ class SqlExceptionStore(SessionScope):
     def add_exceptions(self, exceptions: Sequence[VulnException]) -> list[VulnException]:
         """Store new exceptions in one transaction (all or none); return them as stored."""
         with self._write() as session:
+            # Every verdict reads the exceptions: all cached verdicts are stale once this commits.
+            generations.bump(session, [generations.GLOBAL])
             rows = [
                 VulnExceptionRow(
                     id=e.id,
@@ -124,6 +127,7 @@ class SqlExceptionStore(SessionScope):
                 )
             row.revoked_at = _utc(now)
             row.revoked_by = actor
+            generations.bump(session, [generations.GLOBAL])
             session.add(row)
             session.flush()
             return _to_exception(row)

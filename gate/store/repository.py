@@ -14,9 +14,10 @@ crashed scan leaves the previous findings in place.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -42,12 +43,14 @@ from gate.domain import (
     ScanJob,
     Severity,
     Stage,
+    Violation,
 )
 from gate.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from gate.ledger import findings_digest
 from gate.ports import AffectedRow, Alert, FindingFilter, FindingPage, ImageOnBase, Repository
 from gate.provenance import chain_ids
-from gate.store.db import create_engine_for, migrate
+from gate.store import generations
+from gate.store.db import create_engine_for, database_errors, migrate
 from gate.store.sessions import SessionScope
 from gate.store.tables import (
     AlertRow,
@@ -122,6 +125,7 @@ class SqlRepository(SessionScope):
             row = self._upsert_image(session, info, ref, now)
             if info.platforms:
                 self._upsert_platforms(session, info, ref, now)
+            generations.bump(session, [info.digest, *(p.image.digest for p in info.platforms)])
             session.flush()
             return self._image_record(session, row)
 
@@ -340,6 +344,7 @@ class SqlRepository(SessionScope):
                         platform=platform,
                     )
                     session.add(row)
+                    generations.bump(session, [digest])
                     session.flush()
                     return _to_job(row), True
             except IntegrityError:
@@ -373,6 +378,7 @@ class SqlRepository(SessionScope):
         now = _utc(now)
         with self._write() as session:
             row = _active_job_row(session, job_id, "start")
+            generations.bump(session, [row.digest])
             row.state = JobState.RUNNING.value
             row.started_at = now
             session.flush()
@@ -388,6 +394,7 @@ class SqlRepository(SessionScope):
         now = _utc(now)
         with self._write() as session:
             row = _active_job_row(session, job_id, "complete")
+            generations.bump(session, [row.digest])
             self._insert_image(
                 session, row.digest, now, config_digest=result.config_digest, diff_ids=result.diff_ids
             )
@@ -405,6 +412,7 @@ class SqlRepository(SessionScope):
         now = _utc(now)
         with self._write() as session:
             row = _active_job_row(session, job_id, "fail")
+            generations.bump(session, [row.digest])
             row.state = JobState.FAILED.value
             row.error = error
             row.finished_at = now
@@ -450,6 +458,7 @@ class SqlRepository(SessionScope):
             session.add(row)
             session.flush()  # the job row must exist before findings reference it
             self._store_scan(session, row, findings, now)
+            generations.bump(session, [digest])
             return _to_job(row)
 
     def _store_scan(
@@ -648,6 +657,8 @@ class SqlRepository(SessionScope):
             raise ValueError("BaseImage.registered_at is required: the service stamps it from its clock")
         with self._write() as session:
             self._refuse_duplicate(session, base)
+            # Any image's lineage may now reach this base: every cached verdict is stale.
+            generations.bump(session, [generations.GLOBAL])
             row = BaseRow(
                 digest=base.digest,
                 name=base.name,
@@ -718,6 +729,7 @@ class SqlRepository(SessionScope):
                 raise NotFound(f"no base is registered under {digest}", "image")
             if superseded_by and session.get(BaseRow, superseded_by) is None:
                 raise NotFound(f"no base is registered under {superseded_by}", "superseded_by")
+            generations.bump(session, [generations.GLOBAL])
             row.status = status.value
             row.superseded_by = superseded_by
             row.deprecated_at = _utc(deprecated_at) if deprecated_at else None
@@ -838,6 +850,7 @@ class SqlRepository(SessionScope):
         """Flag `digest` for a rescan; a newer flag replaces an older one's reason and time."""
         now = _utc(now)
         with self._write() as session:
+            generations.bump(session, [digest])
             stmt = self._insert(table_of(RescanFlagRow)).values(digest=digest, reason=reason, flagged_at=now)
             session.exec(
                 stmt.on_conflict_do_update(
@@ -864,7 +877,13 @@ class SqlRepository(SessionScope):
         if flagged_before is not None:
             stmt = stmt.where(col(RescanFlagRow.flagged_at) < _utc(flagged_before))
         with self._write() as session:
-            session.exec(stmt)
+            if session.exec(stmt).rowcount:
+                generations.bump(session, [digest])
+
+    def input_generations(self, keys: Sequence[str]) -> Mapping[str, int]:
+        """The current input generation of each key (gate/store/generations.py); never bumped → 0."""
+        with self._engine.connect() as conn, database_errors():
+            return generations.read_conn(conn, keys)
 
     def rescan_flag(self, digest: str) -> RescanFlag | None:
         """The pending rescan flag of a digest, if any."""
@@ -1118,21 +1137,33 @@ def _current(digest: str) -> Select[*tuple[Any, ...]]:
     )
 
 
+@functools.lru_cache(maxsize=4096)
+def _violations_json(violations: tuple[Violation, ...]) -> str:
+    # Memoized: a precomputed verdict is recorded again on every check with the same violations, and
+    # asdict + dumps of them would be the largest cost of recording it.
+    return json.dumps([dataclasses.asdict(v) for v in violations])
+
+
+def decision_values(decision: Decision) -> dict[str, Any]:
+    """The `decisions` row of a decision as column values (for Core inserts: gate/store/journal.py)."""
+    return {
+        "digest": decision.digest,
+        "from_stage": decision.from_stage.value,
+        "to_stage": decision.to_stage.value,
+        "allowed": decision.allowed,
+        "state": decision.state.value,
+        "policy_digest": decision.policy_digest,
+        "evaluated_at": _utc(decision.evaluated_at),
+        "scanned_at": _utc(decision.scanned_at) if decision.scanned_at else None,
+        "violations": _violations_json(decision.violations),
+        "warnings": json.dumps(list(decision.warnings)),
+        "details": json.dumps([list(kv) for kv in decision.details]),
+        "summary": decision.summary,
+    }
+
+
 def _decision_row(decision: Decision) -> DecisionRow:
-    return DecisionRow(
-        digest=decision.digest,
-        from_stage=decision.from_stage.value,
-        to_stage=decision.to_stage.value,
-        allowed=decision.allowed,
-        state=decision.state.value,
-        policy_digest=decision.policy_digest,
-        evaluated_at=_utc(decision.evaluated_at),
-        scanned_at=_utc(decision.scanned_at) if decision.scanned_at else None,
-        violations=json.dumps([dataclasses.asdict(v) for v in decision.violations]),
-        warnings=json.dumps(list(decision.warnings)),
-        details=json.dumps([list(kv) for kv in decision.details]),
-        summary=decision.summary,
-    )
+    return DecisionRow(**decision_values(decision))
 
 
 def _to_promotion(row: PromotionRow) -> Promotion:

@@ -1,0 +1,133 @@
+"""The decision journal: each decision and its audit records, committed together, many per commit.
+
+Every CheckPromotion is answered only after its decision and its hash-chained audit record are durable
+(a returned verdict always has its record). Done one transaction per call, that commit is most of the
+cost of a check, and on SQLite every check would queue for the one writer lock. The journal commits in
+groups instead: the first caller to arrive becomes the writer and commits everything queued so far in
+one transaction, while later callers wait for the commit that includes them, and one of them writes the
+next group. Alone, a caller pays one commit, as before; under concurrency N callers share one.
+
+A failed group is retried one entry at a time, so a bad entry fails only its own caller, and every
+caller sees the error of its own entry (Unavailable when the database is down).
+
+No I/O here beyond the JournalStore it is given (gate/store/journal.py implements it).
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from gate.audit import AuditRecord, seal
+from gate.domain import AuditEvent, Decision
+from gate.errors import InvalidArgument
+
+__all__ = ["Journal", "JournalEntry", "JournalStore"]
+
+MAX_GROUP = 256
+"""The most entries one commit carries: bounds the transaction (and a failed group's retries)."""
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """What one caller records: a decision to store (or None) and the audit events that go with it."""
+
+    decision: Decision | None
+    events: tuple[AuditEvent, ...]
+
+    def builders(self) -> list[Callable[[int, str], AuditRecord]]:
+        """One record builder per event: given (seq, prev_hash), the sealed record."""
+        return [functools.partial(_seal, e) for e in self.events]
+
+
+def _seal(event: AuditEvent, seq: int, prev: str) -> AuditRecord:
+    return seal(event, seq, prev)
+
+
+class JournalStore(Protocol):
+    """Appends entries in one transaction: all stored or none."""
+
+    def append(self, entries: Sequence[JournalEntry]) -> None:
+        """Store every entry's decision and chain every entry's audit events, in order, in one commit."""
+        ...
+
+
+@dataclass
+class _Slot:
+    entry: JournalEntry
+    done: bool = False
+    error: BaseException | None = None
+
+
+class Journal:
+    """Group-committing writer of decisions and audit events over a JournalStore."""
+
+    def __init__(self, store: JournalStore, max_group: int = MAX_GROUP) -> None:
+        """Write through `store`, at most `max_group` entries per transaction."""
+        self._store = store
+        self._max_group = max(1, max_group)
+        self._cond = threading.Condition()
+        self._queue: list[_Slot] = []
+        self._writing = False
+        self.commits = 0  # transactions attempted (observability and tests)
+
+    def record(self, decision: Decision | None, events: Sequence[AuditEvent]) -> None:
+        """Durably store `decision` (if any) with its audit `events`; return once committed."""
+        for event in events:
+            if not event.kind or not event.actor:
+                # A record that says nothing about what or who would be a hole in the log.
+                name = "kind" if not event.kind else "actor"
+                raise InvalidArgument("an audit event needs a kind and an actor", name)
+        slot = _Slot(JournalEntry(decision, tuple(events)))
+        with self._cond:
+            self._queue.append(slot)
+            while not slot.done and self._writing:
+                self._cond.wait()
+            if slot.done:
+                return self._outcome(slot)
+            self._writing = True
+        # This caller is the writer now: commit groups until its own entry is decided, then hand over.
+        try:
+            while not slot.done:
+                with self._cond:
+                    group = self._queue[: self._max_group]
+                    del self._queue[: len(group)]
+                try:
+                    self._commit(group)
+                except BaseException as e:
+                    # Interrupted mid-commit: nobody may wait forever on an entry already taken.
+                    for other in group:
+                        if not other.done:
+                            other.error, other.done = e, True
+                    raise
+                with self._cond:
+                    self._cond.notify_all()
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
+        return self._outcome(slot)
+
+    @staticmethod
+    def _outcome(slot: _Slot) -> None:
+        if slot.error is not None:
+            raise slot.error
+
+    def _commit(self, group: list[_Slot]) -> None:
+        if not group:
+            return
+        self.commits += 1
+        try:
+            self._store.append([s.entry for s in group])
+        except Exception as e:
+            if len(group) > 1:
+                # One bad entry must not fail the others: each is retried in its own transaction.
+                for slot in group:
+                    self._commit([slot])
+                return
+            group[0].error = e
+        for slot in group:
+            slot.done = True

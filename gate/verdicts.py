@@ -1,0 +1,106 @@
+"""Precomputed verdicts: answer a repeated question without re-reading and re-judging its inputs.
+
+A verdict is a pure function of the policy, the stored inputs and the clock. This cache keeps each
+computed verdict together with
+
+- the *input generations* it was computed under (gate/store/generations.py): counters that every write
+  to a digest's inputs — or, for key "*", to the base catalog and exceptions — bumps in its own
+  transaction. They are read BEFORE the inputs, so a write that lands while a verdict is being computed
+  leaves it stamped with an older counter and it is never served;
+- its *horizon* (gate/policy/horizon.py): the first instant at which the clock alone could change it.
+
+A lookup serves the stored verdict only while `now` is before the horizon and one indexed read shows
+every counter unchanged; that read also sees writes by other replicas on the same database, so there is
+no cross-process invalidation to get wrong. The policy's digest is part of the key. The cache is a
+bounded LRU, so memory stays flat however many digests are stored; a miss just computes the verdict.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Generic, TypeVar
+
+__all__ = ["Stamp", "VerdictCache"]
+
+T = TypeVar("T")
+
+Stamp = tuple[tuple[str, int], ...]
+"""The input generations a verdict was computed under, as sorted (key, counter) pairs."""
+
+
+@dataclass(frozen=True)
+class _Entry(Generic[T]):
+    value: T
+    stamp: Stamp
+    keys: tuple[str, ...]
+    valid_until: datetime
+
+
+class VerdictCache(Generic[T]):
+    """A thread-safe LRU of verdicts, each valid while its input generations hold and before its horizon."""
+
+    def __init__(self, generations: Callable[[Sequence[str]], Mapping[str, int]], capacity: int) -> None:
+        """`generations` reads current counters (Repository.input_generations); 0 capacity disables it."""
+        self._generations = generations
+        self._capacity = max(0, capacity)
+        self._entries: OrderedDict[Hashable, _Entry[T]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def enabled(self) -> bool:
+        """False when configured with capacity 0: every lookup misses and nothing is kept."""
+        return self._capacity > 0
+
+    def __len__(self) -> int:
+        """How many verdicts are held."""
+        with self._lock:
+            return len(self._entries)
+
+    def stamp(self, keys: Sequence[str]) -> Stamp:
+        """Read the current counters of `keys`; call it BEFORE reading the inputs they guard."""
+        current = self._generations(list(dict.fromkeys(keys)))
+        return tuple(sorted(current.items()))
+
+    def get(self, key: Hashable, now: datetime) -> T | None:
+        """The verdict stored under `key` if it is still exactly what computing it now would give."""
+        if not self._capacity:
+            return None
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is None or now >= entry.valid_until:
+            self.misses += 1
+            return None
+        if self.stamp(entry.keys) != entry.stamp:
+            with self._lock:
+                # Only drop what was checked: another thread may have stored a fresher entry meanwhile.
+                if self._entries.get(key) is entry:
+                    del self._entries[key]
+            self.misses += 1
+            return None
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+        self.hits += 1
+        return entry.value
+
+    def put(self, key: Hashable, value: T, stamp: Stamp, valid_until: datetime) -> None:
+        """Keep `value`, computed from inputs read after `stamp` was taken, until `valid_until`."""
+        if not self._capacity:
+            return
+        entry = _Entry(value, stamp, tuple(k for k, _ in stamp), valid_until)
+        with self._lock:
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._capacity:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget every verdict (tests, and a policy reload)."""
+        with self._lock:
+            self._entries.clear()
