@@ -16,6 +16,10 @@ import pytest
 from tests.support.catalog import STANDARD_DB_UPDATED_AT, standard_advisories
 from tests.support.probes import missing
 from tests.support.trivydb import build_trivy_cache, trivy_env
+from tests.support.trivyserver import trivy_server
+
+# Imported so pytest registers it with the other trivy fixtures (this module is a conftest plug-in).
+__all__ = ["find_trivy", "trivy_bin", "trivy_cache", "trivy_db_template", "trivy_server"]
 
 
 def find_trivy() -> str:
