@@ -191,7 +191,10 @@ def evaluate(
     stage = stages.stage_of(namespace)
     if stage is None:
         if stages.unknown is UnknownNamespace.DENY:
-            reason = f"namespace {namespace or '(none)'} has no gate stage (GATE_WEBHOOK_STAGES)"
+            reason = (
+                f"namespace {namespace or '(none)'} has no gate stage "
+                "(GATE_WEBHOOK_STAGES or the policy's webhook.namespaces)"
+            )
             return _answer(base, False, settings, reasons=(reason,), code=403)
         note = f"namespace {namespace or '(none)'} has no gate stage; images not checked"
         return _answer(base, True, settings, warnings=(note,))
