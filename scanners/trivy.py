@@ -485,7 +485,12 @@ class TrivyScanner(Scanner):
                 f"trivy server {url} answered GET /version with HTTP {e.code}; is it a trivy server?"
             ) from e
         except (OSError, ValueError, http.client.HTTPException) as e:
-            # URLError is an OSError; HTTPException when something answers that does not speak HTTP.
+            reason = e.reason if isinstance(e, urllib.error.URLError) else e
+            if isinstance(reason, http.client.HTTPException):
+                # Something listens there but does not speak HTTP/1.1 (e.g. an HTTP/2-only gRPC port);
+                # its bytes would only garble the message.
+                what = "did not answer GET /version like an HTTP server: is it a trivy server?"
+                raise ScannerUnavailable(f"trivy server {url} {what}") from e
             raise ScannerUnavailable(f"trivy server {url} is unreachable ({_network_reason(e)})") from e
         try:
             info = json.loads(body)
