@@ -89,15 +89,36 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+def render_webhook(normalized_json: str) -> str:
+    """The policy's `webhook:` section (namespace → stage), or "" when the policy has none."""
+    try:
+        section = json.loads(normalized_json or "{}").get("webhook")
+    except (ValueError, AttributeError):
+        return ""
+    if not isinstance(section, dict):
+        return ""
+    namespaces = section.get("namespaces") or {}
+    rows = [[str(name), str(stage)] for name, stage in sorted(namespaces.items())]
+    rule = section.get("unknown_namespace")
+    out = "\nAdmission webhook stages (webhook:):\n"
+    out += render_table(("NAMESPACE", "STAGE"), rows) if rows else "  no namespaces listed\n"
+    if rule is not None:
+        out += f"unlisted namespaces: {rule}\n"
+    # The server's environment may override the file; ShowPolicy sees the file only.
+    out += "(GATE_WEBHOOK_STAGES / GATE_WEBHOOK_UNKNOWN_NAMESPACE on the server override these)\n"
+    return out
+
+
 def render_policy(view: policy_pb2.PolicyView) -> str:
-    """The policy header and one row per setting, one column per transition."""
+    """The policy header, one row per setting with one column per transition, then the webhook section."""
     head = render_fields([("source", view.source), ("digest", view.digest)])
     values = [_flat(t.settings) for t in view.transitions]
     keys: list[str] = []
     for v in values:
         keys += [k for k in v if k not in keys]
     rows = [[key, *(v.get(key, "") for v in values)] for key in keys]
-    return head + "\n" + render_table(("SETTING", *(t.transition for t in view.transitions)), rows)
+    table = render_table(("SETTING", *(t.transition for t in view.transitions)), rows)
+    return head + "\n" + table + render_webhook(view.normalized_json)
 
 
 def run_show(args: argparse.Namespace, ctx: Context) -> int:

@@ -8,16 +8,26 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Iterator
+from concurrent import futures
+from datetime import UTC, datetime
+from typing import cast
 
+import grpc
 import pytest
 
+from gate.clock import ManualClock
 from gate.config import Settings
 from gate.domain import Stage
 from gate.errors import InvalidArgument
-from gate.policy import PolicyError, default_policy, load_policy
+from gate.policy import Policy, PolicyError, default_policy, load_policy
 from gate.policy.model import WebhookPolicy
+from gate.policy_tools import DecisionHistory, PolicyTools
+from gate.server import policy_servicer
+from gate.service import GateService
 from gate.webhook.stages import StageMap, UnknownNamespace, combine, parse_stage_map
 from gate.webhook.wiring import stages_for
+from tests.unit.test_cli import run_cli
 from tests.unit.test_policy_loader import BASE
 
 # BASE has 21 lines, so the section starts on line 22.
@@ -199,3 +209,60 @@ def test_settings_to_effective_map_logs_sources_and_warns_on_override(
     quiet = stages_for(Settings.from_env({}), policy)
     assert quiet.stage_of("staging") is Stage.S2
     assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+# -- gate policy show -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def policy_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[Policy], None]]:
+    """`serve(policy)`: a real gRPC server on loopback answering gate.v1.Policies with that policy."""
+    servers: list[grpc.Server] = []
+    for name in ("GATE_TOKEN", "GATE_TLS_CA"):
+        monkeypatch.delenv(name, raising=False)
+
+    def serve(policy: Policy) -> None:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        # ShowPolicy reads only the active policy: the service and history are never touched.
+        tools = PolicyTools(
+            cast(GateService, None),
+            cast(DecisionHistory, None),
+            policy,
+            ManualClock(datetime(2025, 6, 1, tzinfo=UTC)),
+        )
+        policy_servicer.register_policies(server, tools)
+        port = server.add_insecure_port("127.0.0.1:0")
+        server.start()
+        servers.append(server)
+        monkeypatch.setenv("GATE_SERVER", f"127.0.0.1:{port}")
+
+    try:
+        yield serve
+    finally:
+        for server in servers:
+            server.stop(grace=None)
+
+
+def test_policy_show_lists_the_webhook_section(
+    policy_server: Callable[[Policy], None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy_server(load_policy(_with(SECTION), source="policy.yaml"))
+    r = run_cli(capsys, "policy", "show")
+    assert r.code == 0, r.err
+    block = r.out[r.out.index("Admission webhook stages") :].splitlines()
+    assert block[1].split() == ["NAMESPACE", "STAGE"]
+    assert [line.split() for line in block[2:5]] == [["payments-dev", "d"], ["prod", "p"], ["staging", "s2"]]
+    assert "unlisted namespaces: deny" in r.out and "GATE_WEBHOOK_STAGES" in r.out
+    yaml_out = run_cli(capsys, "policy", "show", "--yaml").out
+    assert "webhook:" in yaml_out and "staging: s2" in yaml_out
+    as_json = json.loads(run_cli(capsys, "policy", "show", "--json").out)
+    assert json.loads(as_json["normalized_json"])["webhook"]["namespaces"]["prod"] == "p"
+
+
+def test_policy_show_without_a_section_has_no_webhook_block(
+    policy_server: Callable[[Policy], None], capsys: pytest.CaptureFixture[str]
+) -> None:
+    policy_server(load_policy(BASE))
+    r = run_cli(capsys, "policy", "show")
+    assert r.code == 0 and "SETTING" in r.out
+    assert "Admission webhook" not in r.out
