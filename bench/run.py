@@ -216,6 +216,11 @@ def main() -> int:
     ap.add_argument("--load-seconds", type=float, default=60.0, help="0 skips the load run (bench/load.py)")
     ap.add_argument("--load-clients", type=int, default=100)
     ap.add_argument("--load-images", type=int, default=2000)
+    ap.add_argument(
+        "--scale-images", type=int, default=100_000, help="0 skips the scale run (bench/scale.py)"
+    )
+    ap.add_argument("--scale-findings-per-image", type=int, default=20)
+    ap.add_argument("--scale-backend", choices=("sqlite", "postgres", "both"), default="both")
     args = ap.parse_args()
     # Imported here: bench.load reuses this module's populate().
     from bench.load import bench_load
@@ -233,6 +238,11 @@ def main() -> int:
         results["load"] = bench_load(
             args.load_seconds, args.load_clients, args.load_images, args.findings_per_image
         )
+    if args.scale_images > 0:
+        from bench.scale import bench_scale
+
+        backends = ("sqlite", "postgres") if args.scale_backend == "both" else (args.scale_backend,)
+        results["scale"] = bench_scale(backends, args.scale_images, args.scale_findings_per_image, 50)
     print(json.dumps(results, indent=2))
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0
