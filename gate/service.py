@@ -503,19 +503,20 @@ class GateService:
         Changes made by this process wake the watcher at once; `poll` bounds the wait so changes made by
         another replica sharing the database are seen too.
         """
+        generation = self._runner.generation
         job = self.get_scan(job_id)
         yield job
         last = job.state
         while job.state.active and is_active():
-            generation = self._runner.generation
+            # Wait before reading again: the job was read after `generation` was taken, so a change
+            # since then ends the wait at once and none is missed, and no read repeats the last one.
+            generation = self._runner.wait_for_change(generation, poll)
             # A job this process just finished is answered from the runner's copy (a terminal state
             # is final): the watcher woken by the completion reports it without a read.
             job = self._runner.finished(job_id) or self.get_scan(job_id)
             if job.state != last:
                 last = job.state
                 yield job
-                continue
-            self._runner.wait_for_change(generation, poll)
 
     # -- identity -------------------------------------------------------------------------------------
 
