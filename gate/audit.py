@@ -273,9 +273,14 @@ DEFAULT_PAGE = 100
 class AuditLog:
     """gate.ports.AuditSink over an AuditStore, plus listing and verification."""
 
-    def __init__(self, store: AuditStore) -> None:
-        """Append to and read from `store`."""
+    def __init__(self, store: AuditStore, via: Callable[[AuditEvent], None] | None = None) -> None:
+        """Append to and read from `store`; with `via`, appends go through it instead.
+
+        The server passes its decision journal (gate/journal.py) as `via`, so every record — decisions,
+        admission reviews, catalog changes — is group-committed on the one chain.
+        """
         self._store = store
+        self._via = via
 
     def record(self, event: AuditEvent) -> None:
         """Append one event, chained to the current head."""
@@ -283,6 +288,9 @@ class AuditLog:
             # A record that says nothing about what or who would be a hole in the log.
             field = "kind" if not event.kind else "actor"
             raise InvalidArgument("an audit event needs a kind and an actor", field)
+        if self._via is not None:
+            self._via(event)
+            return
         self._store.append(lambda seq, prev: seal(event, seq, prev))
 
     def list(self, subject: str = "", kind: str = "", page: int = 0, limit: int = 0) -> list[AuditRecord]:

@@ -49,6 +49,12 @@ DECISIONS = Counter(
     ["transition", "result"],
     registry=REGISTRY,
 )
+VERDICT_CACHE = Counter(
+    "gate_verdict_cache_lookups",
+    "Precomputed-verdict lookups (gate/verdicts.py) by kind (promotion, runtime) and result (hit, miss).",
+    ["kind", "result"],
+    registry=REGISTRY,
+)
 SCAN_DURATION = Histogram(
     "gate_scan_duration_seconds",
     "Wall time of one scanner run on one image, by scanner and outcome (succeeded, failed).",
@@ -89,6 +95,11 @@ def record_decision(decision: Decision) -> None:
     # Breakglass is allowed too, but counted apart: a rising count is exactly what to alert on.
     result = "breakglass" if decision.breakglass else ("allowed" if decision.allowed else "denied")
     DECISIONS.labels(transition, result).inc()
+
+
+def observe_verdict_lookup(kind: str, hit: bool) -> None:
+    """Count one precomputed-verdict lookup: a falling hit ratio means inputs churn or the cache is small."""
+    VERDICT_CACHE.labels(kind, "hit" if hit else "miss").inc()
 
 
 def failure_reason(error: BaseException) -> str:

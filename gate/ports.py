@@ -179,6 +179,10 @@ class Repository(Protocol):
         """Recorded promotions, newest first; optionally only into `stage` and/or of one digest."""
         ...
 
+    def promoted_stages(self, digest: str) -> frozenset[Stage]:
+        """The stages the ledger holds any promotion of `digest` into."""
+        ...
+
     def promoted_digests(self, stage: Stage) -> list[Promotion]:
         """Which digests are in `stage`: per digest, its latest promotion into it (by digest)."""
         ...

@@ -393,7 +393,7 @@ class GateService:
         breakglass_actors: Collection[str] = (),
         on_breakglass: Callable[[Decision, str, str], object] | None = None,
         exceptions: ExceptionStore | None = None,
-        verdicts: VerdictCache[tuple[Decision, str]] | None = None,
+        verdict_cache_size: int = 0,
         journal: Journal | None = None,
     ) -> None:
         self._repo = repo
@@ -417,9 +417,13 @@ class GateService:
         self._journal = journal
         # Every duration a rule may add to a stored instant: where verdict horizons come from.
         self._shifts = durations_of(policy.transitions)
-        # Precomputed verdicts (gate/verdicts.py); the default keeps none, so every check is computed.
-        self._verdicts: VerdictCache[tuple[Decision, str]] = (
-            verdicts if verdicts is not None else VerdictCache(repo.input_generations, 0)
+        # Precomputed verdicts (gate/verdicts.py): promotion checks, and the runtime verdicts admission
+        # asks for on every pod start. Size 0 (the default) keeps none: every answer is computed.
+        self._verdicts: VerdictCache[tuple[Decision, str]] = VerdictCache(
+            repo.input_generations, verdict_cache_size
+        )
+        self._runtime_verdicts: VerdictCache[tuple[Decision, RuntimeVerdict]] = VerdictCache(
+            repo.input_generations, verdict_cache_size
         )
 
     # -- scanning -------------------------------------------------------------------------------------
@@ -592,6 +596,7 @@ class GateService:
         # (its tag and the stage its path names) and the policy.
         key = ("promotion", digest, src, dst, self._policy.digest, ref.original)
         hit = self._verdicts.get(key, now)
+        metrics.observe_verdict_lookup("promotion", hit is not None)
         if hit is not None:
             decision, inputs_digest = hit
             # Exactly what computing it now would give (same inputs, before its horizon), so it is
@@ -658,6 +663,16 @@ class GateService:
         metrics.record_decision(decision)
         if decision.breakglass and self._on_breakglass is not None:
             self._on_breakglass(decision, who_, decision.breakglass_reason)
+
+    @property
+    def verdict_cache_stats(self) -> Mapping[str, int]:
+        """Hits and misses of the precomputed-verdict caches since start (promotion and runtime)."""
+        return {
+            "promotion_hits": self._verdicts.hits,
+            "promotion_misses": self._verdicts.misses,
+            "runtime_hits": self._runtime_verdicts.hits,
+            "runtime_misses": self._runtime_verdicts.misses,
+        }
 
     def transition_policy(self, from_stage: Stage, to_stage: Stage) -> TransitionPolicy:
         """The policy's rules for one step (e.g. its max_scan_age, which bounds a promotion's receipt)."""
@@ -907,12 +922,27 @@ class GateService:
         Neither stored nor audited (the rescan scheduler and the alerter call it after each rescan).
         """
         now = self._clock.now()
-        decision = self.reevaluate(digest, Stage.S2, Stage.P, self._policy, now)
+        key = ("runtime", digest, self._policy.digest)
+        hit = self._runtime_verdicts.get(key, now)
+        metrics.observe_verdict_lookup("runtime", hit is not None)
+        if hit is not None:
+            return hit
+        stamp = self._runtime_verdicts.stamp([GLOBAL_INPUTS, digest])
         record = self._repo.get_image(digest)
         digests = [digest, *(d for _, d in record.platforms)] if record else [digest]
+        if len(digests) > 1:
+            stamp = tuple(sorted({*stamp, *self._runtime_verdicts.stamp(digests[1:])}))
+        ref = ImageRef(kind=RefKind.DIGEST, original=digest, digest=digest)
+        decision, inputs = self._decide(
+            self._policy, record.digest if record else digest, record, ref, Stage.S2, Stage.P, now
+        )
         ids = [v.vulnerability_id for v in decision.violations if v.vulnerability_id]
         first_seen = self._repo.first_seen(digests, ids)
-        return decision, runtime_verdict(self._policy, decision, first_seen, now)
+        verdict = runtime_verdict(self._policy, decision, first_seen, now)
+        # First-seen times start runtime graces, so they bound the horizon as well.
+        until = horizon([inputs, first_seen], self._shifts, now, cap=VERDICT_TTL)
+        self._runtime_verdicts.put(key, (decision, verdict), stamp, until)
+        return decision, verdict
 
     def runtime_check(self, image: str) -> Decision:
         """May a RUNNING workload of this image keep running (runtime grace), for admission control.

@@ -50,7 +50,6 @@ from gate.store.journal import SqlJournalStore
 from gate.store.repository import SqlRepository
 from gate.store.tokens import SqlTokenStore
 from gate.v1 import gate_pb2 as pb
-from gate.verdicts import VerdictCache
 from gate.vuln_exceptions import ExceptionService
 from gate.webhook.wiring import Webhook, webhook_from_settings
 from scanners.clair import ClairScanner
@@ -176,7 +175,9 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
     # references then fail with UNAVAILABLE. Saved archives live under the data dir for the scanner.
     docker = EngineSource(settings.docker_host, work_dir=settings.data_dir / "engine")
     resolver = SourceResolver(registry, docker)
-    audit = AuditLog(SqlAuditStore(engine))
+    # Decisions and audit records are committed together, in groups under concurrency (gate/journal.py).
+    journal = Journal(SqlJournalStore(engine))
+    audit = AuditLog(SqlAuditStore(engine), via=lambda event: journal.record(None, [event]))
     exception_store = SqlExceptionStore(engine)
     # The alerter and the service refer to each other (breakglass alerts; verdicts into p), so the
     # alerter reaches the service through a closure bound once both exist.
@@ -201,8 +202,8 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
         exceptions=exception_store,
         breakglass_actors=settings.breakglass_actors,
         on_breakglass=alerter.breakglass,
-        verdicts=VerdictCache(repo.input_generations, settings.verdict_cache_size),
-        journal=Journal(SqlJournalStore(engine)),
+        verdict_cache_size=settings.verdict_cache_size,
+        journal=journal,
     )
     # An explicit GATE_SIGNING_KEY must exist; the default key is generated on first start.
     signer = Signer(load_or_create_key(settings.effective_signing_key, create=not settings.signing_key))

@@ -46,7 +46,5 @@ def read_conn(conn: Connection, keys: Sequence[str]) -> Mapping[str, int]:
 
     A plain Core connection, not a Session: this runs on every cached verdict, the hot path.
     """
-    found: dict[str, int] = {
-        key: value for key, value in conn.execute(_SELECT, {"keys": list(keys)}).tuples()
-    }
+    found: dict[str, int] = {str(row[0]): int(row[1]) for row in conn.execute(_SELECT, {"keys": list(keys)})}
     return {k: found.get(k, 0) for k in keys}

@@ -1068,6 +1068,13 @@ class SqlRepository(SessionScope):
         with self._read() as session:
             return [_to_promotion(r) for r in session.exec(query).all()]
 
+    def promoted_stages(self, digest: str) -> frozenset[Stage]:
+        """The stages the ledger holds any promotion of `digest` into (admission asks on every pod)."""
+        table = table_of(PromotionRow)
+        query = select(table.c.to_stage).where(table.c.digest == digest).distinct()
+        with database_errors(), self._engine.connect() as conn:
+            return frozenset(Stage(v) for v in conn.execute(query).scalars())
+
     def promoted_digests(self, stage: Stage) -> list[Promotion]:
         """Per digest promoted into `stage`, its latest promotion there; by digest.
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import datetime
 
-from gate.domain import Decision, ImageInfo, ImageRef, Promotion, Stage
+from gate.domain import Decision, ImageInfo, ImageRef, Stage
 from gate.errors import GateError
 from gate.images.refs import parse_ref
 from gate.policy.runtime import RuntimeVerdict
@@ -70,13 +70,17 @@ class ServiceLookup:
         self,
         tags: TagCache,
         get_image: Callable[[str], object | None],
-        list_promotions: Callable[[Stage | None, str, int], Sequence[Promotion]],
+        promoted_stages: Callable[[str], frozenset[Stage]],
         promoted_verdict: Callable[[str], tuple[Decision, RuntimeVerdict]],
     ) -> None:
-        """Wire to the tag cache, Repository.get_image/list_promotions and GateService.promoted_verdict."""
+        """Wire to the tag cache, Repository.get_image/promoted_stages and GateService.promoted_verdict.
+
+        The runtime verdict comes from the service's precomputed-verdict cache (gate/verdicts.py), so a
+        digest already judged costs one indexed read, not a re-evaluation.
+        """
         self._tags = tags
         self._get_image = get_image
-        self._list_promotions = list_promotions
+        self._promoted_stages = promoted_stages
         self._promoted_verdict = promoted_verdict
 
     def resolve_tag(self, reference: str) -> str:
@@ -89,7 +93,7 @@ class ServiceLookup:
 
     def promoted_into(self, digest: str) -> frozenset[Stage]:
         """Stages the ledger holds a promotion of `digest` into."""
-        return frozenset(p.to_stage for p in self._list_promotions(None, digest, 1000))
+        return self._promoted_stages(digest)
 
     def runtime(self, digest: str) -> RuntimeStatus:
         """Runtime grace of `digest` against the step into p (GateService.promoted_verdict)."""

@@ -74,7 +74,7 @@ def create_webhook(
 ) -> Webhook:
     """Bind the webhook on `listen` (not started yet); `resolve` reads a tag (RegistryClient.resolve)."""
     lookup = ServiceLookup(
-        TagCache(resolve, tag_ttl), repo.get_image, repo.list_promotions, service.promoted_verdict
+        TagCache(resolve, tag_ttl), repo.get_image, repo.promoted_stages, service.promoted_verdict
     )
     controller = AdmissionController(
         lookup,

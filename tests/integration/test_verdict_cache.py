@@ -1,0 +1,193 @@
+"""Precomputed verdicts against real stores: reused only while exact, across replicas and time.
+
+Two GateService instances ("replicas") on one database, each with its own verdict cache and its own
+engine. Every change that can alter a verdict — a new scan (written by the other replica), a base
+added to the catalog, the clock passing max_scan_age — must show in the very next answer; an
+unchanged verdict is served from the cache (counted), and every answer is still stored and audited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from gate.audit import AuditLog
+from gate.clock import ManualClock
+from gate.domain import BaseImage, Finding, FindingClass, FixState, ImageInfo, Severity, VerdictState
+from gate.journal import Journal
+from gate.policy import default_policy
+from gate.provenance import chain_id
+from gate.scanning.jobs import JobRunner
+from gate.service import GateService
+from gate.store.audit_store import SqlAuditStore
+from gate.store.journal import SqlJournalStore
+from gate.store.repository import SqlRepository
+from scanners.interface import ScanResult
+
+DIGEST = "sha256:" + "ab" * 32
+START = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+class _NoResolver:
+    def resolve(self, ref: object) -> object:
+        raise AssertionError("digest references never reach the registry")
+
+
+@dataclass
+class _Replica:
+    repo: SqlRepository
+    service: GateService
+    audit: AuditLog
+
+
+def _replica(url: str, clock: ManualClock) -> _Replica:
+    repo = SqlRepository.open(url)
+    engine = repo._engine
+    journal = Journal(SqlJournalStore(engine))
+    audit = AuditLog(SqlAuditStore(engine), via=lambda e: journal.record(None, [e]))
+    runner = JobRunner(repo, {}, clock, 1, {})
+    service = GateService(
+        repo,
+        _NoResolver(),  # type: ignore[arg-type]
+        {},
+        runner,
+        default_policy(),
+        clock,
+        ("trivy",),
+        audit=audit,
+        verdict_cache_size=100,
+        journal=journal,
+    )
+    return _Replica(repo, service, audit)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(START)
+
+
+@pytest.fixture
+def replicas(db_url: str, clock: ManualClock) -> Iterator[tuple[_Replica, _Replica]]:
+    a = _replica(db_url, clock)
+    b = _replica(db_url, clock)
+    try:
+        yield a, b
+    finally:
+        a.repo.close()
+        b.repo.close()
+
+
+def _finding(cve: str) -> Finding:
+    return Finding(
+        vulnerability_id=cve,
+        package="openssl",
+        installed_version="1.0",
+        fixed_version="1.1",
+        fix_state=FixState.FIXED,
+        severity=Severity.CRITICAL,
+        scanner_severity="CRITICAL",
+        finding_class=FindingClass.OS,
+        scanner="trivy",
+    )
+
+
+def _import(repo: SqlRepository, now: datetime, *cves: str) -> None:
+    result = ScanResult(scanner="trivy", scanner_version="test", findings=())
+    repo.record_import(DIGEST, "trivy", DIGEST, result, [_finding(c) for c in cves], now)
+
+
+def _cves(replica: _Replica) -> set[str]:
+    decision = replica.service.check_promotion(DIGEST, "s2", "p", actor="ci")
+    return {v.vulnerability_id for v in decision.violations if v.vulnerability_id}
+
+
+def test_a_repeated_check_is_served_from_the_cache_and_still_recorded(
+    replicas: tuple[_Replica, _Replica], clock: ManualClock
+) -> None:
+    a, _ = replicas
+    _import(a.repo, START, "CVE-2026-0001")
+    clock.advance(timedelta(seconds=1))  # a verdict computed at the very instant of a scan is not reused
+    first = a.service.check_promotion(DIGEST, "s2", "p", actor="ci")
+    clock.advance(timedelta(seconds=5))
+    second = a.service.check_promotion(DIGEST, "s2", "p", actor="ci")
+    assert a.service.verdict_cache_stats["promotion_hits"] == 1
+    assert second.violations == first.violations and second.state == first.state
+    assert second.evaluated_at == START + timedelta(seconds=6)  # said as of now, not of the first check
+    decisions = a.audit.list(subject=DIGEST, kind="decision")
+    assert len(decisions) == 2 and decisions[0].inputs_digest == decisions[1].inputs_digest
+    assert a.audit.verify().ok
+
+
+def test_a_scan_stored_by_another_replica_shows_in_the_next_answer(
+    replicas: tuple[_Replica, _Replica], clock: ManualClock
+) -> None:
+    a, b = replicas
+    _import(a.repo, START, "CVE-2026-0001")
+    assert _cves(a) == {"CVE-2026-0001"}
+    assert _cves(a) == {"CVE-2026-0001"}  # cached now
+    clock.advance(timedelta(seconds=1))
+    _import(b.repo, clock.now(), "CVE-2026-0002")  # the other replica stores a newer scan
+    assert _cves(a) == {"CVE-2026-0002"}
+    assert _cves(b) == {"CVE-2026-0002"}
+
+
+def test_a_catalog_change_invalidates_every_cached_verdict(
+    replicas: tuple[_Replica, _Replica], clock: ManualClock
+) -> None:
+    a, b = replicas
+    _import(a.repo, START, "CVE-2026-0001")
+    _cves(a)
+    _cves(a)
+    hits = a.service.verdict_cache_stats["promotion_hits"]
+    layers = ("sha256:" + "11" * 32,)
+    b.repo.add_base(
+        BaseImage(
+            "osbase 1", "prod-osbase", "sha256:" + "22" * 32, layers, chain_id(layers), registered_at=START
+        )
+    )
+    _cves(a)
+    assert a.service.verdict_cache_stats["promotion_hits"] == hits  # recomputed, not reused
+
+
+def test_time_alone_turns_a_cached_verdict_stale(
+    replicas: tuple[_Replica, _Replica], clock: ManualClock
+) -> None:
+    a, _ = replicas
+    _import(a.repo, START)
+    fresh = a.service.check_promotion(DIGEST, "s2", "p", actor="ci")
+    assert fresh.state is not VerdictState.STALE
+    max_age = default_policy().transition(fresh.from_stage, fresh.to_stage).max_scan_age
+    clock.advance(max_age + timedelta(seconds=1))  # no write at all: only the clock moved
+    later = a.service.check_promotion(DIGEST, "s2", "p", actor="ci")
+    assert later.state in (VerdictState.STALE, VerdictState.RESCAN_REQUIRED)
+
+
+def test_an_unknown_digest_learns_of_its_first_scan(
+    replicas: tuple[_Replica, _Replica], clock: ManualClock
+) -> None:
+    a, b = replicas
+    assert a.service.check_promotion(DIGEST, "s2", "p", actor="ci").state is VerdictState.NOT_SCANNED
+    assert a.service.check_promotion(DIGEST, "s2", "p", actor="ci").state is VerdictState.NOT_SCANNED
+    b.repo.upsert_image(
+        ImageInfo(digest=DIGEST, config_digest="sha256:" + "33" * 32, diff_ids=()), None, START
+    )
+    _import(b.repo, START, "CVE-2026-0003")
+    assert _cves(a) == {"CVE-2026-0003"}
+
+
+def test_runtime_verdicts_are_cached_and_invalidated_too(
+    replicas: tuple[_Replica, _Replica], clock: ManualClock
+) -> None:
+    a, b = replicas
+    _import(a.repo, START, "CVE-2026-0001")
+    clock.advance(timedelta(seconds=1))
+    _first, _ = a.service.promoted_verdict(DIGEST)
+    a.service.promoted_verdict(DIGEST)
+    assert a.service.verdict_cache_stats["runtime_hits"] == 1
+    _import(b.repo, clock.now(), "CVE-2026-0004")
+    later, runtime = a.service.promoted_verdict(DIGEST)
+    assert {v.vulnerability_id for v in later.violations if v.vulnerability_id} == {"CVE-2026-0004"}
+    assert {i.violation.vulnerability_id for i in runtime.items} >= {"CVE-2026-0004"}

@@ -1,0 +1,108 @@
+"""gate.journal.Journal: group commit of decisions and audit events, each caller seeing its own outcome."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import pytest
+
+from gate.audit import GENESIS_HASH, AuditHead, AuditRecord, verify_chain
+from gate.domain import AuditEvent
+from gate.errors import InvalidArgument, Unavailable
+from gate.journal import Journal, JournalEntry
+
+AT = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+def _event(subject: str, actor: str = "ci") -> AuditEvent:
+    return AuditEvent(
+        kind="decision", actor=actor, at=AT, subject=subject, inputs_digest="0" * 64, result="denied"
+    )
+
+
+class _Store:
+    """Chains records like the SQL store does; optionally slow, optionally refusing one subject."""
+
+    def __init__(self, delay: float = 0.0, refuse: str = "") -> None:
+        self.delay = delay
+        self.refuse = refuse
+        self.records: list[AuditRecord] = []
+        self.groups: list[int] = []
+        self._lock = threading.Lock()
+
+    def append(self, entries: Sequence[JournalEntry]) -> None:
+        with self._lock:
+            time.sleep(self.delay)
+            if any(e.subject == self.refuse for entry in entries for e in entry.events):
+                raise Unavailable(f"refused {self.refuse}")
+            seq = len(self.records)
+            prev = self.records[-1].hash if self.records else GENESIS_HASH
+            staged = []
+            for entry in entries:
+                for build in entry.builders():
+                    record = build(seq + 1, prev)
+                    staged.append(record)
+                    seq, prev = record.seq, record.hash
+            self.records.extend(staged)  # all or nothing, like one transaction
+            self.groups.append(len(entries))
+
+
+def _run(journal: Journal, subjects: Sequence[str]) -> dict[str, BaseException | None]:
+    outcome: dict[str, BaseException | None] = {}
+    start = threading.Barrier(len(subjects))
+
+    def one(subject: str) -> None:
+        start.wait()
+        try:
+            journal.record(None, [_event(subject)])
+            outcome[subject] = None
+        except BaseException as e:
+            outcome[subject] = e
+
+    threads = [threading.Thread(target=one, args=(s,)) for s in subjects]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    return outcome
+
+
+def test_concurrent_callers_share_commits_and_every_record_is_chained() -> None:
+    store = _Store(delay=0.02)
+    journal = Journal(store)
+    subjects = [f"sha256:{i:02d}" for i in range(24)]
+    outcome = _run(journal, subjects)
+    assert all(v is None for v in outcome.values())
+    assert sorted(r.subject for r in store.records) == subjects
+    assert len(store.groups) < len(subjects)  # at least one commit carried several callers
+    assert max(store.groups) > 1
+    head = AuditHead(len(store.records), store.records[-1].hash)
+    assert verify_chain(store.records, head, "").ok
+
+
+def test_a_lone_caller_commits_its_own_entry_at_once() -> None:
+    store = _Store()
+    Journal(store).record(None, [_event("sha256:aa"), _event("sha256:aa")])
+    assert store.groups == [1]
+    assert [r.seq for r in store.records] == [1, 2]
+
+
+def test_a_failing_entry_fails_only_its_own_caller() -> None:
+    store = _Store(delay=0.01, refuse="sha256:bad")
+    journal = Journal(store)
+    subjects = ["sha256:bad", *(f"sha256:{i:02d}" for i in range(10))]
+    outcome = _run(journal, subjects)
+    assert isinstance(outcome["sha256:bad"], Unavailable)
+    assert all(outcome[s] is None for s in subjects[1:])
+    assert sorted(r.subject for r in store.records) == sorted(subjects[1:])
+
+
+def test_an_event_without_an_actor_is_refused_before_anything_is_written() -> None:
+    store = _Store()
+    with pytest.raises(InvalidArgument) as err:
+        Journal(store).record(None, [_event("sha256:aa", actor="")])
+    assert err.value.field == "actor"
+    assert store.records == []

@@ -1,0 +1,87 @@
+"""gate.verdicts.VerdictCache: reuse only while input generations hold and before the horizon."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+
+from gate.verdicts import VerdictCache
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+
+
+class _Counters:
+    def __init__(self) -> None:
+        self.values: dict[str, int] = {}
+        self.reads = 0
+
+    def __call__(self, keys: Sequence[str]) -> Mapping[str, int]:
+        self.reads += 1
+        return {k: self.values.get(k, 0) for k in keys}
+
+
+def _cache(capacity: int = 10) -> tuple[VerdictCache[str], _Counters]:
+    counters = _Counters()
+    return VerdictCache(counters, capacity), counters
+
+
+def test_a_stored_verdict_is_served_while_its_generations_are_unchanged() -> None:
+    cache, _ = _cache()
+    stamp = cache.stamp(["*", "sha256:a"])
+    cache.put("k", "denied", stamp, NOW + timedelta(seconds=60))
+    assert cache.get("k", NOW + timedelta(seconds=59)) == "denied"
+    assert cache.hits == 1
+
+
+def test_a_write_to_any_stamped_key_invalidates() -> None:
+    for bumped in ("*", "sha256:a"):
+        cache, counters = _cache()
+        cache.put("k", "allowed", cache.stamp(["*", "sha256:a"]), NOW + timedelta(hours=1))
+        counters.values[bumped] = 1
+        assert cache.get("k", NOW) is None
+        assert len(cache) == 0  # dropped, not kept to be checked again
+
+
+def test_a_write_to_another_digest_does_not_invalidate() -> None:
+    cache, counters = _cache()
+    cache.put("k", "allowed", cache.stamp(["*", "sha256:a"]), NOW + timedelta(hours=1))
+    counters.values["sha256:b"] = 5
+    assert cache.get("k", NOW) == "allowed"
+
+
+def test_a_write_between_stamp_and_put_is_caught_on_the_next_get() -> None:
+    # The stamp is read before the inputs: a write landing while the verdict is computed leaves the
+    # verdict stamped with the old counter, so it is never served.
+    cache, counters = _cache()
+    stamp = cache.stamp(["sha256:a"])
+    counters.values["sha256:a"] = 1  # a scan completes while the verdict is being computed
+    cache.put("k", "stale", stamp, NOW + timedelta(hours=1))
+    assert cache.get("k", NOW) is None
+
+
+def test_nothing_is_served_at_or_after_the_horizon() -> None:
+    cache, _ = _cache()
+    until = NOW + timedelta(seconds=10)
+    cache.put("k", "v", cache.stamp(["a"]), until)
+    assert cache.get("k", until) is None
+
+
+def test_least_recently_used_is_dropped_beyond_capacity() -> None:
+    cache, _ = _cache(capacity=2)
+    far = NOW + timedelta(hours=1)
+    for key in ("a", "b"):
+        cache.put(key, key, cache.stamp([key]), far)
+    assert cache.get("a", NOW) == "a"  # a is now the most recently used
+    cache.put("c", "c", cache.stamp(["c"]), far)
+    assert cache.get("b", NOW) is None
+    assert cache.get("a", NOW) == "a"
+    assert cache.get("c", NOW) == "c"
+
+
+def test_capacity_zero_keeps_nothing_and_reads_no_counters() -> None:
+    cache, counters = _cache(capacity=0)
+    cache.put("k", "v", (), NOW + timedelta(hours=1))
+    before = counters.reads
+    assert cache.get("k", NOW) is None
+    assert counters.reads == before
+    assert not cache.enabled
