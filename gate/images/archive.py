@@ -6,7 +6,9 @@ the digests that name it, because the digest is what a verdict is about.
 - `read_docker_archive`: a docker-save tar has no manifest digest (the engine never wrote one), so the
   image is identified by its config digest, which `docker inspect` calls the image id. Each layer tar is
   hashed and compared with the config's diff_ids, since provenance matches layer chains by diff_id and a
-  scanner reads the layers, not the config.
+  scanner reads the layers, not the config. The archive is read in one sequential pass that hashes
+  every member as it goes by (manifest.json usually comes last, so which members are layers is known only
+  at the end): a gzipped archive is decompressed once, not once per member read out of order.
 - `read_oci_layout`: index.json → (the single, or the linux/amd64) manifest → config; the digest is the
   manifest's (or the nested index's) digest, exactly what a registry would serve for the same image.
   Trivy reads OCI layouts only as directories, so a layout packed in a tar is refused with that reason.
@@ -19,16 +21,16 @@ sources interpret images identically.
 from __future__ import annotations
 
 import dataclasses
-import gzip
 import hashlib
 import json
 import posixpath
 import re
 import tarfile
+import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from gate.domain import ImageInfo
 from gate.errors import InvalidArgument
@@ -75,6 +77,9 @@ _FIELD = "image"
 _DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
 _HEX_NAME_RE = re.compile(r"(?:^|/)(?:sha256[:/])?([0-9a-f]{64})(?:\.json)?$")
 _CHUNK = 1024 * 1024
+# While an archive streams past, members that may be JSON documents (they start with "{" or "[") are kept
+# in memory up to this much in total; a document not kept (only in absurd archives) is read again alone.
+_KEEP_DOCUMENT_BYTES = 64 * 1024 * 1024
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -293,76 +298,190 @@ def read_docker_archive(path: Path) -> ImageInfo:
             f"(for an OCI layout directory write oci:{path})",
             _FIELD,
         )
+    members = _scan_archive(path, where)
+    if "manifest.json" not in members:
+        if "index.json" in members or "oci-layout" in members:
+            raise InvalidArgument(
+                f"{where} is an OCI image layout packed in a tar, not a docker save archive "
+                "(no manifest.json); extract it into a directory and pass oci:DIR",
+                _FIELD,
+            )
+        raise InvalidArgument(f"{where} has no manifest.json: not a docker save archive", _FIELD)
+    manifest = _load_json_any(_document(path, members, "manifest.json", where), f"{where} manifest.json")
+    if not isinstance(manifest, list) or not manifest:
+        raise InvalidArgument(f"{where}: manifest.json is not a non-empty list of images", _FIELD)
+    if len(manifest) != 1:
+        raise InvalidArgument(
+            f"{where}: manifest.json lists {len(manifest)} images; gate needs an archive of exactly one "
+            "(docker save one image per file)",
+            _FIELD,
+        )
+    entry = manifest[0]
+    config_name = entry.get("Config") if isinstance(entry, dict) else None
+    layer_names = entry.get("Layers") if isinstance(entry, dict) else None
+    if not isinstance(config_name, str) or not config_name:
+        raise InvalidArgument(f"{where}: manifest.json entry has no Config file name", _FIELD)
+    if not isinstance(layer_names, list) or not all(isinstance(n, str) for n in layer_names):
+        raise InvalidArgument(f"{where}: manifest.json entry has no Layers list", _FIELD)
+
+    config_bytes = _document(path, members, config_name, where)
+    config_digest = sha256_digest(config_bytes)
+    named = _HEX_NAME_RE.search(_normalize(config_name))
+    if named and f"sha256:{named.group(1)}" != config_digest:
+        # Docker names the config after its own hash, so a difference means the file was altered.
+        raise InvalidArgument(
+            f"{where}: digest mismatch: config {config_name} hashes to {config_digest}", _FIELD
+        )
+    info = build_image_info(
+        digest=config_digest,
+        media_type="",
+        config_digest=config_digest,
+        config_bytes=config_bytes,
+        layer_digests=(),
+        annotations=(),
+        where=where,
+    )
+    if len(layer_names) != len(info.diff_ids):
+        raise InvalidArgument(
+            f"{where}: manifest.json lists {len(layer_names)} layers but config lists "
+            f"{len(info.diff_ids)} diff_ids",
+            _FIELD,
+        )
+    for name, diff_id in zip(layer_names, info.diff_ids, strict=True):
+        layer = _member(members, name, where)
+        if layer.error:
+            raise InvalidArgument(f"{where}: cannot read layer {name}: {layer.error}", _FIELD)
+        actual = layer.diff_id
+        if actual != diff_id:
+            raise InvalidArgument(
+                f"{where}: digest mismatch: layer {name} hashes to {actual}, config says {diff_id}",
+                _FIELD,
+            )
+    # `docker save NAME:TAG` records the names it was saved under; they tell gate the repository
+    # (and so the stage) even though the archive carries no manifest digest.
+    tags = entry.get("RepoTags")
+    repo_tags = tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else ()
+    return dataclasses.replace(info, repo_tags=repo_tags)
+
+
+@dataclass(frozen=True)
+class _Scanned:
+    """What one pass over an archive learned about one regular file in it."""
+
+    size: int
+    diff_id: str  # sha256 of the file's uncompressed bytes (a layer's diff_id when it is a layer)
+    data: bytes | None  # the bytes, kept when they may be a JSON document (manifest.json, a config)
+    error: str = ""  # why its gzip data could not be read (an error only if it is a layer)
+
+
+def _scan_archive(path: Path, where: str) -> dict[str, _Scanned]:
+    """Every regular file of the tar by normalized name, hashed in ONE sequential read of the archive.
+
+    Stream mode reads the (possibly gzipped) archive front to back exactly once: layers are hashed as
+    they pass, small members that may be JSON are kept. Random access would re-read a gzipped archive
+    from the start for every member read out of order.
+    """
+    tar = _open_tar(path, where, "r|*")
+    out: dict[str, _Scanned] = {}
+    kept = 0
+    try:
+        with tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                stream = tar.extractfile(member)
+                if stream is None:  # pragma: no cover - isfile() members always have data
+                    continue
+                scanned = _scan_member(stream, member.size, keep_budget=_KEEP_DOCUMENT_BYTES - kept)
+                kept += len(scanned.data or b"")
+                out[_normalize(member.name)] = scanned
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
+        raise InvalidArgument(f"{where} is a damaged tar archive: {e}", _FIELD) from e
+    return out
+
+
+def _scan_member(stream: IO[bytes], size: int, keep_budget: int) -> _Scanned:
+    # A diff_id is the hash of the uncompressed layer; docker writes layers uncompressed, but other
+    # writers may gzip them, and both are valid input to `docker load` and trivy.
+    first = stream.read(_CHUNK)
+    keep = size <= min(MAX_DOCUMENT_BYTES, keep_budget) and first[:1] in (b"{", b"[")
+    hasher = hashlib.sha256()
+    gunzip = _Gunzip(hasher) if first[:2] == b"\x1f\x8b" else None
+    parts: list[bytes] = []
+    error = ""
+    chunk = first
+    while chunk:
+        if keep:
+            parts.append(chunk)
+        if gunzip is None:
+            hasher.update(chunk)
+        elif not error:
+            try:
+                gunzip.feed(chunk)
+            except (zlib.error, EOFError) as e:
+                error = str(e)  # keep reading: the tar stream must be consumed past this member
+        chunk = stream.read(_CHUNK)
+    if gunzip is not None and not error and not gunzip.complete:
+        error = "compressed data ended before the end-of-stream marker was reached"
+    return _Scanned(
+        size=size, diff_id="sha256:" + hasher.hexdigest(), data=b"".join(parts) if keep else None, error=error
+    )
+
+
+class _Gunzip:
+    """Decompresses gzip data fed in chunks into a hash, as GzipFile reads it.
+
+    Several gzip members back to back are one stream (`cat a.gz b.gz`), and zero bytes padding the end
+    (or between members) are skipped.
+    """
+
+    def __init__(self, hasher: Any) -> None:
+        self._hasher = hasher
+        self._member: Any = None  # the decompressor of the member being read; None between members
+
+    @property
+    def complete(self) -> bool:
+        """True when no member was left unfinished."""
+        return self._member is None
+
+    def feed(self, chunk: bytes) -> None:
+        """Decompress `chunk` and hash the output; raise zlib.error on data that is not gzip."""
+        while chunk:
+            if self._member is None:
+                chunk = chunk.lstrip(b"\0")
+                if not chunk:
+                    return
+                self._member = zlib.decompressobj(wbits=31)
+            self._hasher.update(self._member.decompress(chunk))
+            if not self._member.eof:
+                return
+            chunk = self._member.unused_data
+            self._member = None
+
+
+def _member(members: Mapping[str, _Scanned], name: str, where: str) -> _Scanned:
+    found = members.get(_normalize(name))
+    if found is None:
+        raise InvalidArgument(f"{where}: manifest.json names {name}, but the tar has no such file", _FIELD)
+    return found
+
+
+def _document(path: Path, members: Mapping[str, _Scanned], name: str, where: str) -> bytes:
+    """A JSON document of the archive (manifest.json or the config), as the pass kept it."""
+    found = _member(members, name, where)
+    if found.size > MAX_DOCUMENT_BYTES:
+        raise InvalidArgument(f"{where}: {name} is larger than {MAX_DOCUMENT_BYTES} bytes", _FIELD)
+    if found.data is not None:
+        return found.data
+    # Not kept: it does not start like JSON (decoding will say so), or the keep budget ran out.
     tar = _open_tar(path, where)
     with tar:
-        members = _file_members(tar, where)
-        if "manifest.json" not in members:
-            if "index.json" in members or "oci-layout" in members:
-                raise InvalidArgument(
-                    f"{where} is an OCI image layout packed in a tar, not a docker save archive "
-                    "(no manifest.json); extract it into a directory and pass oci:DIR",
-                    _FIELD,
-                )
-            raise InvalidArgument(f"{where} has no manifest.json: not a docker save archive", _FIELD)
-        manifest = _load_json_any(
-            _read_member(tar, members, "manifest.json", where), f"{where} manifest.json"
-        )
-        if not isinstance(manifest, list) or not manifest:
-            raise InvalidArgument(f"{where}: manifest.json is not a non-empty list of images", _FIELD)
-        if len(manifest) != 1:
-            raise InvalidArgument(
-                f"{where}: manifest.json lists {len(manifest)} images; gate needs an archive of exactly one "
-                "(docker save one image per file)",
-                _FIELD,
-            )
-        entry = manifest[0]
-        config_name = entry.get("Config") if isinstance(entry, dict) else None
-        layer_names = entry.get("Layers") if isinstance(entry, dict) else None
-        if not isinstance(config_name, str) or not config_name:
-            raise InvalidArgument(f"{where}: manifest.json entry has no Config file name", _FIELD)
-        if not isinstance(layer_names, list) or not all(isinstance(n, str) for n in layer_names):
-            raise InvalidArgument(f"{where}: manifest.json entry has no Layers list", _FIELD)
-
-        config_bytes = _read_member(tar, members, config_name, where)
-        config_digest = sha256_digest(config_bytes)
-        named = _HEX_NAME_RE.search(_normalize(config_name))
-        if named and f"sha256:{named.group(1)}" != config_digest:
-            # Docker names the config after its own hash, so a difference means the file was altered.
-            raise InvalidArgument(
-                f"{where}: digest mismatch: config {config_name} hashes to {config_digest}", _FIELD
-            )
-        info = build_image_info(
-            digest=config_digest,
-            media_type="",
-            config_digest=config_digest,
-            config_bytes=config_bytes,
-            layer_digests=(),
-            annotations=(),
-            where=where,
-        )
-        if len(layer_names) != len(info.diff_ids):
-            raise InvalidArgument(
-                f"{where}: manifest.json lists {len(layer_names)} layers but config lists "
-                f"{len(info.diff_ids)} diff_ids",
-                _FIELD,
-            )
-        for name, diff_id in zip(layer_names, info.diff_ids, strict=True):
-            actual = _uncompressed_digest(tar, members, name, where)
-            if actual != diff_id:
-                raise InvalidArgument(
-                    f"{where}: digest mismatch: layer {name} hashes to {actual}, config says {diff_id}",
-                    _FIELD,
-                )
-        # `docker save NAME:TAG` records the names it was saved under; they tell gate the repository
-        # (and so the stage) even though the archive carries no manifest digest.
-        tags = entry.get("RepoTags")
-        repo_tags = tuple(t for t in tags if isinstance(t, str)) if isinstance(tags, list) else ()
-        return dataclasses.replace(info, repo_tags=repo_tags)
+        return _read_member(tar, _file_members(tar, where), name, where)
 
 
-def _open_tar(path: Path, where: str) -> tarfile.TarFile:
+def _open_tar(path: Path, where: str, mode: Literal["r:*", "r|*"] = "r:*") -> tarfile.TarFile:
     try:
-        return tarfile.open(path, "r:*")
+        return tarfile.open(path, mode)
     except (tarfile.TarError, OSError, EOFError) as e:
         raise InvalidArgument(f"{where} is not a (possibly gzipped) tar archive: {e}", _FIELD) from e
 
@@ -401,24 +520,6 @@ def _read_member(
             return stream.read()
     except (tarfile.TarError, OSError, EOFError) as e:
         raise InvalidArgument(f"{where}: cannot read {name}: {e}", _FIELD) from e
-
-
-def _uncompressed_digest(
-    tar: tarfile.TarFile, members: Mapping[str, tarfile.TarInfo], name: str, where: str
-) -> str:
-    # A diff_id is the hash of the uncompressed layer; docker writes layers uncompressed, but other
-    # writers may gzip them, and both are valid input to `docker load` and trivy.
-    hasher = hashlib.sha256()
-    try:
-        with _extract(tar, members, name, where) as raw:
-            head = raw.read(2)
-            raw.seek(0)
-            stream: IO[bytes] | gzip.GzipFile = gzip.GzipFile(fileobj=raw) if head == b"\x1f\x8b" else raw
-            for chunk in iter(lambda: stream.read(_CHUNK), b""):
-                hasher.update(chunk)
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise InvalidArgument(f"{where}: cannot read layer {name}: {e}", _FIELD) from e
-    return "sha256:" + hasher.hexdigest()
 
 
 def _load_json_any(data: bytes, where: str) -> Any:

@@ -164,6 +164,137 @@ def test_docker_archive_gzipped_tar_and_gzipped_layers(tmp_path: Path) -> None:
     assert read_docker_archive(packed).diff_ids == tuple(image.diff_ids)
 
 
+def _bytes_read(monkeypatch: pytest.MonkeyPatch, path: Path) -> tuple[list[int], list[int]]:
+    """(bytes read from `path`, times it was opened) by tarfile, through both of its file openers.
+
+    Stream mode reads through tarfile._LowLevelFile, random access through tarfile.bltn_open.
+    """
+    read, opened = [0], [0]
+    low_level: Any = tarfile._LowLevelFile  # type: ignore[attr-defined]
+    real_open = tarfile.bltn_open  # type: ignore[attr-defined]
+
+    class CountingLowLevel(low_level):  # type: ignore[misc, valid-type]
+        def __init__(self, name: str, mode: str) -> None:
+            super().__init__(name, mode)
+            self.counted = Path(name) == path
+            opened[0] += self.counted
+
+        def read(self, size: int) -> bytes:
+            data: bytes = super().read(size)
+            read[0] += len(data) if self.counted else 0
+            return data
+
+    class CountingFile(io.FileIO):
+        def readinto(self, buffer: Any) -> int | None:
+            n = super().readinto(buffer)
+            read[0] += n or 0
+            return n
+
+    def counting_open(name: Any, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        if Path(name) != path:
+            return real_open(name, mode, *args, **kwargs)
+        opened[0] += 1
+        return io.BufferedReader(CountingFile(name, "r"))
+
+    monkeypatch.setattr(tarfile, "_LowLevelFile", CountingLowLevel)
+    monkeypatch.setattr(tarfile, "bltn_open", counting_open)
+    return read, opened
+
+
+@pytest.mark.parametrize("packing", ["plain", "gzipped"])
+def test_docker_archive_is_read_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, packing: str) -> None:
+    # Three gzipped layers listed in the manifest in the reverse of their order in the tar, and the
+    # manifest last: a reader seeking to each member would go back, re-reading a gzipped archive.
+    image = img("a", "b", "c")
+
+    def reverse_layers(files: dict[str, bytes]) -> None:
+        doc = json.loads(files["manifest.json"])
+        config = json.loads(files.pop(doc[0]["Config"]))
+        doc[0]["Layers"].reverse()
+        config["rootfs"]["diff_ids"].reverse()
+        data = json.dumps(config, sort_keys=True).encode()
+        doc[0]["Config"] = sha(data).split(":")[1] + ".json"
+        files[doc[0]["Config"]] = data
+        files["manifest.json"] = json.dumps(doc).encode()
+
+    path = tmp_path / "app.tar"
+    write_docker_archive(image, path, gzip_layers=True, mutate=reverse_layers)
+    if packing == "gzipped":
+        path.write_bytes(gz(path.read_bytes()))
+    read, opened = _bytes_read(monkeypatch, path)
+    info = read_docker_archive(path)
+    assert info.diff_ids == tuple(reversed(image.diff_ids))
+    assert opened[0] == 1
+    assert read[0] == path.stat().st_size
+
+
+def test_docker_archive_document_not_kept_is_read_again_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # With no memory budget for documents, manifest.json and the config are read back one by one:
+    # the same answer, and tampering is still caught.
+    monkeypatch.setattr("gate.images.archive._KEEP_DOCUMENT_BYTES", 0)
+    image = img("a", "b")
+    path = tmp_path / "app.tar"
+    write_docker_archive(image, path)
+    assert read_docker_archive(path).diff_ids == tuple(image.diff_ids)
+    write_docker_archive(image, path, mutate=_tamper_config)
+    _assert_invalid(lambda: read_docker_archive(path), path, "digest mismatch")
+
+
+def test_docker_archive_layer_of_several_gzip_members(tmp_path: Path) -> None:
+    # `cat a.gz b.gz` is a valid gzip file; its diff_id is the hash of both parts, as gunzip gives it.
+    layer = tar_bytes({"one.txt": b"1" * 5000, "two.txt": b"2" * 5000})
+    image = Img(layers=[layer])
+
+    def split_gzip(files: dict[str, bytes]) -> None:
+        files["layer0/layer.tar"] = gz(layer[:7000]) + gz(layer[7000:])
+
+    path = tmp_path / "app.tar"
+    write_docker_archive(image, path, mutate=split_gzip)
+    assert read_docker_archive(path).diff_ids == (sha(layer),)
+
+
+def test_docker_archive_gzip_layer_padded_with_zeros(tmp_path: Path) -> None:
+    # gunzip (and GzipFile) skip zero bytes after the last member; the layer is what they decompress.
+    layer = tar_bytes({"one.txt": b"1"})
+
+    def padded(files: dict[str, bytes]) -> None:
+        files["layer0/layer.tar"] = gz(layer) + b"\0" * 1000
+
+    path = tmp_path / "app.tar"
+    write_docker_archive(Img(layers=[layer]), path, mutate=padded)
+    assert read_docker_archive(path).diff_ids == (sha(layer),)
+
+
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        (lambda data: data[: len(data) // 2], "end-of-stream"),
+        (lambda data: data + b"not gzip", "cannot read layer layer0/layer.tar"),
+    ],
+    ids=["cut short", "trailing garbage"],
+)
+def test_docker_archive_unreadable_gzip_layer(
+    tmp_path: Path, damage: Callable[[bytes], bytes], fragment: str
+) -> None:
+    def damaged(files: dict[str, bytes]) -> None:
+        files["layer0/layer.tar"] = damage(files["layer0/layer.tar"])
+
+    path = tmp_path / "app.tar"
+    write_docker_archive(img("a"), path, gzip_layers=True, mutate=damaged)
+    _assert_invalid(lambda: read_docker_archive(path), path, fragment)
+
+
+def test_docker_archive_truncated_gzip_is_damaged(tmp_path: Path) -> None:
+    path = tmp_path / "app.tar.gz"
+    plain = tmp_path / "plain.tar"
+    write_docker_archive(img("a", "b"), plain)
+    packed = gz(plain.read_bytes())
+    path.write_bytes(packed[: len(packed) // 2])
+    _assert_invalid(lambda: read_docker_archive(path), path, "damaged")
+
+
 def test_docker_archive_null_labels_and_empty_user(tmp_path: Path) -> None:
     image = img("a", user="")
     image.labels = None  # type: ignore[assignment]  # docker writes null for no labels
