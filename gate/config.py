@@ -42,6 +42,13 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise InvalidArgument(f"expected true/false, got {raw!r}", name)
 
 
+def _decision_log(env: Mapping[str, str]) -> str:
+    value = env.get("GATE_DECISION_LOG", "").strip().lower() or "durable"
+    if value not in ("durable", "buffered"):
+        raise InvalidArgument(f"expected durable or buffered, got {value!r}", "GATE_DECISION_LOG")
+    return value
+
+
 def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -323,6 +330,10 @@ class Settings:
     # Precomputed verdicts kept in memory (gate/verdicts.py), least recently used dropped first; 0 turns
     # the cache off. Each holds one Decision (a few KB at most), so the default stays well under 100 MB.
     verdict_cache_size: int = 10_000
+    # How decisions and audit records are written (gate/journal.py): "durable" — every answer waits for
+    # the commit that holds its record (group commit); "buffered" — answers return at once and records
+    # are committed behind, in order; a crash can lose the records of the last few milliseconds.
+    decision_log: str = "durable"
 
     @property
     def available_scanners(self) -> tuple[str, ...]:
@@ -431,4 +442,5 @@ class Settings:
             max_queued_jobs=int(_number(e, "GATE_MAX_QUEUED_JOBS", 1000, 0)),
             max_concurrent_rpcs=int(_number(e, "GATE_MAX_CONCURRENT_RPCS", 512, 0)),
             verdict_cache_size=int(_number(e, "GATE_VERDICT_CACHE_SIZE", 10_000, 0)),
+            decision_log=_decision_log(e),
         )

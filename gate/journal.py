@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -131,3 +132,103 @@ class Journal:
             group[0].error = e
         for slot in group:
             slot.done = True
+
+
+class BufferedJournal(Journal):
+    """A Journal that answers before the commit: entries are queued and written in groups behind.
+
+    The low-latency mode (GATE_DECISION_LOG=buffered). A caller waits only to enqueue; one writer thread
+    commits what is queued, in order, a group per transaction. What it gives up, stated plainly: a
+    process killed with entries still queued loses those records (at most `max_pending`; normally the
+    few milliseconds since the last commit) although their verdicts were returned. What it keeps:
+    records are never dropped while the process lives (a full queue makes callers wait, it does not
+    discard), the chain stays in answer order, and when the store cannot be written every further
+    `record` fails with the store's error (Unavailable) until a retry succeeds — no verdict is given
+    while its record has nowhere to go. Promotions never use it: the ledger commits its own.
+    """
+
+    def __init__(
+        self,
+        store: JournalStore,
+        max_group: int = MAX_GROUP,
+        *,
+        max_pending: int = 10_000,
+        retry_seconds: float = 0.5,
+    ) -> None:
+        """Write behind through `store`; callers wait once `max_pending` entries are queued."""
+        super().__init__(store, max_group)
+        self._max_pending = max(1, max_pending)
+        self._retry = retry_seconds
+        self._pending: list[JournalEntry] = []
+        self._in_flight = 0
+        self._failure: Exception | None = None
+        self._closed = False
+        self._thread = threading.Thread(target=self._write_behind, name="gate-journal", daemon=True)
+        self._thread.start()
+
+    def record(self, decision: Decision | None, events: Sequence[AuditEvent]) -> None:
+        """Queue `decision` and its `events` for the writer; raise the store's error while it fails."""
+        for event in events:
+            if not event.kind or not event.actor:
+                name = "kind" if not event.kind else "actor"
+                raise InvalidArgument("an audit event needs a kind and an actor", name)
+        entry = JournalEntry(decision, tuple(events))
+        with self._cond:
+            while True:
+                if self._failure is not None:
+                    raise self._failure
+                if self._closed:
+                    raise RuntimeError("the decision journal is closed")
+                if len(self._pending) < self._max_pending:
+                    break
+                self._cond.wait(self._retry)
+            self._pending.append(entry)
+            self._cond.notify_all()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything queued so far is committed; False if `timeout` passed first."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._pending or self._in_flight:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+        return True
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """Flush, then stop the writer; True when nothing was left unwritten."""
+        flushed = self.flush(timeout)
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout)
+        return flushed
+
+    def _write_behind(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                group = self._pending[: self._max_group]
+                del self._pending[: len(group)]
+                self._in_flight = len(group)
+            try:
+                self.commits += 1
+                self._store.append(group)
+            except Exception as e:
+                # Keep the group, in order, ahead of anything queued since; refuse new entries until a
+                # retry succeeds, so no verdict goes out whose record cannot be written.
+                with self._cond:
+                    self._pending[:0] = group
+                    self._in_flight = 0
+                    self._failure = e
+                    self._cond.notify_all()
+                time.sleep(self._retry)
+                continue
+            with self._cond:
+                self._in_flight = 0
+                self._failure = None
+                self._cond.notify_all()

@@ -26,7 +26,7 @@ from gate.images.engine import EngineSource
 from gate.images.registry import RegistryClient
 from gate.images.resolver import SourceResolver
 from gate.images.scanner_access import ScanTargetPreparer
-from gate.journal import Journal
+from gate.journal import BufferedJournal, Journal
 from gate.metrics import MetricsServer, observe_webhook
 from gate.policy import Policy, default_policy, load_policy_file
 from gate.policy_tools import PolicyTools
@@ -82,6 +82,7 @@ class RunningGate:
     metrics: MetricsServer | None = None  # /metrics and /healthz, when GATE_METRICS_LISTEN is set
     webhook: Webhook | None = None  # the admission webhook (HTTPS), when GATE_WEBHOOK_LISTEN is set
     serving: threading.Event = field(default_factory=threading.Event)  # what /healthz reports
+    journal: Journal | None = None  # decisions and audit records (flushed on stop when buffered)
 
     def stop(self, grace: float = 2.0) -> None:
         """Stop accepting calls, let in-flight ones finish, stop the workers, close the store and engine."""
@@ -95,6 +96,8 @@ class RunningGate:
             self.rescans.stop()
         self.server.stop(grace).wait(grace + 1)
         self.runner.stop()
+        if isinstance(self.journal, BufferedJournal) and not self.journal.close(grace + 5):
+            log.error("decision journal: records still queued at shutdown could not be written")
         if self.metrics is not None:
             self.metrics.stop()
         self.repo.close()
@@ -176,7 +179,11 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
     docker = EngineSource(settings.docker_host, work_dir=settings.data_dir / "engine")
     resolver = SourceResolver(registry, docker)
     # Decisions and audit records are committed together, in groups under concurrency (gate/journal.py).
-    journal = Journal(SqlJournalStore(engine))
+    journal = (
+        BufferedJournal(SqlJournalStore(engine))
+        if settings.decision_log == "buffered"
+        else Journal(SqlJournalStore(engine))
+    )
     audit = AuditLog(SqlAuditStore(engine), via=lambda event: journal.record(None, [event]))
     exception_store = SqlExceptionStore(engine)
     # The alerter and the service refer to each other (breakglass alerts; verdicts into p), so the
@@ -326,6 +333,7 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
         rescans=rescans,
         metrics=metrics_server,
         webhook=webhook,
+        journal=journal,
         serving=serving,
     )
 

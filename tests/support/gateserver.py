@@ -49,6 +49,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
             "GATE_TRIVY_TIMEOUT": str(settings.trivy_timeout),
             "GATE_SCAN_CONCURRENCY": str(settings.scan_concurrency),
             "GATE_INSECURE_REGISTRIES": ",".join(settings.insecure_registries),
+            "GATE_VERDICT_CACHE_SIZE": str(settings.verdict_cache_size),
+            "GATE_DECISION_LOG": settings.decision_log,
         }
     )
     if settings.policy_file:

@@ -1,0 +1,235 @@
+"""CheckPromotion at scale vs a no-op gRPC echo server: latency ratio and throughput with 8 clients.
+
+`python -m bench.check [--images 100000] [--findings-per-image 20] [--backend sqlite|postgres|both]
+[--calls 2000] [--clients 8] [--seconds 20] [--working-set 1000] [--decision-log durable|buffered|both]`
+
+The store is the bench.scale fixture (100k images, 2M findings by default; filled once, then reused).
+Both servers run as their own processes built the same way — grpcio sync server, a 32-thread pool, the
+same message-size options and concurrency bound — `gate serve` on the fixture, and `python -m
+bench.echo`, whose one method returns its request. Measured side by side in one run:
+
+- latency: one client, sequential calls, p50/p99 — CheckPromotion s2→p of one digest asked again and
+  again (the admission/CI steady state: a precomputed verdict), of digests asked for the first time
+  (cold: the verdict is computed), and the echo round trip;
+- throughput: `--clients` client processes (not threads: the clients' Python must not share one GIL)
+  calling back to back for `--seconds`, CheckPromotion over a warmed working set of digests vs echo.
+
+Every CheckPromotion is a full answer: the verdict, its decision row and its hash-chained audit record
+committed before the reply (group commit, gate/journal.py). Not a test: part of `make bench`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import platform
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from bench.scale import DEFAULT_PG_URL, ensure_filled, sqlite_cache_url
+from gate.config import Settings
+from gate.v1 import gate_pb2 as pb
+from gate.v1 import gate_pb2_grpc as pb_grpc
+from tests.support.gateserver import start_gate_process
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pct(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _ms(values: Sequence[float], q: float) -> float:
+    return round(_pct(values, q) * 1000, 3)
+
+
+def _start_echo() -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen([sys.executable, "-m", "bench.echo"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    m = re.search(r"listening on (\S+)", line)
+    if not m:
+        proc.kill()
+        raise RuntimeError(f"echo server did not start: {line!r}")
+    return proc, m.group(1)
+
+
+def _echo_call(address: str) -> Callable[[bytes], bytes]:
+    channel = grpc.insecure_channel(address)
+    return channel.unary_unary("/bench.Echo/Echo", request_serializer=None, response_deserializer=None)
+
+
+def _timed(call: Callable[[], object], n: int, warmup: int = 200) -> list[float]:
+    for _ in range(warmup):
+        call()
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        call()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def _client_loop(kind: str, address: str, digests: Sequence[str], seconds: float, seed: int) -> int:
+    """One client process: calls back to back for `seconds`; returns how many completed OK."""
+    rng = random.Random(seed)
+    done = 0
+    if kind == "echo":
+        call = _echo_call(address)
+        payload = pb.CheckPromotionRequest(
+            image=digests[0], from_stage="s2", to_stage="p"
+        ).SerializeToString()
+        stop = time.monotonic() + seconds
+        while time.monotonic() < stop:
+            call(payload, timeout=30)
+            done += 1
+        return done
+    client = pb_grpc.GateStub(grpc.insecure_channel(address))
+    stop = time.monotonic() + seconds
+    while time.monotonic() < stop:
+        req = pb.CheckPromotionRequest(image=rng.choice(digests), from_stage="s2", to_stage="p")
+        client.CheckPromotion(req, timeout=30)
+        done += 1
+    return done
+
+
+def _throughput(kind: str, address: str, digests: Sequence[str], clients: int, seconds: float) -> float:
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(clients) as pool:
+        t0 = time.perf_counter()
+        counts = pool.starmap(
+            _client_loop, [(kind, address, list(digests), seconds, i) for i in range(clients)]
+        )
+        elapsed = time.perf_counter() - t0
+    # Pool start-up is outside each client's `seconds` loop, so the loop's own length is the divisor.
+    del elapsed
+    return round(sum(counts) / seconds, 1)
+
+
+def bench_check_backend(
+    url: str,
+    images: int,
+    per_image: int,
+    calls: int,
+    clients: int,
+    seconds: float,
+    working_set: int,
+    decision_log: str = "durable",
+) -> dict[str, Any]:
+    """Fill (or reuse) the fixture at `url`, then measure CheckPromotion against echo side by side."""
+    digests = ensure_filled(url, images, per_image)
+    rng = random.Random(7)
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(data_dir=Path(tmp), database_url=url, decision_log=decision_log)
+        gate = start_gate_process(settings, Path(tmp) / "gate.log", deadline=300)
+        echo, echo_addr = _start_echo()
+        try:
+            client = pb_grpc.GateStub(grpc.insecure_channel(gate.address))
+            hot = pb.CheckPromotionRequest(image=digests[len(digests) // 2], from_stage="s2", to_stage="p")
+            cold_digests = iter(rng.sample(digests, min(len(digests), calls + 200)))
+
+            def cold() -> object:
+                req = pb.CheckPromotionRequest(image=next(cold_digests), from_stage="s2", to_stage="p")
+                return client.CheckPromotion(req, timeout=30)
+
+            echo_call = _echo_call(echo_addr)
+            payload = hot.SerializeToString()
+            # Interleaved in blocks so drift in machine load hits both sides alike.
+            hot_lat: list[float] = []
+            echo_lat: list[float] = []
+            for _ in range(4):
+                hot_lat += _timed(lambda: client.CheckPromotion(hot, timeout=30), calls // 4, warmup=50)
+                echo_lat += _timed(lambda: echo_call(payload, timeout=30), calls // 4, warmup=50)
+            cold_lat = _timed(cold, min(calls, len(digests) - 200), warmup=0)
+            work = rng.sample(digests, min(working_set, len(digests)))
+            for d in work:  # warm the working set: the steady state of a fleet asking about its images
+                client.CheckPromotion(
+                    pb.CheckPromotionRequest(image=d, from_stage="s2", to_stage="p"), timeout=30
+                )
+            gate_tps = _throughput("gate", gate.address, work, clients, seconds)
+            echo_tps = _throughput("echo", echo_addr, work, clients, seconds)
+            rss = _rss(gate.proc.pid)
+        finally:
+            gate.terminate()
+            echo.terminate()
+            echo.wait(10)
+    return {
+        "backend": "postgres" if url.startswith("postgresql") else "sqlite",
+        "decision_log": decision_log,
+        "images": images,
+        "findings": images * per_image,
+        "echo_p50_ms": _ms(echo_lat, 0.5),
+        "echo_p99_ms": _ms(echo_lat, 0.99),
+        "check_hot_p50_ms": _ms(hot_lat, 0.5),
+        "check_hot_p99_ms": _ms(hot_lat, 0.99),
+        "ratio_hot_p50": round(_pct(hot_lat, 0.5) / _pct(echo_lat, 0.5), 2),
+        "check_cold_p50_ms": _ms(cold_lat, 0.5),
+        "check_cold_p99_ms": _ms(cold_lat, 0.99),
+        "clients": clients,
+        "seconds": seconds,
+        "working_set": len(work),
+        "check_per_s": gate_tps,
+        "echo_per_s": echo_tps,
+        "server_rss_mb": rss,
+    }
+
+
+def _rss(pid: int) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = round(int(value.split()[0]) / 1024, 1)
+    return out
+
+
+def main() -> int:
+    """Run the CheckPromotion benchmark and print one JSON object per backend."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=100_000)
+    ap.add_argument("--findings-per-image", type=int, default=20)
+    ap.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="both")
+    ap.add_argument("--pg-url", default=os.environ.get("GATE_BENCH_PG_URL", DEFAULT_PG_URL))
+    ap.add_argument("--calls", type=int, default=2000)
+    ap.add_argument("--clients", type=int, default=8)
+    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--working-set", type=int, default=1000)
+    ap.add_argument("--decision-log", choices=("durable", "buffered", "both"), default="both")
+    args = ap.parse_args()
+    backends = ("sqlite", "postgres") if args.backend == "both" else (args.backend,)
+    results = []
+    modes = ("durable", "buffered") if args.decision_log == "both" else (args.decision_log,)
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    for backend in backends:
+        url = sqlite_cache_url(args.images, args.findings_per_image) if backend == "sqlite" else args.pg_url
+        for mode in modes:
+            result = bench_check_backend(
+                url,
+                args.images,
+                args.findings_per_image,
+                args.calls,
+                args.clients,
+                args.seconds,
+                args.working_set,
+                mode,
+            )
+            result["machine"] = machine
+            print(json.dumps(result), flush=True)
+            results.append(result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
