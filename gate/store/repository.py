@@ -394,10 +394,13 @@ class SqlRepository(SessionScope):
         now = _utc(now)
         with self._write() as session:
             row = _active_job_row(session, job_id, "complete")
-            generations.bump(session, [row.digest])
             self._insert_image(
                 session, row.digest, now, config_digest=result.config_digest, diff_ids=result.diff_ids
             )
+            # After the image row, as upsert_image and record_import take them: bumping first made this
+            # wait (holding the generation) on an upsert of the same image waiting for that generation —
+            # "deadlock detected" on PostgreSQL when SubmitScan calls overlap a finishing scan.
+            generations.bump(session, [row.digest])
             self._store_scan(session, row, findings, now)
             row.state = JobState.SUCCEEDED.value
             row.finished_at = now
@@ -525,16 +528,28 @@ class SqlRepository(SessionScope):
         "Latest SUCCEEDED" is the job current findings come from. "Latest of any state" orders by
         created_at; on a tie an active job counts as newer than a finished one.
         """
+        return self.latest_jobs_many([digest]).get(digest, {})
+
+    def latest_jobs_many(
+        self, digests: Sequence[str]
+    ) -> dict[str, dict[str, tuple[ScanJob | None, ScanJob | None]]]:
+        """latest_jobs for many digests in two statements (the rescan scheduler walks whole stages).
+
+        Digests with no job at all are absent from the answer.
+        """
+        if not digests:
+            return {}
+        wanted = list(dict.fromkeys(digests))
         with self._read() as session:
             succeeded = session.exec(
                 select(ScanJobRow)
                 .join(CurrentScanRow, col(CurrentScanRow.job_id) == col(ScanJobRow.id))
-                .where(CurrentScanRow.digest == digest)
+                .where(col(CurrentScanRow.digest).in_(wanted))
             ).all()
             rank = (
                 func.row_number()
                 .over(
-                    partition_by=col(ScanJobRow.scanner),
+                    partition_by=(col(ScanJobRow.digest), col(ScanJobRow.scanner)),
                     order_by=(
                         col(ScanJobRow.created_at).desc(),
                         case((col(ScanJobRow.active_key).is_not(None), 1), else_=0).desc(),
@@ -544,16 +559,17 @@ class SqlRepository(SessionScope):
                 )
                 .label("rank")
             )
-            ranked = select(col(ScanJobRow.id), rank).where(ScanJobRow.digest == digest).subquery()
+            ranked = select(col(ScanJobRow.id), rank).where(col(ScanJobRow.digest).in_(wanted)).subquery()
             latest = session.exec(
                 select(ScanJobRow).join(ranked, ranked.c.id == col(ScanJobRow.id)).where(ranked.c.rank == 1)
             ).all()
-            out: dict[str, tuple[ScanJob | None, ScanJob | None]] = {}
+            per: dict[str, dict[str, tuple[ScanJob | None, ScanJob | None]]] = {}
             for row in latest:
-                out[row.scanner] = (None, _to_job(row))
+                per.setdefault(row.digest, {})[row.scanner] = (None, _to_job(row))
             for row in succeeded:
-                out[row.scanner] = (_to_job(row), out.get(row.scanner, (None, None))[1])
-            return dict(sorted(out.items()))
+                mine = per.setdefault(row.digest, {})
+                mine[row.scanner] = (_to_job(row), mine.get(row.scanner, (None, None))[1])
+            return {d: dict(sorted(jobs.items())) for d, jobs in per.items()}
 
     # -- findings -------------------------------------------------------------------------------
 
