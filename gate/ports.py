@@ -146,6 +146,12 @@ class Repository(Protocol):
         """Per scanner: (latest SUCCEEDED job, latest job of any state)."""
         ...
 
+    def latest_jobs_many(
+        self, digests: Sequence[str]
+    ) -> dict[str, dict[str, tuple[ScanJob | None, ScanJob | None]]]:
+        """latest_jobs of many digests at once; digests without any job are absent."""
+        ...
+
     def current_findings(self, digest: str) -> tuple[Finding, ...]:
         """Findings of each scanner's latest SUCCEEDED job for this digest."""
         ...
@@ -279,6 +285,12 @@ class RescanStore(Protocol):
 
     def latest_jobs(self, digest: str) -> dict[str, tuple[ScanJob | None, ScanJob | None]]:
         """Per scanner: (latest SUCCEEDED job, latest job of any state)."""
+        ...
+
+    def latest_jobs_many(
+        self, digests: Sequence[str]
+    ) -> dict[str, dict[str, tuple[ScanJob | None, ScanJob | None]]]:
+        """latest_jobs of many digests at once; digests without any job are absent."""
         ...
 
     def needs_rescan(self) -> list[RescanFlag]:

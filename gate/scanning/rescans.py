@@ -145,12 +145,20 @@ class RescanScheduler:
         flags = {f.digest: f for f in self._repo.needs_rescan()}
         db_now = {name: state for name, state in self._db_state().items() if state != ("", None)}
         queued: dict[str, tuple[str, ...]] = {}
-        for digest in self._repo.digests_in_stages(self._stages):
+        candidates = [
+            d
+            for d in self._repo.digests_in_stages(self._stages)
+            if d not in self._pending and self._backoff.get(d, now) <= now
+        ]
+        jobs_of: dict[str, dict[str, tuple[ScanJob | None, ScanJob | None]]] = {}
+        for index, digest in enumerate(candidates):
             if len(queued) >= self._max_per_tick:
                 break  # the rest are still due and are picked up on the next tick
-            if digest in self._pending or self._backoff.get(digest, now) > now:
-                continue
-            latest = self._repo.latest_jobs(digest)
+            if index % _BATCH == 0:
+                # A stage can hold 100k images: their scans are read a batch per statement, not one
+                # statement per image (which held the GIL for tens of seconds each tick).
+                jobs_of = self._repo.latest_jobs_many(candidates[index : index + _BATCH])
+            latest = jobs_of.get(digest, {})
             active = tuple(name for name, (_, attempt) in latest.items() if attempt and attempt.state.active)
             if active:
                 # Someone (a user, a previous process) is scanning it already: follow that scan.
@@ -173,6 +181,9 @@ class RescanScheduler:
             self._pending[digest] = _Pending(now, tuple(dict.fromkeys(j.scanner for j in jobs)))
             queued[digest] = reasons
         return queued
+
+
+_BATCH = 500
 
 
 def _finished_since(job: ScanJob | None, when: datetime) -> bool:
