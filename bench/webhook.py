@@ -23,7 +23,9 @@ from typing import Any
 
 from gate.audit import AuditLog
 from gate.clock import SystemClock
+from gate.config import Settings
 from gate.domain import ImageInfo, ImageRef
+from gate.journal import Journal
 from gate.policy import load_policy
 from gate.promotion import PromotionLedger
 from gate.receipts import Signer, load_or_create_key
@@ -31,6 +33,7 @@ from gate.scanning.jobs import JobRunner
 from gate.service import GateService
 from gate.store.audit_store import SqlAuditStore
 from gate.store.db import create_engine_for, migrate
+from gate.store.journal import SqlJournalStore
 from gate.store.repository import SqlRepository
 from gate.webhook.http import WebhookServer, tls_context
 from gate.webhook.stages import parse_stage_map
@@ -121,9 +124,21 @@ def bench_webhook(calls: int = 1000) -> dict[str, float]:
         clock = SystemClock()
         scanner = _CleanScanner()
         runner = JobRunner(repo, {"trivy": scanner}, clock, 2, {"trivy": 30.0})
-        audit = AuditLog(SqlAuditStore(engine))
+        # Wired as gate/server/app.py wires a server: one journal for decisions and audit records,
+        # and the default precomputed-verdict cache.
+        journal = Journal(SqlJournalStore(engine))
+        audit = AuditLog(SqlAuditStore(engine), via=lambda event: journal.record(None, [event]))
         service = GateService(
-            repo, _Resolver(), {"trivy": scanner}, runner, load_policy(POLICY), clock, ("trivy",), audit=audit
+            repo,
+            _Resolver(),
+            {"trivy": scanner},
+            runner,
+            load_policy(POLICY),
+            clock,
+            ("trivy",),
+            audit=audit,
+            verdict_cache_size=Settings().verdict_cache_size,
+            journal=journal,
         )
         ledger = PromotionLedger(
             service, repo, Signer(load_or_create_key(work / "key.pem", create=True)), audit

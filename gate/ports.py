@@ -189,6 +189,10 @@ class Repository(Protocol):
         """The stages the ledger holds any promotion of `digest` into."""
         ...
 
+    def promoted_stages_many(self, digests: Sequence[str]) -> dict[str, frozenset[Stage]]:
+        """promoted_stages of many digests at once (empty sets for digests never promoted)."""
+        ...
+
     def promoted_digests(self, stage: Stage) -> list[Promotion]:
         """Which digests are in `stage`: per digest, its latest promotion into it (by digest)."""
         ...

@@ -927,6 +927,11 @@ class GateService:
         metrics.observe_verdict_lookup("runtime", hit is not None)
         if hit is not None:
             return hit
+        return self._compute_promoted_verdict(digest)
+
+    def _compute_promoted_verdict(self, digest: str) -> tuple[Decision, RuntimeVerdict]:
+        now = self._clock.now()
+        key = ("runtime", digest, self._policy.digest)
         stamp = self._runtime_verdicts.stamp([GLOBAL_INPUTS, digest])
         record = self._repo.get_image(digest)
         digests = [digest, *(d for _, d in record.platforms)] if record else [digest]
@@ -943,6 +948,21 @@ class GateService:
         until = horizon([inputs, first_seen], self._shifts, now, cap=VERDICT_TTL)
         self._runtime_verdicts.put(key, (decision, verdict), stamp, until)
         return decision, verdict
+
+    def promoted_verdicts(self, digests: Sequence[str]) -> dict[str, tuple[Decision, RuntimeVerdict]]:
+        """promoted_verdict of many digests: cached ones validated with one read, the rest computed.
+
+        Admission asks this once per request for every image of a pod.
+        """
+        wanted = list(dict.fromkeys(digests))
+        keys = {d: ("runtime", d, self._policy.digest) for d in wanted}
+        cached = self._runtime_verdicts.get_many(list(keys.values()), self._clock.now())
+        out: dict[str, tuple[Decision, RuntimeVerdict]] = {}
+        for digest in wanted:
+            hit = cached.get(keys[digest])
+            metrics.observe_verdict_lookup("runtime", hit is not None)
+            out[digest] = hit if hit is not None else self._compute_promoted_verdict(digest)
+        return out
 
     def runtime_check(self, image: str) -> Decision:
         """May a RUNNING workload of this image keep running (runtime grace), for admission control.

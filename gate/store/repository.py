@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, Table, and_, case, delete, exists, func, or_
+from sqlalchemy import Engine, Table, and_, bindparam, case, delete, exists, func, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session, col, select
@@ -1086,10 +1086,16 @@ class SqlRepository(SessionScope):
 
     def promoted_stages(self, digest: str) -> frozenset[Stage]:
         """The stages the ledger holds any promotion of `digest` into (admission asks on every pod)."""
-        table = table_of(PromotionRow)
-        query = select(table.c.to_stage).where(table.c.digest == digest).distinct()
+        return self.promoted_stages_many([digest])[digest]
+
+    def promoted_stages_many(self, digests: Sequence[str]) -> dict[str, frozenset[Stage]]:
+        """promoted_stages of many digests in one query; digests never promoted map to an empty set."""
+        wanted = list(dict.fromkeys(digests))
+        found: dict[str, set[Stage]] = {d: set() for d in wanted}
         with database_errors(), self._engine.connect() as conn:
-            return frozenset(Stage(v) for v in conn.execute(query).scalars())
+            for digest, stage in conn.execute(_PROMOTED_STAGES, {"digests": wanted}):
+                found[digest].add(Stage(stage))
+        return {d: frozenset(s) for d, s in found.items()}
 
     def promoted_digests(self, stage: Stage) -> list[Promotion]:
         """Per digest promoted into `stage`, its latest promotion there; by digest.
@@ -1158,6 +1164,15 @@ def _current(digest: str) -> Select[*tuple[Any, ...]]:
         .join(CurrentScanRow, col(CurrentScanRow.job_id) == col(FindingRow.job_id))
         .where(CurrentScanRow.digest == digest)
     )
+
+
+# Admission asks on every pod start; a prebuilt statement keeps SQLAlchemy from re-analysing it per call.
+_PROMOTIONS = table_of(PromotionRow)
+_PROMOTED_STAGES = (
+    select(_PROMOTIONS.c.digest, _PROMOTIONS.c.to_stage)
+    .where(_PROMOTIONS.c.digest.in_(bindparam("digests", expanding=True)))
+    .distinct()
+)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -36,9 +36,14 @@ class AdmissionController:
         settings: ReviewSettings | None = None,
         audit: AuditSink | None = None,
         submit_scan: Callable[[str], object] | None = None,
+        prepare: Callable[[Sequence[str]], AdmissionLookup] | None = None,
     ) -> None:
-        """`submit_scan(reference)` queues a scan (GateService.submit_scan); it runs off the request path."""
+        """`submit_scan(reference)` queues a scan (GateService.submit_scan); it runs off the request path.
+
+        `prepare(digests)` gives a lookup with a request's digests read at once (ServiceLookup.for_request).
+        """
         self._lookup = lookup
+        self._prepare = prepare
         self._stages = stages
         self._clock = clock
         self._settings = settings or ReviewSettings()
@@ -50,7 +55,9 @@ class AdmissionController:
 
     def __call__(self, body: object) -> dict[str, Any]:
         """The AdmissionReview response for `body`."""
-        outcome = evaluate(body, self._lookup, self._stages, self._clock.now(), self._settings)
+        outcome = evaluate(
+            body, self._lookup, self._stages, self._clock.now(), self._settings, prepare=self._prepare
+        )
         if not outcome.dry_run:
             self._record(outcome)
             for reference in outcome.scans:

@@ -20,7 +20,7 @@ ReviewSettings.resolve_tags. AdmissionReview dicts never leave gate/webhook.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -160,8 +160,13 @@ def evaluate(
     stages: StageMap,
     now: datetime,
     settings: ReviewSettings | None = None,
+    prepare: Callable[[Sequence[str]], AdmissionLookup] | None = None,
 ) -> Outcome:
-    """Judge an AdmissionReview body; never raises for a bad body (lookup errors do propagate)."""
+    """Judge an AdmissionReview body; never raises for a bad body (lookup errors do propagate).
+
+    `prepare(digests)`, when given, is called once with every pinned digest of the request and returns
+    the lookup to judge them with: the service's reads them all at once instead of image by image.
+    """
     settings = settings or ReviewSettings()
     request, problem = _request(body)
     uid = _text(request.get("uid")) if request is not None else ""
@@ -199,6 +204,8 @@ def evaluate(
         note = f"namespace {namespace or '(none)'} has no gate stage; images not checked"
         return _answer(base, True, settings, warnings=(note,))
     verdict = _Verdict()
+    if prepare is not None:
+        lookup = prepare([u.digest for u in uses if u.digest and not u.error])
     for use in uses:
         _judge(use, stage, lookup, now, settings, verdict)
     return _answer(

@@ -74,7 +74,12 @@ def create_webhook(
 ) -> Webhook:
     """Bind the webhook on `listen` (not started yet); `resolve` reads a tag (RegistryClient.resolve)."""
     lookup = ServiceLookup(
-        TagCache(resolve, tag_ttl), repo.get_image, repo.promoted_stages, service.promoted_verdict
+        TagCache(resolve, tag_ttl),
+        repo.get_image,
+        repo.promoted_stages,
+        service.promoted_verdict,
+        promoted_stages_many=repo.promoted_stages_many,
+        promoted_verdicts=service.promoted_verdicts,
     )
     controller = AdmissionController(
         lookup,
@@ -83,6 +88,7 @@ def create_webhook(
         settings,
         audit=audit,
         submit_scan=lambda reference: service.submit_scan(reference, [], False),
+        prepare=lookup.for_request,
     )
     context = context or tls_context(cert_file, key_file)
     server = WebhookServer(controller, listen, context, observe=observe)

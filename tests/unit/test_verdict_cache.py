@@ -85,3 +85,14 @@ def test_capacity_zero_keeps_nothing_and_reads_no_counters() -> None:
     assert cache.get("k", NOW) is None
     assert counters.reads == before
     assert not cache.enabled
+
+
+def test_get_many_validates_every_entry_with_one_counter_read() -> None:
+    cache, counters = _cache()
+    far = NOW + timedelta(hours=1)
+    for key in ("a", "b", "c"):
+        cache.put(key, key.upper(), cache.stamp(["*", key]), far)
+    counters.values["b"] = 1  # b's inputs changed
+    before = counters.reads
+    assert cache.get_many(["a", "b", "c", "unknown"], NOW) == {"a": "A", "c": "C"}
+    assert counters.reads == before + 1
