@@ -14,7 +14,7 @@ A, B, C = (f"sha256:{c * 64}" for c in "abc")
 
 
 def _verdict(digest: str) -> tuple[Decision, RuntimeVerdict]:
-    decision = Decision(False, digest, Stage.S2, Stage.P, VerdictState.OK, "p", NOW)
+    decision = Decision(False, digest, Stage.S2, Stage.P, VerdictState.EVALUATED, "p", NOW)
     violation = Violation(
         rule="max_fixable_severity",
         message="m",
