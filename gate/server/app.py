@@ -285,7 +285,7 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
         metrics_server.start()
     try:  # bound now so a bad address or certificate fails start-up; started with the rest below
         webhook = webhook_from_settings(
-            settings, service, repo, registry.resolve, clock, audit, observe_webhook
+            settings, service, repo, registry.resolve, clock, audit, observe_webhook, policy=policy
         )
     except InvalidArgument:
         for part in (notifier, metrics_server):
