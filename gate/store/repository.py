@@ -622,12 +622,13 @@ class SqlRepository(SessionScope):
         most severe is kept. Rows come most severe first and are streamed, so the session stays open
         until the iterator is exhausted or closed.
         """
-        key = _search_key(vulnerability_id)
-        conditions = [FindingIdRow.vuln_id == key]
-        if stage is not None:
-            conditions.append(ImageRow.stage == stage.value)
-        query = (
-            select(FindingRow, ImageRow)
+        # Two steps, each an index probe whatever the planner estimates: the matching current findings
+        # (finding_ids by its primary key, which leads with vuln_id -> findings by (job_id, seq) ->
+        # current_scans by job_id), then their images by primary key, a batch at a time. Joining images
+        # into the first query let PostgreSQL, misestimating the id's popularity, hash-join a parallel
+        # sequential scan of every image; and images are converted once each, not once per finding.
+        matches: Select[*tuple[Any, ...]] = (
+            Select(col(FindingRow.digest), *_FINDING_COLUMNS)
             .join(
                 FindingIdRow,
                 and_(
@@ -636,34 +637,62 @@ class SqlRepository(SessionScope):
                 ),
             )
             .join(CurrentScanRow, col(CurrentScanRow.job_id) == col(FindingRow.job_id))
-            .join(ImageRow, col(ImageRow.digest) == col(FindingRow.digest))
-            .where(*conditions)
+            .where(FindingIdRow.vuln_id == _search_key(vulnerability_id))
+            .order_by(col(FindingRow.severity).desc(), col(FindingRow.digest), *_FINDING_ORDER[1:])
         )
         with self._read() as session:
-            digests = query.with_only_columns(col(FindingRow.digest)).distinct().subquery()
-            tags: dict[tuple[str, str, str], list[str]] = {}
-            for tag_row in session.exec(
-                select(ImageTagRow)
-                .where(col(ImageTagRow.digest).in_(select(digests.c.digest)))
-                .order_by(col(ImageTagRow.tag))
-            ):
-                tags.setdefault((tag_row.digest, tag_row.registry_host, tag_row.repository), []).append(
-                    tag_row.tag
-                )
+            images: dict[str, ImageRecord | None] = {}  # None: no image row, or not in `stage`
             seen: set[tuple[str, str, str]] = set()
-            ordered = query.order_by(
-                col(FindingRow.severity).desc(), col(ImageRow.digest), *_FINDING_ORDER[1:]
-            )
-            result = session.exec(ordered, execution_options={"yield_per": _STREAM_BATCH})
-            for finding_row, image_row in result:
-                pair = (image_row.digest, finding_row.package, finding_row.installed_version)
-                if pair in seen:
-                    continue
-                seen.add(pair)
-                image_tags = tags.get((image_row.digest, image_row.registry_host, image_row.repository), [])
-                yield AffectedRow(
-                    image=_to_image(image_row, tuple(image_tags)), finding=_to_finding(finding_row)
+            result = session.exec(matches, execution_options={"yield_per": _STREAM_BATCH})
+            row: Any  # a result row of `matches`: its columns are read by name
+            for batch in result.partitions():
+                fresh: dict[str, None] = {}  # this batch's digests not looked up yet, in order
+                for row in batch:
+                    if row.digest not in images:
+                        fresh[row.digest] = None
+                if fresh:
+                    found = self._affected_batch(session, list(fresh), stage)
+                    images.update((d, found.get(d)) for d in fresh)
+                for row in batch:
+                    image = images[row.digest]
+                    pair = (row.digest, row.package, row.installed_version)
+                    if image is None or pair in seen:
+                        continue
+                    seen.add(pair)
+                    yield AffectedRow(image=image, finding=_to_finding(row))
+
+    @staticmethod
+    def _affected_batch(
+        session: Session, digests: Sequence[str], stage: Stage | None
+    ) -> dict[str, ImageRecord]:
+        # The images (in `stage`, if given) among these digests, with the tags of their current
+        # repository; one query each for images and tags, both by primary/unique key.
+        # Plain column tuples, not ORM objects: building those cost more than the queries. _to_image
+        # reads the columns by name, as it reads an ImageRow.
+        query: Select[*tuple[Any, ...]] = Select(*_IMAGE_COLUMNS).where(
+            col(ImageRow.digest).in_(list(digests))
+        )
+        if stage is not None:
+            query = query.where(col(ImageRow.stage) == stage.value)
+        rows: Sequence[Any] = session.exec(query).all()
+        tags: dict[tuple[str, str, str], list[str]] = {}
+        if rows:
+            tag_rows: Select[*tuple[Any, ...]] = (
+                Select(
+                    col(ImageTagRow.digest),
+                    col(ImageTagRow.registry_host),
+                    col(ImageTagRow.repository),
+                    col(ImageTagRow.tag),
                 )
+                .where(col(ImageTagRow.digest).in_([r.digest for r in rows]))
+                .order_by(col(ImageTagRow.tag))
+            )
+            for digest, registry_host, repository, tag in session.exec(tag_rows):
+                tags.setdefault((digest, registry_host, repository), []).append(tag)
+        return {
+            r.digest: _to_image(r, tuple(tags.get((r.digest, r.registry_host, r.repository), ())))
+            for r in rows
+        }
 
     # -- base-image catalog ---------------------------------------------------------------------
 
@@ -1153,6 +1182,24 @@ _FINDING_COLUMNS = tuple(
         "package_path",
         "title",
         "primary_url",
+    )
+)
+
+# The columns of `images` that _to_image reads, for reading many images as plain tuples.
+_IMAGE_COLUMNS = tuple(
+    col(getattr(ImageRow, name))
+    for name in (
+        "digest",
+        "config_digest",
+        "registry_host",
+        "repository",
+        "stage",
+        "diff_ids",
+        "os",
+        "first_seen",
+        "config_user",
+        "labels",
+        "annotations",
     )
 )
 
