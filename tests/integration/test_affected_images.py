@@ -1,0 +1,340 @@
+"""FindAffectedImages at the store and service level, on SQLite and PostgreSQL (`db_url`).
+
+The store answers in two steps (matching current findings, then their images by key, a batch at a
+time) and the service attributes each row from the base catalog read once per call. These tests pin
+what that must not change — which rows, in which order, deduplicated how, with which tags, stage and
+attribution — against an answer computed independently here and against the per-image lineage path;
+with a tiny stream batch, so an image's rows straddle batches and the stage filter meets images
+already looked up. A counting repository proves the catalog is read once per call, not per image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from gate.clock import ManualClock
+from gate.domain import (
+    BaseImage,
+    Finding,
+    FindingClass,
+    FixState,
+    ImageInfo,
+    ImageRef,
+    RefKind,
+    Severity,
+    Stage,
+)
+from gate.policy import default_policy
+from gate.provenance import ANNOTATION_BASE_DIGEST, ANNOTATION_BASE_NAME, chain_id
+from gate.scanning.jobs import JobRunner
+from gate.service import APP_TIER, UNATTRIBUTED, Attribution, GateService
+from gate.store import repository as repository_module
+from gate.store.repository import SqlRepository
+from scanners.interface import ScanResult
+
+T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+STAGES = (Stage.D, Stage.T, Stage.S1, Stage.S2, Stage.P)
+IMAGES = 12
+
+
+def layer(label: str) -> str:
+    return "sha256:" + label.encode().hex().ljust(64, "0")[:64]
+
+
+OS_LAYERS = (layer("os1"), layer("os2"))
+RT_LAYERS = (*OS_LAYERS, layer("rt3"))
+OS_BASE = BaseImage(
+    name="osbase 1",
+    tier="prod-osbase",
+    digest="sha256:" + "0a" * 32,
+    diff_ids=OS_LAYERS,
+    chain_id=chain_id(OS_LAYERS),
+    reference="registry.test/osbase:1",
+    registered_at=T0,
+)
+RT_BASE = BaseImage(
+    name="rt 3.12",
+    tier="runtime",
+    digest="sha256:" + "0b" * 32,
+    diff_ids=RT_LAYERS,
+    chain_id=chain_id(RT_LAYERS),
+    registered_at=T0,
+)
+UNUSED_BASE = BaseImage(
+    name="other 9",
+    tier="dev-osbase",
+    digest="sha256:" + "0c" * 32,
+    diff_ids=(layer("zz"),),
+    chain_id=chain_id((layer("zz"),)),
+    registered_at=T0,
+)
+
+
+def digest(i: int) -> str:
+    return "sha256:" + f"{i:02d}" * 32
+
+
+def own(i: int) -> str:
+    return layer(f"own{i}")
+
+
+def diff_ids(i: int) -> tuple[str, ...]:
+    # A third on the runtime base, a third on the OS base alone, a third on no catalogued base (one
+    # of those with a repeated layer: attribution counts it where it first entered).
+    if i % 3 == 0:
+        return (*RT_LAYERS, own(i))
+    if i % 3 == 1:
+        return (*OS_LAYERS, own(i))
+    return (own(i), layer("shared"), own(i))
+
+
+def annotations(i: int) -> tuple[tuple[str, str], ...]:
+    # A false claim (built on the OS base only, claims the runtime base) and a true one: neither may
+    # change the lineage, which comes from the layers.
+    if i == 4:
+        return ((ANNOTATION_BASE_DIGEST, RT_BASE.digest),)
+    if i == 6:
+        return ((ANNOTATION_BASE_NAME, RT_BASE.name),)
+    return ()
+
+
+def finding(
+    vid: str, package: str, severity: Severity, diff_id: str, scanner: str = "trivy", **kw: Any
+) -> Finding:
+    return Finding(
+        vulnerability_id=vid,
+        package=package,
+        installed_version=kw.get("version", "1.0"),
+        fixed_version="",
+        fix_state=FixState.AFFECTED,
+        severity=severity,
+        scanner_severity=severity.name,
+        finding_class=FindingClass.OS,
+        scanner=scanner,
+        aliases=kw.get("aliases", ()),
+        layer_diff_id=diff_id,
+    )
+
+
+def findings_of(i: int, scanner: str) -> list[Finding]:
+    """Each image's findings: CVE-1 in a base layer, an own layer, an unknown layer, twice or by alias."""
+    ids = diff_ids(i)
+    sev = (Severity.LOW, Severity.MEDIUM, Severity.HIGH, Severity.CRITICAL)[i % 4]
+    if scanner == "clair":
+        # The second scanner agrees on image 7's openssl with another severity: one row, the worse.
+        return [finding("CVE-1", "openssl", Severity.CRITICAL, ids[0], "clair")] if i == 7 else []
+    out = [
+        finding("CVE-1", "openssl", sev, ids[0]),
+        finding("CVE-2", "noise", Severity.HIGH, ids[0]),
+    ]
+    if i % 2 == 0:
+        out.append(finding("CVE-1", "zlib", Severity.HIGH, ids[-1], version="1.2"))
+    if i % 5 == 0:
+        out.append(finding("GHSA-aaaa-bbbb-cccc", "lodash", Severity.MEDIUM, "", aliases=("CVE-1",)))
+    if i == 9:
+        out.append(finding("CVE-1", "openssl", Severity.LOW, ids[1], version="0.9"))  # another version
+    return out
+
+
+def ref(i: int) -> ImageRef:
+    repository = f"{STAGES[i % 5].value}/app-{i}"
+    return ImageRef(
+        kind=RefKind.REGISTRY,
+        original=f"registry.test/{repository}:v{i}",
+        registry="registry.test",
+        repository=repository,
+        tag=f"v{i}",
+    )
+
+
+@pytest.fixture
+def repo(db_url: str) -> Iterator[SqlRepository]:
+    store = SqlRepository.open(db_url)
+    try:
+        for base in (OS_BASE, RT_BASE, UNUSED_BASE):
+            store.add_base(base)
+        result = ScanResult(scanner="trivy", scanner_version="test", findings=())
+        for i in range(IMAGES):
+            info = ImageInfo(
+                digest=digest(i),
+                config_digest="sha256:" + f"{i + 50:02d}" * 32,
+                diff_ids=diff_ids(i),
+                annotations=annotations(i),
+                os="linux",
+            )
+            store.upsert_image(info, ref(i), T0)
+            if i % 4 == 0:
+                # A second tag in the same repository, and one from another repository (not listed).
+                store.upsert_image(info, replace(ref(i), tag=f"a{i}"), T0)
+                store.upsert_image(info, replace(ref(i), repository="mirror/x", tag="m"), T0)
+                store.upsert_image(info, ref(i), T0)  # back to its own repository as the current one
+            for scanner in ("trivy", "clair"):
+                store.record_import(digest(i), scanner, digest(i), result, findings_of(i, scanner), T0)
+        # Image 3 rescanned without CVE-1: only current findings count.
+        store.record_import(
+            digest(3),
+            "trivy",
+            digest(3),
+            result,
+            [finding("CVE-2", "noise", Severity.LOW, "")],
+            T0 + timedelta(1),
+        )
+        yield store
+    finally:
+        store.close()
+
+
+class CountingRepo:
+    """The real repository, counting calls to the catalog and lineage reads."""
+
+    COUNTED = ("list_bases", "bases_for_chain_ids", "get_base", "affected_images")
+
+    def __init__(self, inner: SqlRepository) -> None:
+        self.inner = inner
+        self.calls: dict[str, int] = dict.fromkeys(self.COUNTED, 0)
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if name not in self.COUNTED:
+            return attr
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls[name] += 1
+            return attr(*args, **kwargs)
+
+        return counted
+
+
+def service(repo: Any) -> GateService:
+    clock = ManualClock(T0)
+    runner = JobRunner(repo, {}, clock, 1, {})
+    return GateService(repo, None, {}, runner, default_policy(), clock, ("trivy",))  # type: ignore[arg-type]
+
+
+def expected_rows(stage: Stage | None) -> list[tuple[str, str, str, Severity, str]]:
+    """Independently: every current CVE-1 finding, most severe first, one per (image, package, version)."""
+    rows = []
+    for i in range(IMAGES):
+        if stage is not None and STAGES[i % 5] is not stage:
+            continue
+        current = findings_of(i, "clair") + (
+            [finding("CVE-2", "noise", Severity.LOW, "")] if i == 3 else findings_of(i, "trivy")
+        )
+        for f in current:
+            if f.vulnerability_id == "CVE-1" or "CVE-1" in f.aliases:
+                rows.append(
+                    (f.severity, digest(i), f.vulnerability_id, f.package, f.installed_version, f.scanner, f)
+                )
+    rows.sort(key=lambda r: (-r[0], r[1], r[2], r[3], r[4], r[5]))
+    seen: set[tuple[str, str, str]] = set()
+    out = []
+    for severity, image, _vid, package, version, scanner, _f in rows:
+        if (image, package, version) in seen:
+            continue
+        seen.add((image, package, version))
+        out.append((image, package, version, severity, scanner))
+    return out
+
+
+@pytest.fixture(params=[3, 500], ids=["batch3", "batch500"])
+def batch(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    # 3: every image's rows are read in several batches, and batches revisit images already looked up.
+    monkeypatch.setattr(repository_module, "_STREAM_BATCH", request.param)
+    return int(request.param)
+
+
+@pytest.mark.parametrize("stage", [None, Stage.P, Stage.D], ids=["all", "p", "d"])
+def test_rows_order_dedup_tags_and_stage(repo: SqlRepository, batch: int, stage: Stage | None) -> None:
+    rows = list(repo.affected_images("cve-1", stage))
+    want = expected_rows(stage)
+    assert want, "the fixture must have affected images in every stage tested"
+    assert [(r.image.digest, r.finding.package, r.finding.installed_version) for r in rows] == [
+        w[:3] for w in want
+    ]
+    assert [(r.finding.severity, r.finding.scanner) for r in rows] == [w[3:] for w in want]
+    for r in rows:
+        i = int(r.image.digest[7:9])
+        assert r.image.stage is STAGES[i % 5] and r.image.repository == ref(i).repository
+        # Only the tags of its current repository, sorted; never the mirror's.
+        assert r.image.tags == ((f"a{i}", f"v{i}") if i % 4 == 0 else (f"v{i}",))
+        assert r.image.diff_ids == diff_ids(i) and r.image.annotations == annotations(i)
+    assert digest(3) not in {r.image.digest for r in rows}  # rescanned without it
+    if stage is not Stage.P:  # found through its alias (images 0, 5 and 10, all in stage d)
+        assert any(r.finding.vulnerability_id == "GHSA-aaaa-bbbb-cccc" for r in rows)
+
+
+def test_unknown_id_and_empty_answers(repo: SqlRepository, batch: int) -> None:
+    assert list(repo.affected_images("CVE-404", None)) == []
+    assert list(repo.affected_images("CVE-2", Stage.S1)) != []  # noise exists, so the filter is what empties
+    assert list(repo.affected_images("CVE-1", Stage.S1)) == [
+        r for r in repo.affected_images("CVE-1", None) if r.image.stage is Stage.S1
+    ]
+
+
+def test_catalog_is_read_once_per_call_and_attribution_matches_the_per_image_lineage(
+    repo: SqlRepository,
+) -> None:
+    counting = CountingRepo(repo)
+    svc = service(counting)
+    found = list(svc.affected_images("CVE-1", ""))
+    assert len({f.row.image.digest for f in found}) == IMAGES - 1  # many images, one catalog read
+    assert counting.calls == {"list_bases": 1, "bases_for_chain_ids": 0, "get_base": 0, "affected_images": 1}
+
+    # The same answer as attributing each image alone through its catalog lookups (_lineage).
+    plain = service(repo)
+    for f in found:
+        alone = plain.layer_attribution(f.row.image).get(f.row.finding.layer_diff_id, UNATTRIBUTED)
+        assert f.attribution == alone
+    by = {
+        (f.row.image.digest, f.row.finding.package, f.row.finding.installed_version): f.attribution
+        for f in found
+    }
+    runtime, osbase = (
+        Attribution("runtime rt 3.12", "runtime"),
+        Attribution("prod-osbase osbase 1", "prod-osbase"),
+    )
+    assert by[(digest(0), "openssl", "1.0")] == osbase  # first layer of a runtime image: the OS base's
+    assert by[(digest(0), "zlib", "1.2")] == Attribution("", APP_TIER)  # its own top layer
+    assert by[(digest(9), "openssl", "0.9")] == osbase
+    assert by[(digest(4), "openssl", "1.0")] == osbase  # claims the runtime base; layers say otherwise
+    assert by[(digest(6), "zlib", "1.2")] == Attribution("", APP_TIER)
+    assert by[(digest(2), "openssl", "1.0")] == Attribution("", APP_TIER)  # no base; repeated own layer
+    assert by[(digest(0), "lodash", "1.0")] == UNATTRIBUTED  # no layer recorded
+    assert runtime not in by.values()  # no CVE-1 finding sits in the runtime layer itself
+
+    counting.calls = dict.fromkeys(CountingRepo.COUNTED, 0)
+    assert list(svc.affected_images("CVE-404", "")) == []
+    assert counting.calls["list_bases"] == 0  # nothing to attribute, nothing read
+    assert list(svc.affected_images("CVE-1", "p")) == [f for f in found if f.row.image.stage is Stage.P]
+    assert counting.calls["list_bases"] == 1
+
+
+def test_attribution_sees_a_base_in_its_own_layer_and_a_base_added_between_calls(repo: SqlRepository) -> None:
+    counting = CountingRepo(repo)
+    svc = service(counting)
+    rt_layer = finding("CVE-9", "jre", Severity.HIGH, RT_LAYERS[2])
+    result = ScanResult(scanner="trivy", scanner_version="test", findings=())
+    repo.record_import(digest(0), "trivy", digest(0), result, [rt_layer], T0 + timedelta(2))
+    [only] = list(svc.affected_images("CVE-9", ""))
+    assert only.attribution == Attribution("runtime rt 3.12", "runtime")
+    # A base registered for image 2's own layers is seen by the next call (the catalog is per call).
+    mine = BaseImage(
+        name="mine 1",
+        tier="runtime",
+        digest="sha256:" + "0d" * 32,
+        diff_ids=(own(2),),
+        chain_id=chain_id((own(2),)),
+        registered_at=T0,
+    )
+    repo.add_base(mine)
+    got = {
+        (f.row.image.digest, f.row.finding.package): f.attribution for f in svc.affected_images("CVE-1", "")
+    }
+    assert got[(digest(2), "openssl")] == Attribution("runtime mine 1", "runtime")
+    assert got[(digest(2), "zlib")] == Attribution("runtime mine 1", "runtime")  # repeated layer: first entry
+    assert counting.calls["list_bases"] == 2
