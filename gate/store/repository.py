@@ -74,6 +74,8 @@ __all__ = ["SqlRepository"]
 
 # Rows fetched per round trip while streaming affected_images.
 _STREAM_BATCH = 500
+# ... and in its first round trip, which decides how soon the first row is streamed.
+_FIRST_BATCH = 50
 # create_job retries when it loses the single-flight race and the winner has already finished.
 _CREATE_ATTEMPTS = 3
 
@@ -645,7 +647,10 @@ class SqlRepository(SessionScope):
             seen: set[tuple[str, str, str]] = set()
             result = session.exec(matches, execution_options={"yield_per": _STREAM_BATCH})
             row: Any  # a result row of `matches`: its columns are read by name
-            for batch in result.partitions():
+            # A small first batch, so the first row leaves before hundreds of images are read.
+            size = min(_FIRST_BATCH, _STREAM_BATCH)
+            while batch := result.fetchmany(size):
+                size = _STREAM_BATCH
                 fresh: dict[str, None] = {}  # this batch's digests not looked up yet, in order
                 for row in batch:
                     if row.digest not in images:
