@@ -253,7 +253,7 @@ def main() -> int:
         "machine": f"{platform.machine()} cores={os.cpu_count()}",
         "python": sys.version.split()[0],
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "check": bench_check(args.images, args.findings_per_image, args.calls),
+        "check_small": bench_check(args.images, args.findings_per_image, args.calls),
         "scan": bench_scan(args.scan_rounds),
         "lineage": bench_lineage(args.lineage_bases, args.lineage_images),
         "webhook": bench_webhook(args.webhook_calls),
@@ -267,6 +267,29 @@ def main() -> int:
 
         backends = ("sqlite", "postgres") if args.scale_backend == "both" else (args.scale_backend,)
         results["scale"] = bench_scale(backends, args.scale_images, args.scale_findings_per_image, 50)
+        # CheckPromotion at that scale (hot/cold latency vs echo, 8-process throughput), both decision-log
+        # modes, and FindAffectedImages on the same fixtures (filled by bench_scale above).
+        from bench.affected import bench_affected
+        from bench.check import bench_check_backend
+        from bench.scale import DEFAULT_PG_URL, sqlite_cache_url
+
+        checks = []
+        for backend in backends:
+            url = (
+                sqlite_cache_url(args.scale_images, args.scale_findings_per_image)
+                if backend == "sqlite"
+                else DEFAULT_PG_URL
+            )
+            for mode in ("durable", "buffered"):
+                checks.append(
+                    bench_check_backend(
+                        url, args.scale_images, args.scale_findings_per_image, args.calls, 8, 20.0, 1000, mode
+                    )
+                )
+        results["check"] = checks
+        results["affected"] = bench_affected(
+            backends, args.scale_images, args.scale_findings_per_image, 30, DEFAULT_PG_URL
+        )
     print(json.dumps(results, indent=2))
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0
