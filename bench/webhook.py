@@ -25,7 +25,7 @@ from gate.audit import AuditLog
 from gate.clock import SystemClock
 from gate.config import Settings
 from gate.domain import ImageInfo, ImageRef
-from gate.journal import Journal
+from gate.journal import BufferedJournal, Journal
 from gate.policy import load_policy
 from gate.promotion import PromotionLedger
 from gate.receipts import Signer, load_or_create_key
@@ -114,7 +114,7 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def bench_webhook(calls: int = 1000) -> dict[str, float]:
+def bench_webhook(calls: int = 1000, decision_log: str = "durable") -> dict[str, Any]:
     """p50/p99 (ms) of gate's review and of the no-op handler, and their ratios."""
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -126,7 +126,8 @@ def bench_webhook(calls: int = 1000) -> dict[str, float]:
         runner = JobRunner(repo, {"trivy": scanner}, clock, 2, {"trivy": 30.0})
         # Wired as gate/server/app.py wires a server: one journal for decisions and audit records,
         # and the default precomputed-verdict cache.
-        journal = Journal(SqlJournalStore(engine))
+        store = SqlJournalStore(engine)
+        journal = BufferedJournal(store) if decision_log == "buffered" else Journal(store)
         audit = AuditLog(SqlAuditStore(engine), via=lambda event: journal.record(None, [event]))
         service = GateService(
             repo,
@@ -183,6 +184,7 @@ def bench_webhook(calls: int = 1000) -> dict[str, float]:
             noop.stop()
             repo.close()
     return {
+        "decision_log": decision_log,
         "containers": CONTAINERS,
         "calls": calls,
         "review_p50_ms": round(_pct(reviewed, 0.5) * 1000, 3),
@@ -199,7 +201,9 @@ def main() -> int:
     """Run the webhook benchmark alone and print its numbers."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--calls", type=int, default=1000)
-    print(json.dumps(bench_webhook(ap.parse_args().calls), indent=2))
+    ap.add_argument("--decision-log", choices=("durable", "buffered"), default="durable")
+    args = ap.parse_args()
+    print(json.dumps(bench_webhook(args.calls, args.decision_log), indent=2))
     return 0
 
 

@@ -67,7 +67,7 @@ class Stage(enum.StrEnum):
     @property
     def rank(self) -> int:
         """Position on the ladder, 0 for d."""
-        return list(Stage).index(self)
+        return _STAGE_RANK[self]
 
     @classmethod
     def parse(cls, text: str, field_name: str = "stage") -> Stage:
@@ -77,6 +77,10 @@ class Stage(enum.StrEnum):
         except ValueError:
             names = ", ".join(s.value for s in cls)
             raise InvalidArgument(f"unknown stage {text!r} (expected one of {names})", field_name) from None
+
+
+# Looked up on every admission check and verdict; list(Stage).index() rebuilt the list each time.
+_STAGE_RANK: dict[Stage, int] = {stage: i for i, stage in enumerate(Stage)}
 
 
 class RefKind(enum.StrEnum):

@@ -50,7 +50,9 @@ def parse_ref(text: str, field: str = "image") -> ImageRef:
     """Parse an image reference; raise InvalidArgument(field=`field`) saying what is wrong and where."""
     if not text:
         raise InvalidArgument(f"an image reference is required (e.g. {_EXAMPLE})", field)
-    if any(c.isspace() for c in text):
+    # split() sees exactly the characters str.isspace() does, in C: references are parsed for every
+    # container of every admitted pod.
+    if len(text.split()) != 1 or text != text.strip():
         raise InvalidArgument(f"image reference {text!r} contains whitespace", field)
 
     for prefix, kind in _TRANSPORTS.items():
