@@ -12,7 +12,7 @@ import pytest
 from gate.audit import GENESIS_HASH, AuditHead, AuditRecord, verify_chain
 from gate.domain import AuditEvent
 from gate.errors import InvalidArgument, Unavailable
-from gate.journal import Journal, JournalEntry
+from gate.journal import BufferedJournal, Journal, JournalEntry
 
 AT = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -106,3 +106,59 @@ def test_an_event_without_an_actor_is_refused_before_anything_is_written() -> No
         Journal(store).record(None, [_event("sha256:aa", actor="")])
     assert err.value.field == "actor"
     assert store.records == []
+
+
+class _Flaky(_Store):
+    """Fails while `down` is set, like a database that went away."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = False
+
+    def append(self, entries: Sequence[JournalEntry]) -> None:
+        if self.down:
+            raise Unavailable("database unavailable: connection refused")
+        super().append(entries)
+
+
+def test_buffered_answers_first_and_commits_everything_in_order() -> None:
+    store = _Store(delay=0.005)
+    journal = BufferedJournal(store)
+    subjects = [f"sha256:{i:02d}" for i in range(40)]
+    for subject in subjects:
+        journal.record(None, [_event(subject)])  # returns before its commit
+    assert journal.close(10)
+    assert [r.subject for r in store.records] == subjects  # answer order kept
+    assert len(store.groups) < len(subjects)  # committed in groups behind the callers
+    head = AuditHead(len(store.records), store.records[-1].hash)
+    assert verify_chain(store.records, head, "").ok
+
+
+def test_buffered_fails_closed_while_the_store_is_down_and_loses_nothing() -> None:
+    store = _Flaky()
+    journal = BufferedJournal(store, retry_seconds=0.01)
+    store.down = True
+    journal.record(None, [_event("sha256:queued")])
+    deadline = time.monotonic() + 5
+    refused = None
+    while refused is None and time.monotonic() < deadline:
+        try:
+            journal.record(None, [_event("sha256:later")])
+        except Unavailable as e:
+            refused = e
+        time.sleep(0.005)
+    assert refused is not None  # no verdict goes out while its record has nowhere to go
+    store.down = False
+    assert journal.close(5)
+    subjects = [r.subject for r in store.records]
+    assert subjects[0] == "sha256:queued"  # kept, and first
+    journal2 = BufferedJournal(_Store())
+    journal2.record(None, [_event("sha256:x")])  # a healthy journal accepts again
+    assert journal2.close(5)
+
+
+def test_buffered_refuses_after_close() -> None:
+    journal = BufferedJournal(_Store())
+    assert journal.close(1)
+    with pytest.raises(RuntimeError):
+        journal.record(None, [_event("sha256:aa")])

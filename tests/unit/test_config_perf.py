@@ -1,0 +1,30 @@
+"""Settings for precomputed verdicts and the decision journal: defaults and bad values."""
+
+from __future__ import annotations
+
+import pytest
+
+from gate.config import Settings
+from gate.errors import InvalidArgument
+
+
+def test_defaults_keep_verdicts_and_write_records_durably() -> None:
+    settings = Settings.from_env({})
+    assert settings.verdict_cache_size == 10_000
+    assert settings.decision_log == "durable"
+
+
+def test_values_are_read_and_normalized() -> None:
+    settings = Settings.from_env({"GATE_VERDICT_CACHE_SIZE": "0", "GATE_DECISION_LOG": " Buffered "})
+    assert settings.verdict_cache_size == 0
+    assert settings.decision_log == "buffered"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("GATE_DECISION_LOG", "async"), ("GATE_VERDICT_CACHE_SIZE", "-1"), ("GATE_VERDICT_CACHE_SIZE", "many")],
+)
+def test_a_bad_value_names_its_variable(name: str, value: str) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        Settings.from_env({name: value})
+    assert err.value.field == name
