@@ -263,3 +263,268 @@ def test_default_values_have_no_tag_setting() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert "tag" not in values["image"]
     assert not any(isinstance(v, str) and "latest" in v for v in iter_values(values))
+
+
+# --- Trivy in client/server mode (values trivyServer.*) -------------------------------------------------
+
+SERVER = "gate-trivy-server"
+
+
+def trivy_values(**trivy: Any) -> dict[str, Any]:
+    """base_values with the chart's own trivy server on, its token from the Secret `trivy-token`."""
+    return base_values(
+        trivyServer=merge({"enabled": True, "token": {"existingSecret": "trivy-token"}}, trivy)
+    )
+
+
+def named(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    (only,) = [d for d in by_kind(docs, kind) if d["metadata"]["name"] == name]
+    return only
+
+
+def gate_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (only,) = named(docs, "Deployment", "gate")["spec"]["template"]["spec"]["containers"]
+    return dict(only)
+
+
+def server_pod(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return dict(named(docs, "Deployment", SERVER)["spec"]["template"]["spec"])
+
+
+def server_objects(docs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return sorted((d["kind"], d["metadata"]["name"]) for d in docs if "trivy-server" in d["metadata"]["name"])
+
+
+def test_trivy_server_off_by_default_and_its_settings_change_nothing_while_off() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["trivyServer"]["enabled"] is False
+    default = {p: t for p, t in render(base_values()).items() if t.strip()}
+    # Every trivyServer knob set, but not enabled: the manifests (and NOTES) are exactly the default ones.
+    knobs = trivy_values(
+        enabled=False,
+        tokenHeader="X-Scan-Key",
+        replicas=3,
+        listenPort=5000,
+        dbRepository="mirror.internal/aquasec/trivy-db:2",
+        image={"repository": "registry.example/p/trivy", "digest": DIGEST},
+    )
+    assert {p: t for p, t in render(knobs).items() if t.strip()} == default
+    docs = documents(knobs)
+    assert server_objects(docs) == []
+    assert not any(name.startswith("GATE_TRIVY_SERVER") for name in env_of(gate_container(docs)))
+
+
+def test_lint_strict_is_clean_with_the_trivy_server() -> None:
+    assert helm is not None
+    for values in (
+        trivy_values(tokenHeader="X-Scan-Key", cache={"persistence": {"enabled": True}}, skipDBUpdate=True),
+        trivy_values(external={"url": "https://trivy.example:4954"}),
+    ):
+        report = helm.lint(str(CHART), values, strict=True, namespace=NAMESPACE)
+        assert report["errors"] == []
+        assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+def test_trivy_server_deployment_service_and_network_policy() -> None:
+    docs = documents(trivy_values())
+    assert server_objects(docs) == [
+        ("Deployment", SERVER),
+        ("NetworkPolicy", SERVER),
+        ("Service", SERVER),
+    ]
+    deployment = named(docs, "Deployment", SERVER)
+    assert deployment["spec"]["replicas"] == 1
+    assert "strategy" not in deployment["spec"]  # emptyDir: rolling updates are fine
+    pod = server_pod(docs)
+    (container,) = pod["containers"]
+    # gate's own image by digest, running its bundled trivy: the same version as the client in gate's pods.
+    assert container["image"] == f"registry.example/p/gate@{DIGEST}"
+    assert container["command"] == ["/opt/gate/bin/trivy"]
+    assert container["args"] == ["server", "--listen", "0.0.0.0:4954", "--cache-dir", "/var/cache/trivy"]
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"trivy": 4954}
+    env = env_of(container)
+    assert env["TRIVY_TOKEN"] == {"secretKeyRef": {"name": "trivy-token", "key": "token"}}
+    assert env["TRIVY_SKIP_VERSION_CHECK"] == "true" and env["TRIVY_DISABLE_TELEMETRY"] == "true"
+    assert "TRIVY_TOKEN_HEADER" not in env
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "trivy"}, probe
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["automountServiceAccountToken"] is False
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    assert mounts == {"/var/cache/trivy": "cache", "/tmp": "tmp"}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["cache"] == {"name": "cache", "emptyDir": {"sizeLimit": "5Gi"}}
+
+    # Selectors: gate's Deployment and Service must not pick up the server's pods, and vice versa.
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    gate_selector = named(docs, "Deployment", "gate")["spec"]["selector"]["matchLabels"]
+    assert not gate_selector.items() <= pod_labels.items()
+    assert not gate_selector.items() <= named(docs, "Service", SERVER)["spec"]["selector"].items()
+    assert named(docs, "Service", "gate")["spec"]["selector"] == gate_selector
+    service = named(docs, "Service", SERVER)
+    assert service["spec"]["type"] == "ClusterIP"
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert deployment["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+    assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [(4954, "trivy")]
+
+    policy = named(docs, "NetworkPolicy", SERVER)["spec"]
+    assert policy["podSelector"]["matchLabels"] == service["spec"]["selector"]
+    assert policy["policyTypes"] == ["Ingress"]
+    (rule,) = policy["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": gate_selector}}]
+    assert rule["ports"] == [{"port": "trivy", "protocol": "TCP"}]
+
+
+def test_gate_gets_the_server_url_and_the_token_only_by_secret_reference() -> None:
+    values = trivy_values(tokenHeader="X-Scan-Key", token={"key": "tok"})
+    docs = documents(values)
+    env = env_of(gate_container(docs))
+    assert env["GATE_TRIVY_SERVER"] == f"http://{SERVER}.{NAMESPACE}.svc:4954"
+    assert env["GATE_TRIVY_SERVER_TOKEN"] == {"secretKeyRef": {"name": "trivy-token", "key": "tok"}}
+    assert env["GATE_TRIVY_SERVER_TOKEN_HEADER"] == "X-Scan-Key"
+    server_env = env_of(server_pod(docs)["containers"][0])
+    assert server_env["TRIVY_TOKEN"] == {"secretKeyRef": {"name": "trivy-token", "key": "tok"}}
+    assert server_env["TRIVY_TOKEN_HEADER"] == "X-Scan-Key"
+    # No token literal anywhere: every token variable is a secretKeyRef, and a token value slipped into
+    # values (the chart has no such setting) never reaches the output.
+    for container in (gate_container(docs), server_pod(docs)["containers"][0]):
+        for entry in container["env"]:
+            if "TOKEN" in entry["name"] and not entry["name"].endswith("TOKEN_HEADER"):
+                assert "value" not in entry and "secretKeyRef" in entry["valueFrom"], entry
+    sentinel = "tok-sentinel-4b1d"
+    leaked = render(merge(values, {"trivyServer": {"token": {"value": sentinel}, "tokenValue": sentinel}}))
+    assert not any(sentinel in text for text in leaked.values())
+
+
+def test_gate_accepts_the_rendered_environment() -> None:
+    """gate's own configuration loader takes the env the chart gives it (URL, token, header together)."""
+    from gate.config import Settings
+
+    container = gate_container(documents(trivy_values(tokenHeader="X-Scan-Key")))
+    env = {e["name"]: e.get("value", "secret-from-" + str(e.get("valueFrom"))) for e in container["env"]}
+    settings = Settings.from_env(env)
+    assert settings.trivy_server == f"http://{SERVER}.{NAMESPACE}.svc:4954"
+    assert settings.trivy_server_token.startswith("secret-from-")
+    assert settings.trivy_server_token_header == "X-Scan-Key"
+
+
+def test_trivy_server_listen_port_flows_everywhere() -> None:
+    docs = documents(trivy_values(listenPort=5000, replicas=3))
+    (container,) = server_pod(docs)["containers"]
+    assert container["args"][:3] == ["server", "--listen", "0.0.0.0:5000"]
+    assert container["ports"][0]["containerPort"] == 5000
+    assert named(docs, "Service", SERVER)["spec"]["ports"][0]["port"] == 5000
+    assert named(docs, "Deployment", SERVER)["spec"]["replicas"] == 3
+    assert env_of(gate_container(docs))["GATE_TRIVY_SERVER"] == f"http://{SERVER}.{NAMESPACE}.svc:5000"
+
+
+def test_trivy_server_persistent_prefilled_db_and_mirror() -> None:
+    docs = documents(
+        trivy_values(
+            cache={"persistence": {"enabled": True, "storageClass": "fast"}},
+            skipDBUpdate=True,
+            dbRepository="mirror.internal/aquasec/trivy-db:2",
+        )
+    )
+    (claim,) = by_kind(docs, "PersistentVolumeClaim")
+    assert claim["metadata"]["name"] == f"{SERVER}-cache"
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claim["spec"]["storageClassName"] == "fast"
+    deployment = named(docs, "Deployment", SERVER)
+    # A second server on the same cache would fail on Trivy's lock: never two at once, even in a rollout.
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    pod = server_pod(docs)
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["cache"]["persistentVolumeClaim"]["claimName"] == f"{SERVER}-cache"
+    args = pod["containers"][0]["args"]
+    assert args[-3:] == ["--db-repository", "mirror.internal/aquasec/trivy-db:2", "--skip-db-update"]
+
+    existing = documents(trivy_values(cache={"persistence": {"enabled": True, "existingClaim": "trivy-db"}}))
+    assert not by_kind(existing, "PersistentVolumeClaim")
+    volumes = {v["name"]: v for v in server_pod(existing)["volumes"]}
+    assert volumes["cache"]["persistentVolumeClaim"]["claimName"] == "trivy-db"
+    assert "--skip-db-update" not in server_pod(existing)["containers"][0]["args"]
+
+
+def test_trivy_server_own_image_by_digest() -> None:
+    other = "sha256:" + "fedcba9876543210" * 4
+    docs = documents(trivy_values(image={"repository": "registry.example/p/trivy", "digest": other}))
+    (container,) = server_pod(docs)["containers"]
+    assert container["image"] == f"registry.example/p/trivy@{other}"
+    assert container["command"] == ["trivy"]
+    docs = documents(
+        trivy_values(
+            image={"repository": "registry.example/p/trivy", "digest": other, "binary": "/usr/bin/trivy"}
+        )
+    )
+    assert server_pod(docs)["containers"][0]["command"] == ["/usr/bin/trivy"]
+    assert gate_container(docs)["image"] == f"registry.example/p/gate@{DIGEST}"  # gate's is untouched
+
+
+def test_trivy_server_external_url_deploys_nothing() -> None:
+    docs = documents(
+        base_values(trivyServer={"enabled": True, "external": {"url": "https://trivy.example:4954/"}})
+    )
+    assert server_objects(docs) == []
+    assert not by_kind(docs, "NetworkPolicy") and not by_kind(docs, "PersistentVolumeClaim")
+    env = env_of(gate_container(docs))
+    assert env["GATE_TRIVY_SERVER"] == "https://trivy.example:4954"
+    # An external server may run without a token; the chart then sets none.
+    assert "GATE_TRIVY_SERVER_TOKEN" not in env and "GATE_TRIVY_SERVER_TOKEN_HEADER" not in env
+
+    docs = documents(trivy_values(external={"url": "http://trivy.tools:4954"}, tokenHeader="X-Scan-Key"))
+    assert server_objects(docs) == []
+    env = env_of(gate_container(docs))
+    assert env["GATE_TRIVY_SERVER"] == "http://trivy.tools:4954"
+    assert env["GATE_TRIVY_SERVER_TOKEN"] == {"secretKeyRef": {"name": "trivy-token", "key": "token"}}
+    assert env["GATE_TRIVY_SERVER_TOKEN_HEADER"] == "X-Scan-Key"
+
+
+def test_trivy_server_network_policy_can_be_left_out() -> None:
+    docs = documents(trivy_values(networkPolicy={"enabled": False}))
+    assert server_objects(docs) == [("Deployment", SERVER), ("Service", SERVER)]
+
+
+@pytest.mark.parametrize(
+    ("trivy", "message"),
+    [
+        ({"token": {"existingSecret": ""}}, "trivyServer.token.existingSecret"),
+        ({"enabled": False, "external": {"url": "http://trivy:4954"}}, "set trivyServer.enabled=true"),
+        ({"external": {"url": "http://user:pw@trivy:4954"}}, "trivyServer.external.url must be"),
+        ({"external": {"url": "http://trivy:4954/?x=1"}}, "trivyServer.external.url must be"),
+        ({"external": {"url": "trivy:4954"}}, "trivyServer.external.url must be"),
+        (
+            {"external": {"url": "http://trivy:4954"}, "token": {"existingSecret": ""}, "tokenHeader": "X"},
+            "a header needs a token",
+        ),
+        ({"tokenHeader": "X Scan"}, "trivyServer.tokenHeader must be"),
+        ({"replicas": 2, "cache": {"persistence": {"enabled": True}}}, "cannot share one cache volume"),
+        ({"skipDBUpdate": True}, "trivyServer.skipDBUpdate needs"),
+        ({"listenPort": 0}, "trivyServer.listenPort must be"),
+        ({"image": {"repository": "registry.example/p/trivy"}}, "trivyServer.image.digest"),
+        ({"image": {"repository": "registry.example/p/trivy", "digest": "latest"}}, "must be sha256"),
+    ],
+)
+def test_trivy_server_refuses_settings_that_cannot_work(trivy: dict[str, Any], message: str) -> None:
+    assert message in _render_error(trivy_values(**trivy))
+
+
+@pytest.mark.parametrize("name", ["GATE_TRIVY_SERVER", "GATE_TRIVY_SERVER_TOKEN", "GATE_TRIVY_DB_REPOSITORY"])
+def test_trivy_server_refuses_the_same_settings_in_env(name: str) -> None:
+    # gate would refuse GATE_TRIVY_DB_REPOSITORY with a server, and a duplicate variable is ambiguous.
+    assert f"env.{name} conflicts" in _render_error(trivy_values() | {"env": {name: "x"}})
+
+
+def test_trivy_server_default_values_pin_by_digest_and_hold_no_token() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["trivyServer"]
+    assert "tag" not in values["image"]
+    assert values["token"] == {"existingSecret": "", "key": "token"}
+    assert values["listenPort"] == 4954
+    assert values["external"] == {"url": ""}
+    assert values["skipDBUpdate"] is False  # the server keeps its DB current unless told otherwise
+    text = "\n".join(render(trivy_values()).values())
+    assert not re.search(r"\blatest\b", text)
