@@ -54,11 +54,24 @@ class FindingPage:
 
 
 @dataclass(frozen=True)
+class IndexLink:
+    """An image index that lists a platform image: the index (its name and tags) and which platform."""
+
+    platform: str  # os/arch[/variant] of the platform image in that index
+    index: ImageRecord  # the index's record: digest, registry, repository, tags, stage (no platforms)
+
+
+@dataclass(frozen=True)
 class AffectedRow:
-    """One (image, package) pair whose current findings contain a vulnerability."""
+    """One (image, package) pair whose current findings contain a vulnerability.
+
+    `indexes` names, for a platform image of a multi-platform index (stored without tags of its own),
+    each index that lists it, by index digest; empty for any other image.
+    """
 
     image: ImageRecord
     finding: Finding
+    indexes: tuple[IndexLink, ...] = ()
 
 
 @dataclass(frozen=True)

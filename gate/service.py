@@ -70,6 +70,7 @@ from gate.scanning.convert import findings_of
 from gate.scanning.jobs import JobRunner
 from gate.verdicts import VerdictCache
 from scanners.interface import Scanner, ScanParseError, ScanTarget, Severity, TargetKind
+from scanners.normalize import SEVERITY_MAX
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,10 @@ class SubmittedJob:
 
 @dataclass(frozen=True)
 class PlatformReport:
-    """One platform of an index, as its image report shows it: the platform image and its findings."""
+    """One platform of an index, as its image report shows it: the platform image and its findings.
+
+    `counts` / `finding_count` count each problem once across scanners (as ImageReport's do).
+    """
 
     platform: str
     image: ImageRecord
@@ -141,16 +145,29 @@ class Disagreement:
 
 @dataclass(frozen=True)
 class ScannerComparison:
-    """Each scanner's current findings side by side: counts per scanner, and where they disagree."""
+    """Each scanner's current findings side by side: counts per scanner, and where they disagree.
+
+    `counts` / `finding_counts` are each scanner's own findings at its own severity (a finding both
+    scanners report is in both). `merged` / `merged_count` count each problem once, merged across
+    scanners as the policy merges them, at the severity `severity_source` picks.
+    """
 
     counts: Mapping[str, Mapping[Severity, int]] = dataclasses.field(default_factory=dict)
     finding_counts: Mapping[str, int] = dataclasses.field(default_factory=dict)
     disagreements: tuple[Disagreement, ...] = ()
+    merged: Mapping[Severity, int] = dataclasses.field(default_factory=dict)
+    merged_count: int = 0
+    severity_source: str = SEVERITY_MAX
 
 
 @dataclass(frozen=True)
 class ImageReport:
-    """What gate knows about one image; for an index, also each platform's image and findings."""
+    """What gate knows about one image; for an index, also each platform's image and findings.
+
+    `counts` / `finding_count` count each problem once however many scanners report it (merged as the
+    policy merges findings, `scanners.severity_source` naming the severity used); `scanners.counts`
+    keeps each scanner's own figures.
+    """
 
     image: ImageRecord
     scans: Mapping[str, tuple[ScanJob | None, ScanJob | None]]
@@ -368,13 +385,6 @@ def _audit_inputs(inp: EvaluationInput) -> dict[str, object]:
         "lineage": [b.digest for b in inp.lineage.chain] if inp.lineage else None,
         "tag": inp.tag,
     }
-
-
-def _count(findings: Sequence[Finding]) -> dict[Severity, int]:
-    counts: dict[Severity, int] = {}
-    for f in findings:
-        counts[f.severity] = counts.get(f.severity, 0) + 1
-    return counts
 
 
 class GateService:
@@ -995,7 +1005,12 @@ class GateService:
         return record
 
     def image_report(self, image: str) -> ImageReport:
-        """Identity, scans and severity counts of a stored image."""
+        """Identity, scans and severity counts of a stored image.
+
+        The overall counts count each problem once (a CVE that Trivy and Clair both report, or that one
+        names by a GHSA alias, is one finding), merged as the policy merges findings; each scanner's own
+        counts are in `scanners`.
+        """
         record = self._known_image(image)
         findings = self._repo.current_findings(record.digest)
         platforms: list[PlatformReport] = []
@@ -1003,26 +1018,37 @@ class GateService:
             child = self._repo.get_image(digest) or ImageRecord(digest=digest)
             child_findings = self._repo.current_findings(digest)
             child_scans = self._repo.latest_jobs(digest)
+            child_comparison = self._compare(child_findings, child_scans)
             platforms.append(
                 PlatformReport(
                     platform,
                     child,
                     child_scans,
-                    _count(child_findings),
-                    len(child_findings),
-                    self._compare(child_findings, child_scans),
+                    child_comparison.merged,
+                    child_comparison.merged_count,
+                    child_comparison,
                 )
             )
         scans = self._repo.latest_jobs(record.digest)
+        comparison = self._compare(findings, scans)
         return ImageReport(
             record,
             scans,
-            _count(findings),
-            len(findings),
+            comparison.merged,
+            comparison.merged_count,
             self._lineage(record),
             tuple(platforms),
-            self._compare(findings, scans),
+            comparison,
         )
+
+    def _report_severity_source(self) -> str:
+        """The severity_source a report counts merged findings at: the policy's, when every step agrees.
+
+        A report belongs to no one transition; when the steps name different sources, "max" (the
+        highest severity any scanner claims) is the reading no step is stricter than.
+        """
+        sources = {t.severity_source for t in self._policy.transitions}
+        return sources.pop() if len(sources) == 1 else SEVERITY_MAX
 
     def _compare(
         self, findings: Sequence[Finding], scans: Mapping[str, tuple[ScanJob | None, ScanJob | None]]
@@ -1038,8 +1064,12 @@ class GateService:
         for f in findings:
             per = counts.setdefault(f.scanner, {})
             per[f.severity] = per.get(f.severity, 0) + 1
+        source = self._report_severity_source()
+        overall: dict[Severity, int] = {}
         disagreements = []
-        for merged, origin in merge_findings(findings, order):
+        merged_findings = merge_findings(findings, order, source)
+        for merged, origin in merged_findings:
+            overall[merged.severity] = overall.get(merged.severity, 0) + 1
             if not origin.disagreement:
                 continue
             claims = {c.scanner: c.finding for c in origin.claims}
@@ -1071,6 +1101,9 @@ class GateService:
             counts={name: dict(c) for name, c in counts.items()},
             finding_counts={name: sum(c.values()) for name, c in counts.items()},
             disagreements=tuple(disagreements),
+            merged=overall,
+            merged_count=len(merged_findings),
+            severity_source=source,
         )
 
     def layer_attribution(

@@ -194,7 +194,11 @@ def render_report(report: gate_pb2.ImageReport) -> str:
         parts.append("\nScans: none\n")
     if report.counts:
         counts = sorted(report.counts, key=lambda c: severity_rank(c.severity))
-        parts.append("\nFindings by severity:\n")
+        title = "Findings by severity"
+        if len(report.scanner_counts) > 1 and report.severity_source:
+            # Say so: without it, a reader adds up the per-scanner table below and gets more.
+            title += f" (each once across scanners, at severity_source {report.severity_source})"
+        parts.append(f"\n{title}:\n")
         parts.append(render_table(("SEVERITY", "COUNT"), [[c.severity, str(c.count)] for c in counts]))
     parts.append(render_scanner_comparison(report.scanner_counts, report.disagreements))
     return "".join(parts)
@@ -390,12 +394,24 @@ def _attribution_text(introduced_by: str, tier: str) -> str:
     return "app (own layers)" if tier == "app" else ""
 
 
+def _index_text(i: gate_pb2.AffectedImage) -> str:
+    """The INDEX cell of a platform image: "linux/arm64 of reg/repo:v1 (index 1a2b3c4d5e6f)" per index."""
+    return "; ".join(
+        f"{m.platform} of {', '.join(csv_format.index_refs(m))} (index {short_id(m.digest)})"
+        for m in i.indexes
+    )
+
+
 def _stage_key(stage: str) -> tuple[int, str]:
     return (STAGE_ORDER.index(stage), "") if stage in STAGE_ORDER else (len(STAGE_ORDER), stage)
 
 
 def run_affected(args: argparse.Namespace, ctx: Context) -> int:
-    """Stream the affected images and print them grouped by stage (ladder order), most severe first."""
+    """Stream the affected images and print them grouped by stage (ladder order), most severe first.
+
+    A platform image of a multi-platform index has no tags of its own: an INDEX column (only when
+    some row is one) names the index by its repository:tag and digest, and the platform.
+    """
     fmt = output_format(args)
     with connect(args) as client:
         images = list(client.find_affected_images(args.vulnerability_id, args.stage))
@@ -413,7 +429,7 @@ def run_affected(args: argparse.Namespace, ctx: Context) -> int:
     if fmt == "sarif":
         json_format.dump(sarif_format.affected_sarif(images), ctx.out)
         return ExitCode.OK
-    headers = (
+    headers: tuple[str, ...] = (
         "REPOSITORY",
         "DIGEST",
         "TAGS",
@@ -424,6 +440,9 @@ def run_affected(args: argparse.Namespace, ctx: Context) -> int:
         "FIX",
         "INTRODUCED BY",
     )
+    in_index = any(i.indexes for i in images)
+    if in_index:
+        headers = (*headers, "INDEX")
     stages = list(dict.fromkeys(i.stage for i in images))
     for n, stage in enumerate(stages):
         group = [i for i in images if i.stage == stage]
@@ -442,6 +461,7 @@ def run_affected(args: argparse.Namespace, ctx: Context) -> int:
                 i.installed_version,
                 csv_format.fix_text(i.fixed_version),
                 _attribution_text(i.introduced_by, i.tier),
+                *([_index_text(i)] if in_index else []),
             ]
             for i in group
         ]

@@ -248,6 +248,7 @@ def report_to_pb(r: ImageReport) -> pb.ImageReport:
         scans=scans,
         counts=_counts(r.counts),
         finding_count=r.finding_count,
+        severity_source=r.scanners.severity_source,
         os=r.image.os,
         user=r.image.user,
         lineage=[base_to_pb(b) for b in r.lineage.chain],
@@ -307,9 +308,23 @@ def rebuild_to_pb(item: RebuildItem) -> pb.RebuildItem:
 
 
 def affected_to_pb(affected: AffectedFinding) -> pb.AffectedImage:
-    """One affected (image, package) pair, with the base that brought the vulnerable layer in."""
+    """One affected (image, package) pair, with the base that brought the vulnerable layer in.
+
+    A platform image of a multi-platform index also names each index that lists it (digest, name,
+    tags, platform): it has no tags of its own.
+    """
     row = affected.row
     return pb.AffectedImage(
+        indexes=[
+            pb.IndexMembership(
+                digest=link.index.digest,
+                registry=link.index.registry,
+                repository=link.index.repository,
+                tags=list(link.index.tags),
+                platform=link.platform,
+            )
+            for link in row.indexes
+        ],
         introduced_by=affected.attribution.introduced_by,
         tier=affected.attribution.tier,
         digest=row.image.digest,

@@ -47,7 +47,7 @@ from gate.domain import (
 )
 from gate.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from gate.ledger import findings_digest
-from gate.ports import AffectedRow, Alert, FindingFilter, FindingPage, ImageOnBase, Repository
+from gate.ports import AffectedRow, Alert, FindingFilter, FindingPage, ImageOnBase, IndexLink, Repository
 from gate.provenance import chain_ids
 from gate.store import generations
 from gate.store.db import create_engine_for, database_errors, migrate
@@ -622,7 +622,8 @@ class SqlRepository(SessionScope):
 
         One row per (image, package, installed version): when several scanners or findings agree, the
         most severe is kept. Rows come most severe first and are streamed, so the session stays open
-        until the iterator is exhausted or closed.
+        until the iterator is exhausted or closed. A platform image of a multi-platform index carries
+        the indexes that list it (`AffectedRow.indexes`), since the index's tags name it.
         """
         # Two steps, each an index probe whatever the planner estimates: the matching current findings
         # (finding_ids by its primary key, which leads with vuln_id -> findings by (job_id, seq) ->
@@ -644,6 +645,7 @@ class SqlRepository(SessionScope):
         )
         with self._read() as session:
             images: dict[str, ImageRecord | None] = {}  # None: no image row, or not in `stage`
+            indexes: dict[str, tuple[IndexLink, ...]] = {}  # only platform images have an entry
             seen: set[tuple[str, str, str]] = set()
             result = session.exec(matches, execution_options={"yield_per": _STREAM_BATCH})
             row: Any  # a result row of `matches`: its columns are read by name
@@ -656,22 +658,28 @@ class SqlRepository(SessionScope):
                     if row.digest not in images:
                         fresh[row.digest] = None
                 if fresh:
-                    found = self._affected_batch(session, list(fresh), stage)
+                    found, links = self._affected_batch(session, list(fresh), stage)
                     images.update((d, found.get(d)) for d in fresh)
+                    indexes.update(links)
                 for row in batch:
                     image = images[row.digest]
                     pair = (row.digest, row.package, row.installed_version)
                     if image is None or pair in seen:
                         continue
                     seen.add(pair)
-                    yield AffectedRow(image=image, finding=_to_finding(row))
+                    yield AffectedRow(
+                        image=image, finding=_to_finding(row), indexes=indexes.get(row.digest, ())
+                    )
 
     @staticmethod
     def _affected_batch(
         session: Session, digests: Sequence[str], stage: Stage | None
-    ) -> dict[str, ImageRecord]:
+    ) -> tuple[dict[str, ImageRecord], dict[str, tuple[IndexLink, ...]]]:
         # The images (in `stage`, if given) among these digests, with the tags of their current
-        # repository; one query each for images and tags, both by primary/unique key.
+        # repository, and for platform images the indexes listing them (with the indexes' tags: a
+        # platform image has none of its own, the tag names the index). Three queries per batch, each
+        # by primary/unique key or ix_image_platforms_child: images, index links joined to the index
+        # rows, then the tags of both — never a query per row.
         # Plain column tuples, not ORM objects: building those cost more than the queries. _to_image
         # reads the columns by name, as it reads an ImageRow.
         query: Select[*tuple[Any, ...]] = Select(*_IMAGE_COLUMNS).where(
@@ -683,7 +691,17 @@ class SqlRepository(SessionScope):
             # of all images) instead of probing the few digests by primary key.
             rows = [r for r in rows if r.stage == stage.value]
         tags: dict[tuple[str, str, str], list[str]] = {}
+        links: Sequence[Any] = ()
         if rows:
+            # The index rows by the primary key the join names; the links by their child index.
+            link_rows: Select[*tuple[Any, ...]] = (
+                Select(col(ImagePlatformRow.child_digest), col(ImagePlatformRow.platform), *_IMAGE_COLUMNS)
+                .join(ImageRow, col(ImageRow.digest) == col(ImagePlatformRow.index_digest))
+                .where(col(ImagePlatformRow.child_digest).in_([r.digest for r in rows]))
+                .order_by(col(ImagePlatformRow.child_digest), col(ImageRow.digest))
+            )
+            links = list[Any](session.exec(link_rows).all())
+            tagged = list(dict.fromkeys([*(r.digest for r in rows), *(row.digest for row in links)]))
             tag_rows: Select[*tuple[Any, ...]] = (
                 Select(
                     col(ImageTagRow.digest),
@@ -691,15 +709,19 @@ class SqlRepository(SessionScope):
                     col(ImageTagRow.repository),
                     col(ImageTagRow.tag),
                 )
-                .where(col(ImageTagRow.digest).in_([r.digest for r in rows]))
+                .where(col(ImageTagRow.digest).in_(tagged))
                 .order_by(col(ImageTagRow.tag))
             )
             for digest, registry_host, repository, tag in session.exec(tag_rows):
                 tags.setdefault((digest, registry_host, repository), []).append(tag)
-        return {
-            r.digest: _to_image(r, tuple(tags.get((r.digest, r.registry_host, r.repository), ())))
-            for r in rows
-        }
+
+        def record(r: Any) -> ImageRecord:
+            return _to_image(r, tuple(tags.get((r.digest, r.registry_host, r.repository), ())))
+
+        by_child: dict[str, list[IndexLink]] = {}
+        for link in links:
+            by_child.setdefault(link.child_digest, []).append(IndexLink(link.platform, record(link)))
+        return {r.digest: record(r) for r in rows}, {d: tuple(ls) for d, ls in by_child.items()}
 
     # -- base-image catalog ---------------------------------------------------------------------
 

@@ -245,7 +245,7 @@ class SeverityCount(_message.Message):
     def __init__(self, severity: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class ImageReport(_message.Message):
-    __slots__ = ("digest", "config_digest", "registry", "repository", "tags", "stage", "diff_ids", "scans", "counts", "finding_count", "os", "user", "lineage", "lineage_warnings", "annotated_base_digest", "annotated_base_name", "platforms", "scanner_counts", "disagreements")
+    __slots__ = ("digest", "config_digest", "registry", "repository", "tags", "stage", "diff_ids", "scans", "counts", "finding_count", "os", "user", "lineage", "lineage_warnings", "annotated_base_digest", "annotated_base_name", "platforms", "scanner_counts", "disagreements", "severity_source")
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     CONFIG_DIGEST_FIELD_NUMBER: _ClassVar[int]
     REGISTRY_FIELD_NUMBER: _ClassVar[int]
@@ -265,6 +265,7 @@ class ImageReport(_message.Message):
     PLATFORMS_FIELD_NUMBER: _ClassVar[int]
     SCANNER_COUNTS_FIELD_NUMBER: _ClassVar[int]
     DISAGREEMENTS_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_SOURCE_FIELD_NUMBER: _ClassVar[int]
     digest: str
     config_digest: str
     registry: str
@@ -284,7 +285,8 @@ class ImageReport(_message.Message):
     platforms: _containers.RepeatedCompositeFieldContainer[PlatformSummary]
     scanner_counts: _containers.RepeatedCompositeFieldContainer[ScannerCounts]
     disagreements: _containers.RepeatedCompositeFieldContainer[Disagreement]
-    def __init__(self, digest: _Optional[str] = ..., config_digest: _Optional[str] = ..., registry: _Optional[str] = ..., repository: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., stage: _Optional[str] = ..., diff_ids: _Optional[_Iterable[str]] = ..., scans: _Optional[_Iterable[_Union[ScanSummary, _Mapping]]] = ..., counts: _Optional[_Iterable[_Union[SeverityCount, _Mapping]]] = ..., finding_count: _Optional[int] = ..., os: _Optional[str] = ..., user: _Optional[str] = ..., lineage: _Optional[_Iterable[_Union[Base, _Mapping]]] = ..., lineage_warnings: _Optional[_Iterable[str]] = ..., annotated_base_digest: _Optional[str] = ..., annotated_base_name: _Optional[str] = ..., platforms: _Optional[_Iterable[_Union[PlatformSummary, _Mapping]]] = ..., scanner_counts: _Optional[_Iterable[_Union[ScannerCounts, _Mapping]]] = ..., disagreements: _Optional[_Iterable[_Union[Disagreement, _Mapping]]] = ...) -> None: ...
+    severity_source: str
+    def __init__(self, digest: _Optional[str] = ..., config_digest: _Optional[str] = ..., registry: _Optional[str] = ..., repository: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., stage: _Optional[str] = ..., diff_ids: _Optional[_Iterable[str]] = ..., scans: _Optional[_Iterable[_Union[ScanSummary, _Mapping]]] = ..., counts: _Optional[_Iterable[_Union[SeverityCount, _Mapping]]] = ..., finding_count: _Optional[int] = ..., os: _Optional[str] = ..., user: _Optional[str] = ..., lineage: _Optional[_Iterable[_Union[Base, _Mapping]]] = ..., lineage_warnings: _Optional[_Iterable[str]] = ..., annotated_base_digest: _Optional[str] = ..., annotated_base_name: _Optional[str] = ..., platforms: _Optional[_Iterable[_Union[PlatformSummary, _Mapping]]] = ..., scanner_counts: _Optional[_Iterable[_Union[ScannerCounts, _Mapping]]] = ..., disagreements: _Optional[_Iterable[_Union[Disagreement, _Mapping]]] = ..., severity_source: _Optional[str] = ...) -> None: ...
 
 class ScannerCounts(_message.Message):
     __slots__ = ("scanner", "counts", "finding_count")
@@ -427,7 +429,7 @@ class FindAffectedImagesRequest(_message.Message):
     def __init__(self, vulnerability_id: _Optional[str] = ..., stage: _Optional[str] = ...) -> None: ...
 
 class AffectedImage(_message.Message):
-    __slots__ = ("digest", "registry", "repository", "tags", "stage", "package", "installed_version", "fixed_version", "severity", "vulnerability_id", "introduced_by", "tier")
+    __slots__ = ("digest", "registry", "repository", "tags", "stage", "package", "installed_version", "fixed_version", "severity", "vulnerability_id", "introduced_by", "tier", "indexes")
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     REGISTRY_FIELD_NUMBER: _ClassVar[int]
     REPOSITORY_FIELD_NUMBER: _ClassVar[int]
@@ -440,6 +442,7 @@ class AffectedImage(_message.Message):
     VULNERABILITY_ID_FIELD_NUMBER: _ClassVar[int]
     INTRODUCED_BY_FIELD_NUMBER: _ClassVar[int]
     TIER_FIELD_NUMBER: _ClassVar[int]
+    INDEXES_FIELD_NUMBER: _ClassVar[int]
     digest: str
     registry: str
     repository: str
@@ -452,7 +455,22 @@ class AffectedImage(_message.Message):
     vulnerability_id: str
     introduced_by: str
     tier: str
-    def __init__(self, digest: _Optional[str] = ..., registry: _Optional[str] = ..., repository: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., stage: _Optional[str] = ..., package: _Optional[str] = ..., installed_version: _Optional[str] = ..., fixed_version: _Optional[str] = ..., severity: _Optional[str] = ..., vulnerability_id: _Optional[str] = ..., introduced_by: _Optional[str] = ..., tier: _Optional[str] = ...) -> None: ...
+    indexes: _containers.RepeatedCompositeFieldContainer[IndexMembership]
+    def __init__(self, digest: _Optional[str] = ..., registry: _Optional[str] = ..., repository: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., stage: _Optional[str] = ..., package: _Optional[str] = ..., installed_version: _Optional[str] = ..., fixed_version: _Optional[str] = ..., severity: _Optional[str] = ..., vulnerability_id: _Optional[str] = ..., introduced_by: _Optional[str] = ..., tier: _Optional[str] = ..., indexes: _Optional[_Iterable[_Union[IndexMembership, _Mapping]]] = ...) -> None: ...
+
+class IndexMembership(_message.Message):
+    __slots__ = ("digest", "registry", "repository", "tags", "platform")
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    REGISTRY_FIELD_NUMBER: _ClassVar[int]
+    REPOSITORY_FIELD_NUMBER: _ClassVar[int]
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    PLATFORM_FIELD_NUMBER: _ClassVar[int]
+    digest: str
+    registry: str
+    repository: str
+    tags: _containers.RepeatedScalarFieldContainer[str]
+    platform: str
+    def __init__(self, digest: _Optional[str] = ..., registry: _Optional[str] = ..., repository: _Optional[str] = ..., tags: _Optional[_Iterable[str]] = ..., platform: _Optional[str] = ...) -> None: ...
 
 class ImportReportRequest(_message.Message):
     __slots__ = ("image", "scanner", "report")

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from gate.clock import ManualClock
 from gate.domain import (
@@ -25,6 +26,7 @@ from gate.domain import (
     FixState,
     ImageInfo,
     ImageRef,
+    PlatformImage,
     RefKind,
     Severity,
     Stage,
@@ -32,6 +34,7 @@ from gate.domain import (
 from gate.policy import default_policy
 from gate.provenance import ANNOTATION_BASE_DIGEST, ANNOTATION_BASE_NAME, chain_id
 from gate.scanning.jobs import JobRunner
+from gate.server.convert import affected_to_pb
 from gate.service import APP_TIER, UNATTRIBUTED, Attribution, GateService
 from gate.store import repository as repository_module
 from gate.store.repository import SqlRepository
@@ -338,3 +341,138 @@ def test_attribution_sees_a_base_in_its_own_layer_and_a_base_added_between_calls
     assert got[(digest(2), "openssl")] == Attribution("runtime mine 1", "runtime")
     assert got[(digest(2), "zlib")] == Attribution("runtime mine 1", "runtime")  # repeated layer: first entry
     assert counting.calls["list_bases"] == 2
+
+
+# ---- platform images of multi-platform indexes ---------------------------------------------------------
+
+
+def index_ref(repository: str, tag: str) -> ImageRef:
+    return ImageRef(
+        kind=RefKind.REGISTRY,
+        original=f"registry.test/{repository}:{tag}",
+        registry="registry.test",
+        repository=repository,
+        tag=tag,
+    )
+
+
+def platform_child(name: str, arch: str) -> ImageInfo:
+    return ImageInfo(
+        digest="sha256:" + name.encode().hex().ljust(64, "e")[:64],
+        config_digest="sha256:" + ("cfg" + name).encode().hex().ljust(64, "f")[:64],
+        diff_ids=(*OS_LAYERS, layer(f"own-{name}")),
+        os="linux",
+        architecture=arch,
+    )
+
+
+AMD = platform_child("amd", "amd64")
+ARM = platform_child("arm", "arm64")
+ARM2 = platform_child("arm2", "arm64")
+INDEX_1 = ImageInfo(
+    digest="sha256:" + "1d" * 32,
+    config_digest="",
+    diff_ids=(),
+    media_type="application/vnd.oci.image.index.v1+json",
+    platforms=(PlatformImage("linux/arm64", ARM), PlatformImage("linux/amd64", AMD)),
+)
+# A second index (another repository, a rebuilt arm64 image) that lists the same amd64 image.
+INDEX_2 = ImageInfo(
+    digest="sha256:" + "2d" * 32,
+    config_digest="",
+    diff_ids=(),
+    media_type="application/vnd.oci.image.index.v1+json",
+    platforms=(PlatformImage("linux/amd64", AMD), PlatformImage("linux/arm64", ARM2)),
+)
+
+
+@pytest.fixture
+def indexed(repo: SqlRepository) -> SqlRepository:
+    """The shared fixture plus two indexes whose platform images carry CVE-1 (and one carries CVE-2)."""
+    repo.upsert_image(INDEX_2, index_ref("s2/multi", "r2"), T0)
+    repo.upsert_image(INDEX_1, index_ref("p/multi", "v1"), T0)
+    repo.upsert_image(INDEX_1, index_ref("p/multi", "1.0"), T0)
+    result = ScanResult(scanner="trivy", scanner_version="test", findings=())
+    for child, sev in ((AMD, Severity.CRITICAL), (ARM, Severity.LOW), (ARM2, Severity.MEDIUM)):
+        vuln = [finding("CVE-1", "libc", sev, child.diff_ids[0])]
+        repo.record_import(child.digest, "trivy", child.digest, result, vuln, T0)
+    return repo
+
+
+def count_statements(repo: SqlRepository) -> tuple[list[str], Any]:
+    """Record every SQL statement the repository's engine runs, until the returned listener is removed."""
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        statements.append(statement)
+
+    event.listen(repo._engine, "before_cursor_execute", record)
+    return statements, record
+
+
+def test_platform_image_rows_name_their_indexes(indexed: SqlRepository, batch: int) -> None:
+    statements, listener = count_statements(indexed)
+    try:
+        rows = list(indexed.affected_images("CVE-1", None))
+    finally:
+        event.remove(indexed._engine, "before_cursor_execute", listener)
+    by_digest = {r.image.digest: r for r in rows}
+    amd, arm, arm2 = by_digest[AMD.digest], by_digest[ARM.digest], by_digest[ARM2.digest]
+    # A platform image has no tags of its own; its indexes carry the names, ordered by index digest.
+    assert (amd.image.tags, arm.image.tags, arm2.image.tags) == ((), (), ())
+    assert [(link.platform, link.index.digest) for link in amd.indexes] == [
+        ("linux/amd64", INDEX_1.digest),
+        ("linux/amd64", INDEX_2.digest),
+    ]
+    first, second = amd.indexes
+    assert (first.index.registry, first.index.repository, first.index.tags) == (
+        "registry.test",
+        "p/multi",
+        ("1.0", "v1"),
+    )
+    assert (second.index.repository, second.index.tags, second.index.stage) == ("s2/multi", ("r2",), Stage.S2)
+    assert [(link.platform, link.index.digest, link.index.tags) for link in arm.indexes] == [
+        ("linux/arm64", INDEX_1.digest, ("1.0", "v1"))
+    ]
+    assert [(link.platform, link.index.repository) for link in arm2.indexes] == [("linux/arm64", "s2/multi")]
+    # Every other image is no index's platform image; the indexes themselves have no findings.
+    others = [r for r in rows if r.image.digest not in (AMD.digest, ARM.digest, ARM2.digest)]
+    assert others and all(r.indexes == () for r in others)
+    assert not {INDEX_1.digest, INDEX_2.digest} & set(by_digest)
+    # Batched, never per row: one image_platforms query per batch of digests looked up (at most).
+    link_queries = [s for s in statements if "image_platforms" in s]
+    image_queries = [s for s in statements if "FROM images" in s and "image_platforms" not in s]
+    assert len(link_queries) == len(image_queries) >= 1
+    if batch == 500:
+        assert len(link_queries) == 1  # 14 images in one first batch of 50 rows
+    assert len(link_queries) < len({r.image.digest for r in rows})
+
+
+def test_platform_image_rows_keep_their_indexes_under_a_stage_filter(
+    indexed: SqlRepository, batch: int
+) -> None:
+    # The platform images are stored under the stage of the index last written with them.
+    rows = list(indexed.affected_images("CVE-1", Stage.P))
+    platform_rows = [r for r in rows if r.indexes]
+    assert {r.image.digest for r in platform_rows} == {AMD.digest, ARM.digest}
+    assert all(r.image.stage is Stage.P for r in rows)
+    [arm] = [r for r in platform_rows if r.image.digest == ARM.digest]
+    assert [link.index.repository for link in arm.indexes] == ["p/multi"]
+    # An index in another stage is still named: it lists the image whatever stage it is in.
+    [amd] = [r for r in platform_rows if r.image.digest == AMD.digest]
+    assert [link.index.stage for link in amd.indexes] == [Stage.P, Stage.S2]
+
+
+def test_service_and_reply_carry_the_index_of_a_platform_image(indexed: SqlRepository) -> None:
+    found = list(service(indexed).affected_images("CVE-1", ""))
+    [amd] = [f for f in found if f.row.image.digest == AMD.digest]
+    # The platform image is attributed through its own layers (its OS base), as any image is.
+    assert amd.attribution == Attribution("prod-osbase osbase 1", "prod-osbase")
+    reply = affected_to_pb(amd)
+    assert reply.digest == AMD.digest and list(reply.tags) == []
+    assert [(m.digest, m.registry, m.repository, list(m.tags), m.platform) for m in reply.indexes] == [
+        (INDEX_1.digest, "registry.test", "p/multi", ["1.0", "v1"], "linux/amd64"),
+        (INDEX_2.digest, "registry.test", "s2/multi", ["r2"], "linux/amd64"),
+    ]
+    plain = next(f for f in found if f.row.image.digest == digest(0))
+    assert list(affected_to_pb(plain).indexes) == []

@@ -229,6 +229,77 @@ def test_affected_grouped_by_stage_in_ladder_order_with_attribution_and_fix(
     assert len(json.loads(r.out)["runs"][0]["results"]) == 3
 
 
+INDEX_DIGEST = "sha256:" + "1d" * 32
+INDEX_2_DIGEST = "sha256:" + "2d" * 32
+
+
+def test_affected_platform_image_is_named_by_its_index_in_every_format(
+    fakes: tuple[FakeReporting, FakeLedger], capsys: pytest.CaptureFixture[str]
+) -> None:
+    gate, _ = fakes
+    p_index = gate_pb2.IndexMembership(
+        digest=INDEX_DIGEST,
+        registry="reg.test",
+        repository="p/multi",
+        tags=["1.0", "v1"],
+        platform="linux/arm64",
+    )
+    untagged = gate_pb2.IndexMembership(
+        digest=INDEX_2_DIGEST, registry="reg.test", repository="s2/multi", platform="linux/arm64"
+    )
+    gate.affected = [
+        _affected("p", "p/multi", "HIGH", registry="reg.test", indexes=[p_index, untagged]),
+        _affected("p", "p/app", "LOW", tags=["v3"]),
+    ]
+    r = run_cli(capsys, "affected", "CVE-7")
+    assert r.code == 0
+    assert "INDEX" in r.out
+    [line] = [x for x in r.out.splitlines() if "HIGH" in x]
+    assert "linux/arm64 of reg.test/p/multi:1.0, reg.test/p/multi:v1 (index 1d1d1d1d1d1d)" in line
+    # An index without tags is named by repository@digest.
+    assert f"linux/arm64 of reg.test/s2/multi@{INDEX_2_DIGEST} (index 2d2d2d2d2d2d)" in line
+    [plain] = [x for x in r.out.splitlines() if "LOW" in x]
+    assert "v3" in plain and " of " not in plain
+
+    r = run_cli(capsys, "affected", "CVE-7", "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(r.out)))
+    assert [(x["index_digest"], x["index_refs"], x["platform"]) for x in rows] == [
+        (
+            f"{INDEX_DIGEST} {INDEX_2_DIGEST}",
+            f"reg.test/p/multi:1.0 reg.test/p/multi:v1 reg.test/s2/multi@{INDEX_2_DIGEST}",
+            "linux/arm64 linux/arm64",
+        ),
+        ("", "", ""),
+    ]
+    assert rows[0]["digest"] == DIGEST and rows[0]["tags"] == ""
+
+    r = run_cli(capsys, "affected", "CVE-7", "--format", "json")
+    doc = json.loads(r.out)
+    assert doc[0]["indexes"][0] == {
+        "digest": INDEX_DIGEST,
+        "registry": "reg.test",
+        "repository": "p/multi",
+        "tags": ["1.0", "v1"],
+        "platform": "linux/arm64",
+    }
+    assert doc[1]["indexes"] == []
+
+    r = run_cli(capsys, "affected", "CVE-7", "--format", "sarif")
+    high = json.loads(r.out)["runs"][0]["results"][0]
+    assert (
+        "platform image linux/arm64 of reg.test/p/multi:1.0, reg.test/p/multi:v1" in high["message"]["text"]
+    )
+
+
+def test_affected_table_has_no_index_column_without_platform_images(
+    fakes: tuple[FakeReporting, FakeLedger], capsys: pytest.CaptureFixture[str]
+) -> None:
+    gate, _ = fakes
+    gate.affected = [_affected("p", "p/app", "LOW", tags=["v3"])]
+    r = run_cli(capsys, "affected", "CVE-7")
+    assert r.code == 0 and "INDEX" not in r.out and "v3" in r.out
+
+
 def test_images_lists_stage_and_says_where_the_stage_came_from(
     fakes: tuple[FakeReporting, FakeLedger], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -255,3 +326,35 @@ def test_images_lists_stage_and_says_where_the_stage_came_from(
     (row,) = csv.DictReader(io.StringIO(r.out))
     assert (row["stage_source"], row["worst_severity"], row["finding_count"]) == ("name", "HIGH", "3")
     assert run_cli(capsys, "images", "--stage", "p", "--format", "sarif").code == 2
+
+
+def test_report_says_its_counts_count_each_finding_once_across_scanners(
+    fakes: tuple[FakeReporting, FakeLedger], capsys: pytest.CaptureFixture[str]
+) -> None:
+    gate, _ = fakes
+    per = [("trivy", {"HIGH": 3, "LOW": 1}, 4), ("clair", {"CRITICAL": 1, "HIGH": 2}, 3)]
+    gate.report = gate_pb2.ImageReport(
+        digest=DIGEST,
+        diff_ids=[LAYER],
+        finding_count=5,
+        severity_source="max",
+        counts=[gate_pb2.SeverityCount(severity=s, count=n) for s, n in (("CRITICAL", 1), ("HIGH", 3))]
+        + [gate_pb2.SeverityCount(severity="LOW", count=1)],
+        scanner_counts=[
+            gate_pb2.ScannerCounts(
+                scanner=name,
+                counts=[gate_pb2.SeverityCount(severity=s, count=n) for s, n in counts.items()],
+                finding_count=total,
+            )
+            for name, counts, total in per
+        ],
+    )
+    r = run_cli(capsys, "report", IMAGE)
+    assert r.code == 0
+    assert "Findings by severity (each once across scanners, at severity_source max):" in r.out
+    assert "Findings by scanner (each by its own severity):" in r.out
+    assert r.out.index("Findings by severity") < r.out.index("Findings by scanner")
+    # One scanner, or an older server that does not say how it counted: no claim about merging.
+    gate.report.severity_source = ""
+    r = run_cli(capsys, "report", IMAGE)
+    assert "Findings by severity:" in r.out and "each once" not in r.out

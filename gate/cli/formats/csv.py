@@ -43,7 +43,13 @@ AFFECTED_COLUMNS = (
     "fix",
     "introduced_by",
     "tier",
+    # For a platform image of a multi-platform index (no tags of its own): each index listing it, space
+    # separated and in the same order in all three columns; index_refs has every tag of every index.
+    "index_digest",
+    "index_refs",
+    "platform",
 )
+"""Columns of `gate affected --format csv`; the index columns come last, so older columns keep their place."""
 
 IMAGE_COLUMNS = (
     "stage",
@@ -62,6 +68,14 @@ IMAGE_COLUMNS = (
 def fix_text(fixed_version: str) -> str:
     """The fix-availability column: the fixed version, or "no fix"."""
     return fixed_version or "no fix"
+
+
+def index_refs(m: gate_pb2.IndexMembership) -> list[str]:
+    """An index as references a person can pull: repository:tag per tag, else repository@digest."""
+    name = "/".join(p for p in (m.registry, m.repository) if p)
+    if not name:
+        return [m.digest]
+    return [f"{name}:{tag}" for tag in m.tags] or [f"{name}@{m.digest}"]
 
 
 def write_csv(headers: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> None:
@@ -106,6 +120,9 @@ def affected_row(i: gate_pb2.AffectedImage) -> list[str]:
         fix_text(i.fixed_version),
         i.introduced_by,
         i.tier,
+        " ".join(m.digest for m in i.indexes),
+        " ".join(ref for m in i.indexes for ref in index_refs(m)),
+        " ".join(m.platform for m in i.indexes),
     ]
 
 

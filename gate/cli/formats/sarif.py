@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gate import __version__
+from gate.cli.formats.csv import index_refs
 from gate.v1 import gate_pb2
 
 SARIF_VERSION = "2.1.0"
@@ -269,11 +270,14 @@ def affected_sarif(images: Sequence[gate_pb2.AffectedImage]) -> dict[str, Any]:
     results = []
     for i in images:
         ref = "/".join(p for p in (i.registry, i.repository) if p)
+        # A platform image has no tags of its own: name the index (and platform) a reader knows it by.
+        where = "; ".join(f"{m.platform} of {', '.join(index_refs(m))}" for m in i.indexes)
         results.append(
             SarifResult(
                 rule_id=i.vulnerability_id,
                 level=finding_level(i.severity),
                 message=f"{i.vulnerability_id} in {i.package} {i.installed_version} of {ref or i.digest}"
+                + (f", platform image {where}" if where else "")
                 + (f" (stage {i.stage})" if i.stage else ""),
                 image=f"{ref}@{i.digest}" if ref else i.digest,
                 digest=i.digest,
@@ -287,6 +291,8 @@ def affected_sarif(images: Sequence[gate_pb2.AffectedImage]) -> dict[str, Any]:
                     stage=i.stage,
                     introducedBy=i.introduced_by,
                     tier=i.tier,
+                    indexDigest=" ".join(m.digest for m in i.indexes),
+                    platform=" ".join(m.platform for m in i.indexes),
                 ),
             )
         )
