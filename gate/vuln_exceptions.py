@@ -267,15 +267,18 @@ class ExceptionService:
         if exc.scope.kind is ScopeKind.DIGEST:
             record = self._repo.get_image(exc.scope.value)
             index_children = {d for _, d in record.platforms} if record else set()
-        lineages: dict[str, provenance.Lineage] = {}
+        # A base scope matches on the lineage chain, which the whole catalog indexed once per call gives
+        # exactly as a per-image catalog query would (gate/service.py layer_attribution does the same).
+        catalog: provenance.BaseIndex | None = None
         for row in self._repo.affected_images(exc.vulnerability_id, None):
             image = row.image
             if image.digest in found:
                 continue
             lin = None
             if exc.scope.kind is ScopeKind.BASE:
-                lin = lineages.get(image.digest) or self._lineage(image)
-                lineages[image.digest] = lin
+                if catalog is None:
+                    catalog = provenance.BaseIndex(self._repo.list_bases())
+                lin = provenance.lineage(image.diff_ids, catalog, image.annotations)
             src = dst = None
             if exc.scope.kind is ScopeKind.TRANSITION:
                 src, dst = (Stage(s) for s in exc.scope.value.split("->"))
@@ -288,10 +291,6 @@ class ExceptionService:
             ):
                 found[image.digest] = None
         return tuple(found)
-
-    def _lineage(self, record: ImageRecord) -> provenance.Lineage:
-        bases = self._repo.bases_for_chain_ids(provenance.chain_ids(record.diff_ids))
-        return provenance.lineage(record.diff_ids, bases, record.annotations)
 
     # -- revocation -----------------------------------------------------------------------------------
 

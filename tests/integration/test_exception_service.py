@@ -12,6 +12,7 @@ import pytest
 from gate.clock import ManualClock
 from gate.domain import (
     AuditEvent,
+    BaseImage,
     Finding,
     FindingClass,
     FixState,
@@ -22,6 +23,7 @@ from gate.domain import (
 )
 from gate.errors import InvalidArgument
 from gate.policy import default_policy
+from gate.provenance import chain_id
 from gate.store.exceptions import SqlExceptionStore
 from gate.store.repository import SqlRepository
 from gate.vuln_exceptions import ExceptionService, parse_expiry
@@ -179,3 +181,30 @@ def test_import_of_the_corpus_document_names_why_nothing_was_added(
     # Trivy's example is about a Go module, not an image: reported, not guessed at.
     assert result.added == ()
     assert any("names no image digest" in line for line in result.ignored)
+
+
+def test_a_base_scope_matches_images_on_that_base_reading_the_catalog_once(
+    world: tuple[ExceptionService, Recorder, ManualClock],
+) -> None:
+    service, _, _ = world
+    repo = service._repo  # the world's store: both images are built on the layer "d…"
+    layers = ("sha256:" + "d" * 64,)
+    other_layers = ("sha256:" + "f" * 64,)
+    for name, d, chain in (("osbase 1", "e", layers), ("other 1", "1", other_layers)):
+        base = BaseImage(name, "prod-osbase", "sha256:" + d * 64, chain, chain_id(chain), registered_at=NOW)
+        repo.add_base(base)
+    on_base = add(service, "CVE-2024-1", "base:osbase 1")
+    elsewhere = add(service, "CVE-2024-1", "base:other 1")
+    reads = {"list_bases": 0, "bases_for_chain_ids": 0}
+    for name in reads:
+        original = getattr(repo, name)
+
+        def counted(*args: object, _name: str = name, _original: object = original) -> object:
+            reads[_name] += 1
+            return _original(*args)  # type: ignore[operator]
+
+        setattr(repo, name, counted)
+    listed = {s.exception.id: s for s in service.list()}
+    assert listed[on_base].matching_digests == (APP,)  # the only image with the CVE, on that base
+    assert listed[elsewhere].unused
+    assert reads == {"list_bases": 2, "bases_for_chain_ids": 0}  # once per exception, never per image
