@@ -144,11 +144,12 @@ def parse_transition(text: str, field_name: str = "transition") -> tuple[Stage, 
     return Stage.parse(parts[0], field_name), Stage.parse(parts[1], field_name)
 
 
-def _problem(e: InvalidArgument) -> PolicyProblem:
+def _problems(e: InvalidArgument) -> tuple[PolicyProblem, ...]:
     if isinstance(e, PolicyError):
-        return PolicyProblem(e.line, e.path, e.problem)
+        # Every problem the loader found, in line order (one for a plain PolicyError).
+        return tuple(PolicyProblem(p.line, p.path, p.problem) for p in e.problems)
     # Structural checks of hand-built values carry a field but no line.
-    return PolicyProblem(0, e.field or "", e.message)
+    return (PolicyProblem(0, e.field or "", e.message),)
 
 
 def _check_size(text: str) -> None:
@@ -182,12 +183,12 @@ class PolicyTools:
         )
 
     def validate(self, text: str, source: str = "") -> Validation:
-        """Parse a candidate; an invalid one is an answer naming line and field, not an error."""
+        """Parse a candidate; an invalid one is an answer listing each problem by line and field."""
         _check_size(text)
         try:
             policy = load_policy(text, source=source.strip() or "<policy>")
         except InvalidArgument as e:
-            return Validation(False, (_problem(e),))
+            return Validation(False, _problems(e))
         return Validation(True, (), policy.digest)
 
     def replay(self, text: str, source: str, since: str, transition: str) -> ReplayReport:

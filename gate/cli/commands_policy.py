@@ -34,7 +34,8 @@ def register(
         "validate",
         parents=[shared],
         help="validate a policy file",
-        description="Exit 0 when FILE is a valid policy, 2 printing FILE:LINE: field: message otherwise.",
+        description="Exit 0 when FILE is a valid policy, 2 otherwise, printing every problem as "
+        "FILE:LINE: field: message, in line order.",
     )
     validate.add_argument("file", metavar="FILE", help="the policy YAML")
     validate.set_defaults(handler=run_validate)
@@ -144,6 +145,9 @@ def run_validate(args: argparse.Namespace, ctx: Context) -> int:
     elif result.valid:
         ctx.out.write(f"{args.file}: valid (digest {result.digest})\n")
     else:
+        if len(result.errors) > 1:
+            # The same heading as the server's own message for a policy file with several problems.
+            ctx.out.write(f"{args.file}: {len(result.errors)} problems:\n")
         for p in result.errors:
             where = f"{args.file}:{p.line}: " if p.line else f"{args.file}: "
             ctx.out.write(f"{where}{p.field + ': ' if p.field else ''}{p.message}\n")

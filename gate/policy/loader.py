@@ -3,17 +3,23 @@
 The YAML is composed into nodes (not constructed into plain dicts) so every value keeps its position;
 a typo in a policy should point at the line to fix. Unknown keys are errors: a misspelt threshold
 silently falling back to a default would be a quiet hole in the gate.
+
+Problems are collected, not raised one by one: whoever fixes a policy file should see every mistake in
+one go. A node is skipped only where looking inside it would only repeat the first problem (a
+transition that is not a mapping has no keys to check), and the checks that need a valid whole (every
+one-step promotion present) run only when the parts they read are sound.
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from importlib import resources
 from itertools import pairwise
+from typing import TypeVar
 
 import yaml
 
@@ -38,7 +44,9 @@ from gate.policy.model import (
 )
 from scanners.normalize import SEVERITY_MAX
 
-__all__ = ["PolicyError", "default_policy", "load_policy", "load_policy_file"]
+__all__ = ["PolicyError", "PolicyErrors", "default_policy", "load_policy", "load_policy_file"]
+
+T = TypeVar("T")
 
 _TAG = "tag:yaml.org,2002:"
 _THRESHOLDS = ("NONE", *(s.name for s in Severity if s is not Severity.UNKNOWN))
@@ -82,6 +90,27 @@ class PolicyError(InvalidArgument):
         self.line = line
         self.path = path
         self.problem = problem
+        # Every problem this error stands for: itself, or each one of a PolicyErrors.
+        self.problems: tuple[PolicyError, ...] = (self,)
+
+
+class PolicyErrors(PolicyError):
+    """Several independent problems in one policy document, in line order (`problems`).
+
+    The message is a `source: N problems:` line, then each problem's own `source:line: path: problem`
+    line; `line`, `path` and `problem` are the first problem's, so code that reads one location still
+    gets a real one.
+    """
+
+    def __init__(self, source: str, problems: Sequence[PolicyError]) -> None:
+        """Order `problems` by line (discovery order within a line) and list them one per line."""
+        ordered = tuple(sorted(problems, key=lambda p: p.line))
+        first = ordered[0]
+        super().__init__(source, first.line, first.path, first.problem)
+        # Replace the single-problem message PolicyError.__init__ set.
+        self.message = f"{source}: {len(ordered)} problems:\n" + "\n".join(str(p) for p in ordered)
+        self.args = (self.message,)
+        self.problems = ordered
 
 
 class _Doc:
@@ -89,6 +118,41 @@ class _Doc:
 
     def __init__(self, source: str) -> None:
         self.source = source
+        # (the problem located by line, what to raise when it is the only one): the same object for a
+        # loader problem; a model check's own InvalidArgument, kept as is when alone so its message
+        # does not change, with a PolicyError at its transition's line for the multi-problem list.
+        self.problems: list[tuple[PolicyError, InvalidArgument]] = []
+
+    def collect(self, error: PolicyError, original: InvalidArgument | None = None) -> None:
+        """Record a problem and carry on; a repeat (a merged anchor seen twice) is recorded once."""
+        if not any(
+            (p.line, p.path, p.problem) == (error.line, error.path, error.problem) for p, _ in self.problems
+        ):
+            self.problems.append((error, original if original is not None else error))
+
+    def raise_problems(self) -> None:
+        """Raise what was collected: one problem exactly as before, several as one PolicyErrors."""
+        if len(self.problems) == 1:
+            raise self.problems[0][1]
+        if self.problems:
+            raise PolicyErrors(self.source, [p for p, _ in self.problems])
+
+    def optional(
+        self,
+        entries: dict[str, tuple[yaml.Node, yaml.Node]],
+        key: str,
+        path: str,
+        parse: Callable[[yaml.Node, str], T],
+        default: T,
+    ) -> T:
+        """`parse` the value of `key` when present; a problem is recorded and `default` stands in."""
+        if key not in entries:
+            return default
+        try:
+            return parse(entries[key][1], _join(path, key))
+        except PolicyError as e:
+            self.collect(e)
+            return default
 
     def fail(self, node: yaml.Node | None, path: str, problem: str) -> PolicyError:
         line = node.start_mark.line + 1 if node is not None else 1
@@ -108,10 +172,13 @@ class _Doc:
                         merged.setdefault(k, pair)
                 continue
             if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _TAG + "str":
-                raise self.fail(key_node, path, f"keys must be plain strings, got {key_node.value!r}")
+                self.collect(self.fail(key_node, path, f"keys must be plain strings, got {key_node.value!r}"))
+                continue
             key = str(key_node.value)
             if key in out:
-                raise self.fail(key_node, _join(path, key), "duplicate key")
+                # The first one is checked; the repeat is reported and otherwise ignored.
+                self.collect(self.fail(key_node, _join(path, key), "duplicate key"))
+                continue
             out[key] = (key_node, value_node)
         return {**merged, **out}
 
@@ -123,16 +190,27 @@ class _Doc:
         owner: yaml.Node,
         required: tuple[str, ...] = (),
     ) -> None:
+        """Record each unknown key and the missing required ones.
+
+        A required key that an unknown key's "did you mean" already names is not reported missing too:
+        it is the same mistake, and fixing the spelling fixes both.
+        """
+        suggested: set[str] = set()
         for key, (key_node, _) in entries.items():
             if key not in allowed:
                 close = difflib.get_close_matches(key, allowed, n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise self.fail(
-                    key_node, _join(path, key), f"unknown key (expected one of {', '.join(allowed)}){hint}"
+                suggested.update(close)
+                self.collect(
+                    self.fail(
+                        key_node,
+                        _join(path, key),
+                        f"unknown key (expected one of {', '.join(allowed)}){hint}",
+                    )
                 )
-        missing = [k for k in required if k not in entries]
+        missing = [k for k in required if k not in entries and k not in suggested]
         if missing:
-            raise self.fail(owner, path, f"missing required key {', '.join(missing)}")
+            self.collect(self.fail(owner, path, f"missing required key {', '.join(missing)}"))
 
     def scalar(self, node: yaml.Node, path: str, expected: str) -> str:
         if not isinstance(node, yaml.ScalarNode) or node.tag != _TAG + "str":
@@ -170,15 +248,22 @@ class _Doc:
     def grace(self, node: yaml.Node, path: str) -> dict[Severity, timedelta]:
         """`{CRITICAL: 72h, HIGH: 14d}`: a runtime grace per severity."""
         out: dict[Severity, timedelta] = {}
+        seen: set[Severity] = set()
         for key, (key_node, value_node) in self.mapping(node, path).items():
             sub = _join(path, key)
             name = key.strip().upper()
             if name not in _REAL_SEVERITIES:
                 expected = f"expected one of {', '.join(_REAL_SEVERITIES)}"
-                raise self.fail(key_node, sub, f"unknown severity ({expected})")
-            if Severity[name] in out:
-                raise self.fail(key_node, sub, "duplicate severity")
-            out[Severity[name]] = self.duration(value_node, sub)
+                self.collect(self.fail(key_node, sub, f"unknown severity ({expected})"))
+                continue
+            if Severity[name] in seen:
+                self.collect(self.fail(key_node, sub, "duplicate severity"))
+                continue
+            seen.add(Severity[name])
+            try:
+                out[Severity[name]] = self.duration(value_node, sub)
+            except PolicyError as e:
+                self.collect(e)
         return out
 
     def scanners(self, node: yaml.Node, path: str) -> tuple[str, ...]:
@@ -186,12 +271,16 @@ class _Doc:
             raise self.fail(node, path, f"expected a list of scanner names, got {_kind(node)}")
         names: list[str] = []
         for i, item in enumerate(node.value):
-            name = self.scalar(item, f"{path}[{i}]", "a scanner name").strip()
-            if not name:
-                raise self.fail(item, f"{path}[{i}]", "scanner name is empty")
+            try:
+                name = self.scalar(item, f"{path}[{i}]", "a scanner name").strip()
+                if not name:
+                    raise self.fail(item, f"{path}[{i}]", "scanner name is empty")
+            except PolicyError as e:
+                self.collect(e)
+                continue
             if name not in names:
                 names.append(name)
-        if not names:
+        if not node.value:
             # An empty list would require nothing, letting an unscanned image through.
             raise self.fail(
                 node, path, "must name at least one scanner (omit the key to use the configured ones)"
@@ -214,7 +303,11 @@ class _Doc:
             raise self.fail(node, path, f"expected a list of {expected}s, got {_kind(node)}")
         out: list[str] = []
         for i, item in enumerate(node.value):
-            name = self.checked(item, f"{path}[{i}]", f"a {expected}", check)
+            try:
+                name = self.checked(item, f"{path}[{i}]", f"a {expected}", check)
+            except PolicyError as e:
+                self.collect(e)
+                continue
             if name not in out:
                 out.append(name)
         return tuple(out)
@@ -229,22 +322,26 @@ class _Doc:
         states = {s.value: s for s in CHECKED_STATES}
         verdicts = ", ".join(v.value for v in OnState)
         out: dict[VerdictState, OnState] = {}
+        seen: set[VerdictState] = set()
         for key, (key_node, value_node) in self.mapping(node, path).items():
+            sub = _join(path, key)
             state = states.get(key.strip().upper())
             if state is None:
-                raise self.fail(
-                    key_node, _join(path, key), f"unknown state (expected one of {', '.join(states)})"
-                )
-            if state in out:
-                raise self.fail(key_node, _join(path, key), "duplicate state")
-            sub = _join(path, key)
+                self.collect(self.fail(key_node, sub, f"unknown state (expected one of {', '.join(states)})"))
+                continue
+            if state in seen:
+                self.collect(self.fail(key_node, sub, "duplicate state"))
+                continue
+            seen.add(state)
             if isinstance(value_node, yaml.ScalarNode) and value_node.tag == _TAG + "str":
                 try:
                     out[state] = OnState(str(value_node.value).strip().lower())
                     continue
                 except ValueError:
                     pass
-            raise self.fail(value_node, sub, f"bad verdict {value_node.value!r} (expected {verdicts})")
+            self.collect(
+                self.fail(value_node, sub, f"bad verdict {value_node.value!r} (expected {verdicts})")
+            )
         return out
 
 
@@ -277,88 +374,136 @@ def _stages(doc: _Doc, key: str, key_node: yaml.Node, path: str) -> tuple[Stage,
     return a, b
 
 
+def _transitions(doc: _Doc, node: yaml.Node) -> list[TransitionPolicy]:
+    """Every transition that loads cleanly; each problem is recorded, the rest are still checked."""
+    before = len(doc.problems)
+    try:
+        entries = doc.mapping(node, "transitions")
+    except PolicyError as e:
+        doc.collect(e)
+        return []
+    out: list[TransitionPolicy] = []
+    seen: dict[tuple[Stage, Stage], str] = {}
+    # A repeated or non-string key was dropped by mapping(); it may be the one "missing" would name.
+    keys_sound = len(doc.problems) == before
+    for key, (key_node, value_node) in entries.items():
+        path = _join("transitions", key)
+        stages: tuple[Stage, Stage] | None = None
+        try:
+            stages = _stages(doc, key, key_node, path)
+            if stages in seen:
+                raise doc.fail(key_node, path, f"same transition as {seen[stages]!r}")
+            seen[stages] = key
+        except PolicyError as e:
+            doc.collect(e)
+            keys_sound = False
+            stages = None
+        # The body is checked even under a bad key: its mistakes are independent of the key's.
+        try:
+            transition = _transition(doc, stages, key_node, value_node, path)
+        except PolicyError as e:
+            doc.collect(e)  # not a mapping: there are no keys to look at
+            continue
+        if transition is not None:
+            out.append(transition)
+    if keys_sound:
+        # Only over sound keys: a misspelt `s2->x` would otherwise also read as "missing s2->p".
+        ladder = list(Stage)
+        missing = [transition_key(a, b) for a, b in pairwise(ladder) if (a, b) not in seen]
+        if missing:
+            doc.collect(
+                doc.fail(
+                    node,
+                    "transitions",
+                    f"missing {', '.join(missing)} "
+                    "(every one-step promotion needs a rule; jumps are optional)",
+                )
+            )
+    return out
+
+
 def _transition(
-    doc: _Doc, stages: tuple[Stage, Stage], key_node: yaml.Node, node: yaml.Node, path: str
-) -> TransitionPolicy:
+    doc: _Doc, stages: tuple[Stage, Stage] | None, key_node: yaml.Node, node: yaml.Node, path: str
+) -> TransitionPolicy | None:
+    """One transition; None when it (or its key, `stages` None) has a problem, each one recorded."""
+    before = len(doc.problems)
     entries = doc.mapping(node, path)
     # A missing key is reported on the transition's own line, where the reader will add it.
     doc.check_keys(entries, _T_KEYS, path, key_node, _REQUIRED_T_KEYS)
 
-    fixable = doc.threshold(entries["max_fixable_severity"][1], _join(path, "max_fixable_severity"))
-    unfixable = doc.threshold(entries["max_unfixable_severity"][1], _join(path, "max_unfixable_severity"))
-    age = doc.duration(entries["max_scan_age"][1], _join(path, "max_scan_age"))
-    secrets = (
-        doc.boolean(entries["allow_secrets"][1], _join(path, "allow_secrets"))
-        if "allow_secrets" in entries
-        else False
-    )
-    scanners = (
-        doc.scanners(entries["require_scanners"][1], _join(path, "require_scanners"))
-        if "require_scanners" in entries
-        else None
-    )
-    unknown = (
-        doc.severity(entries["unknown_severity_as"][1], _join(path, "unknown_severity_as"))
-        if "unknown_severity_as" in entries
-        else Severity.MEDIUM
-    )
-    on_state = doc.on_state(entries["on_state"][1], _join(path, "on_state")) if "on_state" in entries else {}
-    source = SEVERITY_MAX
-    if "severity_source" in entries:
-        node = entries["severity_source"][1]
-        source = doc.scalar(node, _join(path, "severity_source"), "max or a scanner name").strip().lower()
-        if not source:
-            raise doc.fail(node, _join(path, "severity_source"), "expected max or a scanner name, got ''")
+    def value(key: str, parse: Callable[[yaml.Node, str], T], default: T) -> T:
+        return doc.optional(entries, key, path, parse, default)
+
+    # The defaults of required keys never reach a TransitionPolicy: their absence is a problem.
+    fixable = value("max_fixable_severity", doc.threshold, None)
+    unfixable = value("max_unfixable_severity", doc.threshold, None)
+    age = value("max_scan_age", doc.duration, timedelta(days=1))
+    secrets = value("allow_secrets", doc.boolean, False)
+    scanners: tuple[str, ...] | None = value("require_scanners", doc.scanners, None)
+    unknown = value("unknown_severity_as", doc.severity, Severity.MEDIUM)
+    on_state: dict[VerdictState, OnState] = value("on_state", doc.on_state, {})
+    source = value("severity_source", functools.partial(_severity_source, doc), SEVERITY_MAX)
     image = _image_rules(doc, entries, path)
-    exception_days = _exception_days(doc, entries, path)
-    db_age = (
-        doc.duration(entries["max_db_age"][1], _join(path, "max_db_age")) if "max_db_age" in entries else None
+    exception_days = value(
+        "max_exception_days", functools.partial(_exception_days, doc), DEFAULT_MAX_EXCEPTION_DAYS
     )
-    grace = (
-        doc.grace(entries["runtime_grace"][1], _join(path, "runtime_grace"))
-        if "runtime_grace" in entries
-        else {}
-    )
-    platforms: tuple[str, ...] | None = None
-    if "platforms" in entries:
-        node, sub = entries["platforms"][1], _join(path, "platforms")
-        platforms = doc.names(node, sub, "platform", check_platform)
-        if not platforms:
-            # An empty list would require no platform at all, letting any index through unjudged.
-            raise doc.fail(
-                node, sub, "must name at least one platform (omit the key to require every platform)"
-            )
-    return TransitionPolicy(
-        from_stage=stages[0],
-        to_stage=stages[1],
-        max_fixable_severity=fixable,
-        max_unfixable_severity=unfixable,
-        max_scan_age=age,
-        allow_secrets=secrets,
-        require_scanners=scanners,
-        severity_source=source,
-        unknown_severity_as=unknown,
-        on_state=on_state,
-        require_base_tier=image.require_base_tier,
-        forbid_base_tiers=image.forbid_base_tiers,
-        tag_pattern=image.tag_pattern,
-        forbid_latest=image.forbid_latest,
-        stage_path=image.stage_path,
-        forbid_root_user=image.forbid_root_user,
-        require_labels=image.require_labels,
-        platforms=platforms,
-        enforce=doc.boolean(entries["enforce"][1], _join(path, "enforce")) if "enforce" in entries else True,
-        max_exception_days=exception_days,
-        max_db_age=db_age,
-        runtime_grace=grace,
-    )
+    db_age: timedelta | None = value("max_db_age", doc.duration, None)
+    grace: dict[Severity, timedelta] = value("runtime_grace", doc.grace, {})
+    platforms: tuple[str, ...] | None = value("platforms", functools.partial(_platforms, doc), None)
+    enforce = value("enforce", doc.boolean, True)
+    if stages is None or len(doc.problems) > before:
+        return None
+    try:
+        return TransitionPolicy(
+            from_stage=stages[0],
+            to_stage=stages[1],
+            max_fixable_severity=fixable,
+            max_unfixable_severity=unfixable,
+            max_scan_age=age,
+            allow_secrets=secrets,
+            require_scanners=scanners,
+            severity_source=source,
+            unknown_severity_as=unknown,
+            on_state=on_state,
+            require_base_tier=image.require_base_tier,
+            forbid_base_tiers=image.forbid_base_tiers,
+            tag_pattern=image.tag_pattern,
+            forbid_latest=image.forbid_latest,
+            stage_path=image.stage_path,
+            forbid_root_user=image.forbid_root_user,
+            require_labels=image.require_labels,
+            platforms=platforms,
+            enforce=enforce,
+            max_exception_days=exception_days,
+            max_db_age=db_age,
+            runtime_grace=grace,
+        )
+    except InvalidArgument as e:
+        # A model check the loader does not repeat (e.g. a severity_source that is no scanner name):
+        # alone it keeps its own message; among others it is listed at the transition's line.
+        doc.collect(doc.fail(key_node, e.field or path, e.message), e)
+        return None
 
 
-def _exception_days(doc: _Doc, entries: dict[str, tuple[yaml.Node, yaml.Node]], path: str) -> int:
+def _severity_source(doc: _Doc, node: yaml.Node, path: str) -> str:
+    """`severity_source`: max or a scanner name, lowercased."""
+    source = doc.scalar(node, path, "max or a scanner name").strip().lower()
+    if not source:
+        raise doc.fail(node, path, "expected max or a scanner name, got ''")
+    return source
+
+
+def _platforms(doc: _Doc, node: yaml.Node, path: str) -> tuple[str, ...]:
+    """`platforms`: at least one os/arch[/variant]."""
+    platforms = doc.names(node, path, "platform", check_platform)
+    if not node.value:
+        # An empty list would require no platform at all, letting any index through unjudged.
+        raise doc.fail(node, path, "must name at least one platform (omit the key to require every platform)")
+    return platforms
+
+
+def _exception_days(doc: _Doc, node: yaml.Node, path: str) -> int:
     """`max_exception_days`: a positive whole number of days (built-in 90)."""
-    if "max_exception_days" not in entries:
-        return DEFAULT_MAX_EXCEPTION_DAYS
-    node, sub = entries["max_exception_days"][1], _join(path, "max_exception_days")
     text = str(node.value).strip() if isinstance(node, yaml.ScalarNode) else ""
     if (
         not isinstance(node, yaml.ScalarNode)
@@ -366,7 +511,7 @@ def _exception_days(doc: _Doc, entries: dict[str, tuple[yaml.Node, yaml.Node]], 
         or not text.isdigit()
         or int(text) <= 0
     ):
-        raise doc.fail(node, sub, f"expected a positive number of days, e.g. 30, got {_kind(node)}")
+        raise doc.fail(node, path, f"expected a positive number of days, e.g. 30, got {_kind(node)}")
     return int(text)
 
 
@@ -384,30 +529,40 @@ class _ImageRules:
 def _image_rules(doc: _Doc, entries: dict[str, tuple[yaml.Node, yaml.Node]], path: str) -> _ImageRules:
     """The provenance, naming and hygiene keys of one transition; each is optional and off by default."""
 
-    def node(key: str) -> tuple[yaml.Node | None, str]:
-        return (entries[key][1] if key in entries else None), _join(path, key)
+    def value(key: str, parse: Callable[[yaml.Node, str], T], default: T) -> T:
+        return doc.optional(entries, key, path, parse, default)
 
-    n, p = node("require_base_tier")
-    required = doc.checked(n, p, "a tier name", check_tier) if n is not None else ""
-    n, p = node("forbid_base_tiers")
-    forbidden = doc.names(n, p, "tier name", check_tier) if n is not None else ()
+    def checked(expected: str, check: Callable[[str], str]) -> Callable[[yaml.Node, str], str]:
+        return lambda n, p: doc.checked(n, p, expected, check)
+
+    def names(expected: str, check: Callable[[str], str]) -> Callable[[yaml.Node, str], tuple[str, ...]]:
+        return lambda n, p: doc.names(n, p, expected, check)
+
+    required = value("require_base_tier", checked("a tier name", check_tier), "")
+    forbidden: tuple[str, ...] = value("forbid_base_tiers", names("tier name", check_tier), ())
     if required and required in forbidden:
-        raise doc.fail(n, p, f"{required} is required by require_base_tier and forbidden here")
-    n, p = node("tag_pattern")
-    pattern = doc.checked(n, p, "a regular expression", check_tag_pattern) if n is not None else ""
-    n, p = node("forbid_latest")
-    latest = doc.boolean(n, p) if n is not None else False
-    n, p = node("stage_path")
-    stage_path = doc.stage_path(n, p) if n is not None else False
-    n, p = node("forbid_root_user")
-    root = doc.boolean(n, p) if n is not None else False
-    n, p = node("require_labels")
-    labels = doc.names(n, p, "label name", check_label_name) if n is not None else ()
+        doc.collect(
+            doc.fail(
+                entries["forbid_base_tiers"][1],
+                _join(path, "forbid_base_tiers"),
+                f"{required} is required by require_base_tier and forbidden here",
+            )
+        )
+    pattern = value("tag_pattern", checked("a regular expression", check_tag_pattern), "")
+    latest = value("forbid_latest", doc.boolean, False)
+    off: bool | str = False  # typed so the template form is accepted as well
+    stage_path = value("stage_path", doc.stage_path, off)
+    root = value("forbid_root_user", doc.boolean, False)
+    labels: tuple[str, ...] = value("require_labels", names("label name", check_label_name), ())
     return _ImageRules(required, forbidden, pattern, latest, stage_path, root, labels)
 
 
 def load_policy(text: str, source: str = "<policy>") -> Policy:
-    """Parse a Policy v1 YAML document; raise PolicyError (an InvalidArgument) naming source:line: path."""
+    """Parse a Policy v1 YAML document; raise PolicyError (an InvalidArgument) naming source:line: path.
+
+    Every independent problem is reported: one as its own `source:line: path: problem` message,
+    several as a PolicyErrors listing each on its own line, in line order. Invalid YAML stops at once.
+    """
     doc = _Doc(source)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -423,33 +578,23 @@ def load_policy(text: str, source: str = "<policy>") -> Policy:
         raise doc.fail(
             root, "", f"expected a mapping with version and transitions at the top, got {_kind(root)}"
         )
-    top = doc.mapping(root, "")
+    try:
+        top = doc.mapping(root, "")
+    except PolicyError as e:
+        doc.collect(e)  # a merge key at the top that is not a mapping: nothing below can be trusted
+        doc.raise_problems()
+        raise
     doc.check_keys(top, (*_TOP_KEYS, *_OPTIONAL_TOP_KEYS), "", root, _TOP_KEYS)
 
-    version_node = top["version"][1]
-    if not (version_node.tag == _TAG + "int" and str(version_node.value) == str(_SUPPORTED_VERSION)):
-        raise doc.fail(version_node, "version", f"unsupported version {version_node.value!r} (expected 1)")
-
-    t_node = top["transitions"][1]
-    transitions: list[TransitionPolicy] = []
-    seen: dict[tuple[Stage, Stage], str] = {}
-    for key, (key_node, value_node) in doc.mapping(t_node, "transitions").items():
-        path = _join("transitions", key)
-        stages = _stages(doc, key, key_node, path)
-        if stages in seen:
-            raise doc.fail(key_node, path, f"same transition as {seen[stages]!r}")
-        seen[stages] = key
-        transitions.append(_transition(doc, stages, key_node, value_node, path))
-
-    ladder = list(Stage)
-    missing = [transition_key(a, b) for a, b in pairwise(ladder) if (a, b) not in seen]
-    if missing:
-        raise doc.fail(
-            t_node,
-            "transitions",
-            f"missing {', '.join(missing)} (every one-step promotion needs a rule; jumps are optional)",
-        )
-    webhook = _webhook(doc, *top["webhook"]) if "webhook" in top else None
+    if "version" in top:
+        version_node = top["version"][1]
+        if not (version_node.tag == _TAG + "int" and str(version_node.value) == str(_SUPPORTED_VERSION)):
+            doc.collect(
+                doc.fail(version_node, "version", f"unsupported version {version_node.value!r} (expected 1)")
+            )
+    transitions = _transitions(doc, top["transitions"][1]) if "transitions" in top else []
+    webhook = doc.optional(top, "webhook", "", lambda n, _: _webhook(doc, top["webhook"][0], n), None)
+    doc.raise_problems()
     return Policy(transitions, source=source, webhook=webhook)
 
 
@@ -461,28 +606,45 @@ def _stage_value(doc: _Doc, node: yaml.Node, path: str) -> Stage:
         raise doc.fail(node, path, f"unknown stage {node.value!r} (expected one of {_STAGE_NAMES})") from None
 
 
+def _unknown_namespace(doc: _Doc, node: yaml.Node, path: str) -> str:
+    """`unknown_namespace`: allow, deny or a stage."""
+    expected = f"allow, deny or a stage: {_STAGE_NAMES}"
+    unknown = doc.scalar(node, path, expected).strip().lower()
+    if unknown not in UNKNOWN_NAMESPACE_RULES and unknown not in {s.value for s in Stage}:
+        raise doc.fail(node, path, f"bad value {node.value!r} (expected {expected})")
+    return unknown
+
+
 def _webhook(doc: _Doc, key_node: yaml.Node, node: yaml.Node) -> WebhookPolicy:
     """`webhook: {namespaces: {prod: p, …}, unknown_namespace: allow|deny|STAGE}` — both keys optional."""
     path = "webhook"
+    before = len(doc.problems)
     entries = doc.mapping(node, path)
     doc.check_keys(entries, _WEBHOOK_KEYS, path, key_node)
     namespaces: dict[str, Stage] = {}
     if "namespaces" in entries:
         sub = _join(path, "namespaces")
-        for name, (name_node, stage_node) in doc.mapping(entries["namespaces"][1], sub).items():
+        try:
+            listed = doc.mapping(entries["namespaces"][1], sub)
+        except PolicyError as e:
+            doc.collect(e)
+            listed = {}
+        for name, (name_node, stage_node) in listed.items():
             where = _join(sub, name)
             try:
                 check_namespace(name)
             except ValueError as e:
-                raise doc.fail(name_node, where, str(e)) from None
-            namespaces[name] = _stage_value(doc, stage_node, where)
-    unknown: str | None = None
-    if "unknown_namespace" in entries:
-        value_node, sub = entries["unknown_namespace"][1], _join(path, "unknown_namespace")
-        expected = f"allow, deny or a stage: {_STAGE_NAMES}"
-        unknown = doc.scalar(value_node, sub, expected).strip().lower()
-        if unknown not in UNKNOWN_NAMESPACE_RULES and unknown not in {s.value for s in Stage}:
-            raise doc.fail(value_node, sub, f"bad value {value_node.value!r} (expected {expected})")
+                doc.collect(doc.fail(name_node, where, str(e)))
+            try:
+                namespaces[name] = _stage_value(doc, stage_node, where)
+            except PolicyError as e:
+                doc.collect(e)
+    unknown = doc.optional(
+        entries, "unknown_namespace", path, functools.partial(_unknown_namespace, doc), None
+    )
+    if len(doc.problems) > before:
+        # Partial values must not reach WebhookPolicy's own checks, which would repeat the problem.
+        return WebhookPolicy()
     return WebhookPolicy(namespaces, unknown)
 
 

@@ -2,8 +2,8 @@
 
 Decisions made through the real server appear in `gate audit list`; `gate audit verify` passes, then
 fails naming the record once the SQLite file is edited behind gate's back. `gate policy validate`
-accepts the built-in policy and names line and field of a broken one; `gate policy replay` of a stricter
-candidate over the recorded decisions names the digests that would flip.
+accepts the built-in policy and names line and field of every problem in a broken one; `gate policy
+replay` of a stricter candidate over the recorded decisions names the digests that would flip.
 """
 
 from __future__ import annotations
@@ -132,6 +132,30 @@ def test_policy_show_validate_and_replay(settings: Settings, registry: Registry,
         bad = run_cli(["policy", "validate", str(broken)], gate.address)
         assert bad.returncode == 2, bad.stdout + bad.stderr
         assert bad.stdout.startswith(f"{broken}:{line}: transitions.s2->p.max_scan_agee: unknown key")
+        assert len(bad.stdout.splitlines()) == 1  # one mistake: the one line, as always
+
+        # Several independent mistakes: every one is listed, in line order, exit code unchanged.
+        broken.write_text(
+            text.replace("    max_scan_age: 7d\n", "    max_scan_age: 7 days\n")
+            .replace("    max_fixable_severity: MEDIUM\n", "    max_fixable_severity: SEVERE\n")
+            .replace("    forbid_root_user: true\n", "    forbid_root_users: true\n")
+        )
+        lines = broken.read_text().splitlines()
+        many = run_cli(["policy", "validate", str(broken)], gate.address)
+        assert many.returncode == 2, many.stdout + many.stderr
+        out = many.stdout.splitlines()
+        assert out[0] == f"{broken}: 3 problems:"
+        expected = sorted(
+            (lines.index(needle) + 1, field)
+            for needle, field in (
+                ("    max_scan_age: 7 days", "max_scan_age: bad duration '7 days'"),
+                ("    max_fixable_severity: SEVERE", "max_fixable_severity: unknown severity 'SEVERE'"),
+                ("    forbid_root_users: true", "forbid_root_users: unknown key"),
+            )
+        )
+        assert [o.split(" (")[0] for o in out[1:]] == [
+            f"{broken}:{n}: transitions.s2->p.{what}" for n, what in expected
+        ]
 
         # A stricter candidate: s2->p also requires a label no image carries, so app would flip.
         stricter = tmp_path / "stricter.yaml"

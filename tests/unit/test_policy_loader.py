@@ -18,6 +18,7 @@ from gate.policy import (
     load_policy_file,
     parse_duration,
 )
+from gate.policy.loader import PolicyErrors
 
 # Line numbers in the error tests below refer to this text: keep its layout.
 BASE = """\
@@ -236,6 +237,8 @@ def test_errors_name_source_line_and_path(edit, line: int, path: str, words: str
         load_policy(edit(BASE), source="policy.yaml")
     err = e.value
     assert isinstance(err, InvalidArgument)
+    # One mistake is one problem: no echo (a misspelt required key is not also "missing").
+    assert not isinstance(err, PolicyErrors) and err.problems == (err,), str(err)
     assert (err.line, err.path) == (line, path), str(err)
     assert words in err.problem, str(err)
     prefix = f"policy.yaml:{line}: {path}: " if path else f"policy.yaml:{line}: "
@@ -256,6 +259,114 @@ def test_degenerate_documents(text: str, words: str) -> None:
     with pytest.raises(PolicyError, match=words) as e:
         load_policy(text, source="p.yaml")
     assert str(e.value).startswith("p.yaml:")
+
+
+# -- several problems at once -----------------------------------------------------------------------
+
+# BASE with a webhook section and `version` moved to the end, so the version problem is found first
+# but sits on the last line: the report must follow the file, not the order of the checks.
+MULTI_BASE = BASE.replace("version: 1\n", "") + "webhook:\n  namespaces:\n    prod: p\n" + "version: 1\n"
+# Independent mistakes in different sections, each (old, new) applied once.
+MISTAKES = (
+    ("max_unfixable_severity: CRITICAL", "max_unfixable_severity: SEVERE"),  # d->t: a bad severity
+    ("max_scan_age: 14d", "max_scan_age: 14 days"),  # s1->s2: a bad duration
+    ("    on_state:\n", "    on_states:\n"),  # s2->p: an unknown key with a "did you mean"
+    ("prod: p", "prod: x"),  # webhook: an unknown stage
+    ("version: 1", "version: 2"),  # top level: an unsupported version
+)
+
+
+def _line_of(text: str, needle: str) -> int:
+    return next(i for i, ln in enumerate(text.splitlines(), 1) if needle in ln)
+
+
+def _single(old: str, new: str) -> str:
+    """The message of one mistake alone (the ERRORS tests pin these texts)."""
+    with pytest.raises(PolicyError) as e:
+        load_policy(MULTI_BASE.replace(old, new, 1), source="policy.yaml")
+    assert not isinstance(e.value, PolicyErrors)
+    return str(e.value)
+
+
+def test_every_independent_problem_is_reported_in_line_order() -> None:
+    text = MULTI_BASE
+    for old, new in MISTAKES:
+        text = text.replace(old, new, 1)
+    with pytest.raises(PolicyErrors) as e:
+        load_policy(text, source="policy.yaml")
+    err = e.value
+    assert isinstance(err, InvalidArgument)  # still INVALID_ARGUMENT over gRPC, exit 2 in the CLI
+    lines = str(err).splitlines()
+    assert lines[0] == "policy.yaml: 5 problems:"
+    # Each problem keeps exactly the message it has alone, and the list follows the file.
+    assert lines[1:] == sorted(
+        (_single(old, new) for old, new in MISTAKES), key=lambda m: int(m.split(":")[1])
+    )
+    assert [(p.line, p.path) for p in err.problems] == [
+        (_line_of(text, "SEVERE"), "transitions.d->t.max_unfixable_severity"),
+        (_line_of(text, "14 days"), "transitions.s1->s2.max_scan_age"),
+        (_line_of(text, "on_states"), "transitions.s2->p.on_states"),
+        (_line_of(text, "prod: x"), "webhook.namespaces.prod"),
+        (_line_of(text, "version: 2"), "version"),
+    ]
+    assert lines[3].endswith("did you mean 'on_state'?")
+    assert lines[4] == (
+        f"policy.yaml:{_line_of(text, 'prod: x')}: webhook.namespaces.prod: unknown stage 'x' "
+        "(expected one of d, t, s1, s2, p)"
+    )
+    # The first problem's location stays readable for code that wants one place.
+    assert (err.line, err.path) == (err.problems[0].line, err.problems[0].path)
+
+
+def test_one_problem_is_exactly_the_old_message() -> None:
+    text = MULTI_BASE.replace("max_scan_age: 14d", "max_scan_age: 14 days")
+    with pytest.raises(PolicyError) as e:
+        load_policy(text, source="policy.yaml")
+    assert type(e.value) is PolicyError
+    assert str(e.value) == (
+        "policy.yaml:14: transitions.s1->s2.max_scan_age: bad duration '14 days' "
+        "(expected a number and unit, e.g. 7d, 12h, 1d12h, 90m)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        # A bad transition key does not also make the step "missing"; its body is still checked.
+        (
+            lambda s: s.replace("  t->s1:", "  t->x1:").replace("max_scan_age: 30d", "max_scan_age: 30", 2),
+            [
+                (7, "transitions.d->t.max_scan_age"),
+                (8, "transitions.t->x1"),
+                (11, "transitions.t->x1.max_scan_age"),
+            ],
+        ),
+        # A transition that is not a mapping is one problem; the others are still checked.
+        (
+            lambda s: s.replace(s[s.index("  d->t:") : s.index("  t->s1:")], "  d->t: 5\n").replace(
+                "max_fixable_severity: MEDIUM", "max_fixable_severity: MEDIUMISH"
+            ),
+            [(3, "transitions.d->t"), (13, "transitions.s2->p.max_fixable_severity")],
+        ),
+        # Every entry of a list or a map is judged on its own.
+        (
+            lambda s: s.replace(
+                "    on_state:\n      STALE: warn\n",
+                "    require_scanners: [trivy, '', [x]]\n    on_state:\n      STALE: meh\n      FAILED: no\n",
+            ),
+            [
+                (20, "transitions.s2->p.require_scanners[1]"),
+                (20, "transitions.s2->p.require_scanners[2]"),
+                (22, "transitions.s2->p.on_state.STALE"),
+                (23, "transitions.s2->p.on_state.FAILED"),
+            ],
+        ),
+    ],
+)
+def test_problems_are_not_echoed(edit, expected: list[tuple[int, str]]) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(PolicyErrors) as e:
+        load_policy(edit(BASE), source="policy.yaml")
+    assert [(p.line, p.path) for p in e.value.problems] == expected, str(e.value)
 
 
 def test_message_example_from_the_docs() -> None:

@@ -73,6 +73,32 @@ def test_validate_is_an_answer_with_line_and_field() -> None:
     assert "bad duration" in bad.errors[0].message
 
 
+def test_validate_lists_every_problem_in_line_order() -> None:
+    t = tools(FakeService({}), History([]))
+    broken = (
+        TEXT.replace("    max_scan_age: 7d\n", "    max_scan_age: 7 days\n")
+        .replace("    max_fixable_severity: MEDIUM\n", "    max_fixable_severity: MEDIUMISH\n")
+        .replace("    forbid_root_user: true\n", "    forbid_root_users: true\n")
+    )
+    lines = broken.splitlines()
+    bad = t.validate(broken, "p.yaml")
+    assert not bad.valid and not bad.digest
+    assert [(p.line, p.field) for p in bad.errors] == sorted(
+        [
+            (lines.index("    max_scan_age: 7 days") + 1, "transitions.s2->p.max_scan_age"),
+            (
+                lines.index("    max_fixable_severity: MEDIUMISH") + 1,
+                "transitions.s2->p.max_fixable_severity",
+            ),
+            (lines.index("    forbid_root_users: true") + 1, "transitions.s2->p.forbid_root_users"),
+        ]
+    )
+    messages = {p.field.rsplit(".", 1)[1]: p.message for p in bad.errors}
+    assert messages["max_scan_age"].startswith("bad duration '7 days'")
+    assert messages["max_fixable_severity"].startswith("unknown severity 'MEDIUMISH'")
+    assert messages["forbid_root_users"].endswith("did you mean 'forbid_root_user'?")
+
+
 def test_replay_counts_flips_at_each_decisions_own_time() -> None:
     a, b, c = ("sha256:" + ch * 64 for ch in "abc")
     strict = load_policy(STRICT).digest

@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable, Iterator
 from concurrent import futures
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import cast
 
 import grpc
@@ -126,6 +127,7 @@ def test_section_is_part_of_the_digest_and_normalized() -> None:
 def test_errors_name_line_and_path(section: str, line: int, path: str, words: str) -> None:
     with pytest.raises(PolicyError) as e:
         load_policy(_with(section), source="policy.yaml")
+    assert e.value.problems == (e.value,), str(e.value)  # one mistake, one problem
     assert (e.value.line, e.value.path) == (line, path), str(e.value)
     assert words in e.value.problem, str(e.value)
     assert str(e.value).startswith(f"policy.yaml:{line}: {path}: ")
@@ -266,3 +268,59 @@ def test_policy_show_without_a_section_has_no_webhook_block(
     r = run_cli(capsys, "policy", "show")
     assert r.code == 0 and "SETTING" in r.out
     assert "Admission webhook" not in r.out
+
+
+# -- several problems: gate policy validate / replay over a real server -------------------------------
+
+# A bad severity, an unknown key with its "did you mean", a bad duration and a bad webhook stage.
+BROKEN = (
+    _with(SECTION.replace("prod: p", "prod: x"))
+    .replace("max_unfixable_severity: CRITICAL", "max_unfixable_severity: SEVERE", 1)
+    .replace("max_scan_age: 14d", "max_scan_age: 2 weeks")
+    .replace("    on_state:\n", "    on_states:\n")
+)
+BROKEN_AT = [
+    (5, "transitions.d->t.max_unfixable_severity", "unknown severity 'SEVERE'"),
+    (15, "transitions.s1->s2.max_scan_age", "bad duration '2 weeks'"),
+    (20, "transitions.s2->p.on_states", "did you mean 'on_state'?"),
+    (24, "webhook.namespaces.prod", "unknown stage 'x' (expected one of d, t, s1, s2, p)"),
+]
+
+
+def test_policy_validate_prints_every_problem(
+    policy_server: Callable[[Policy], None], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    policy_server(load_policy(BASE))
+    path = tmp_path / "policy.yaml"
+    path.write_text(BROKEN)
+    r = run_cli(capsys, "policy", "validate", str(path))
+    assert r.code == 2, r.out + r.err
+    out = r.out.splitlines()
+    assert out[0] == f"{path}: 4 problems:"
+    assert len(out) == 5
+    for got, (line, field, words) in zip(out[1:], BROKEN_AT, strict=True):
+        assert got.startswith(f"{path}:{line}: {field}: ") and words in got, got
+    as_json = json.loads(run_cli(capsys, "policy", "validate", str(path), "--json").out)
+    assert [(e["line"], e["field"]) for e in as_json["errors"]] == [(ln, f) for ln, f, _ in BROKEN_AT]
+
+    # One mistake: the same single line as before, no heading.
+    path.write_text(BASE.replace("max_scan_age: 14d", "max_scan_age: 2 weeks"))
+    one = run_cli(capsys, "policy", "validate", str(path))
+    assert one.code == 2
+    assert one.out == (
+        f"{path}:15: transitions.s1->s2.max_scan_age: bad duration '2 weeks' "
+        "(expected a number and unit, e.g. 7d, 12h, 1d12h, 90m)\n"
+    )
+
+
+def test_policy_replay_of_a_broken_candidate_names_every_problem(
+    policy_server: Callable[[Policy], None], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    policy_server(load_policy(BASE))
+    path = tmp_path / "candidate.yaml"
+    path.write_text(BROKEN)
+    r = run_cli(capsys, "policy", "replay", str(path))
+    assert r.code == 2, r.out + r.err  # INVALID_ARGUMENT, as with one problem
+    assert "INVALID_ARGUMENT" in r.err and f"{path}: 4 problems:" in r.err
+    for line, field, words in BROKEN_AT:
+        assert f"{path}:{line}: {field}: " in r.err and words in r.err
