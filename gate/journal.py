@@ -7,8 +7,9 @@ groups instead: the first caller to arrive becomes the writer and commits everyt
 one transaction, while later callers wait for the commit that includes them, and one of them writes the
 next group. Alone, a caller pays one commit, as before; under concurrency N callers share one.
 
-A failed group is retried one entry at a time, so a bad entry fails only its own caller, and every
-caller sees the error of its own entry (Unavailable when the database is down).
+A group the database cannot take (Unavailable: down, locked past the busy timeout) fails every caller
+in it with that error at once. Any other failure is retried one entry at a time, so a bad entry fails
+only its own caller.
 
 No I/O here beyond the JournalStore it is given (gate/store/journal.py implements it).
 """
@@ -24,7 +25,7 @@ from typing import Protocol
 
 from gate.audit import AuditRecord, seal
 from gate.domain import AuditEvent, Decision
-from gate.errors import InvalidArgument
+from gate.errors import InvalidArgument, Unavailable
 
 __all__ = ["Journal", "JournalEntry", "JournalStore"]
 
@@ -123,6 +124,11 @@ class Journal:
         self.commits += 1
         try:
             self._store.append([s.entry for s in group])
+        except Unavailable as e:
+            # The database, not an entry, is the problem: every caller gets that answer now. Retrying
+            # one by one would make the last caller wait out the busy timeout once per entry.
+            for slot in group:
+                slot.error = e
         except Exception as e:
             if len(group) > 1:
                 # One bad entry must not fail the others: each is retried in its own transaction.

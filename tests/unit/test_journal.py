@@ -31,13 +31,15 @@ class _Store:
         self.refuse = refuse
         self.records: list[AuditRecord] = []
         self.groups: list[int] = []
+        self.attempts = 0
         self._lock = threading.Lock()
 
     def append(self, entries: Sequence[JournalEntry]) -> None:
         with self._lock:
             time.sleep(self.delay)
+            self.attempts += 1
             if any(e.subject == self.refuse for entry in entries for e in entry.events):
-                raise Unavailable(f"refused {self.refuse}")
+                raise ValueError(f"refused {self.refuse}")
             seq = len(self.records)
             prev = self.records[-1].hash if self.records else GENESIS_HASH
             staged = []
@@ -95,7 +97,7 @@ def test_a_failing_entry_fails_only_its_own_caller() -> None:
     journal = Journal(store)
     subjects = ["sha256:bad", *(f"sha256:{i:02d}" for i in range(10))]
     outcome = _run(journal, subjects)
-    assert isinstance(outcome["sha256:bad"], Unavailable)
+    assert isinstance(outcome["sha256:bad"], ValueError)
     assert all(outcome[s] is None for s in subjects[1:])
     assert sorted(r.subject for r in store.records) == sorted(subjects[1:])
 
@@ -162,3 +164,24 @@ def test_buffered_refuses_after_close() -> None:
     assert journal.close(1)
     with pytest.raises(RuntimeError):
         journal.record(None, [_event("sha256:aa")])
+
+
+class _Down(_Store):
+    """A database that is away: every append fails as the SQL store reports it."""
+
+    def append(self, entries: Sequence[JournalEntry]) -> None:
+        with self._lock:
+            self.attempts += 1
+            time.sleep(0.02)
+        raise Unavailable("database unavailable: database is locked")
+
+
+def test_an_unavailable_database_fails_the_whole_group_at_once() -> None:
+    store = _Down()
+    journal = Journal(store)
+    subjects = [f"sha256:{i:02d}" for i in range(12)]
+    outcome = _run(journal, subjects)
+    assert all(isinstance(v, Unavailable) for v in outcome.values())
+    # No per-entry retries: each commit attempt answered its whole group (one attempt per caller would
+    # mean every caller waited out the database once per entry ahead of it).
+    assert store.attempts < len(subjects)
