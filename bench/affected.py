@@ -26,20 +26,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Sequence
-from concurrent import futures
 from pathlib import Path
 from typing import Any
 
 import grpc
 from sqlalchemy import event, make_url
 
+from bench.echo import build_server, serve_until_signalled
 from bench.scale import DEFAULT_PG_URL, _is_filled, _ms, cve_id, sqlite_cache_url
 from gate.config import Settings
 from gate.store.bulk import BulkRepository
@@ -138,7 +136,6 @@ def over_grpc(url: str, log_dir: Path, calls: int) -> dict[str, Any]:
 
 def serve_floor() -> int:
     """Serve FindAffectedImages as a no-op: vulnerability_id "N" streams N prebuilt messages."""
-    settings = Settings()
     row = pb.AffectedImage(
         digest="sha256:" + "ab" * 32,
         registry="registry.bench.local",
@@ -168,24 +165,7 @@ def serve_floor() -> int:
             )
         },
     )
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=32),
-        options=[
-            ("grpc.max_receive_message_length", settings.max_message_bytes),
-            ("grpc.max_send_message_length", settings.max_message_bytes),
-        ],
-        maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
-    )
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    print(f"listening on 127.0.0.1:{port}", flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    server.stop(0.5)
-    return 0
+    return serve_until_signalled(*build_server(handler))
 
 
 def floor(rows: Sequence[int], calls: int) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from typing import Any
 
 import grpc
 
+from bench.run import _latencies, _pct
 from bench.scale import DEFAULT_PG_URL, ensure_filled, sqlite_cache_url
 from gate.config import Settings
 from gate.v1 import gate_pb2 as pb
@@ -44,11 +45,6 @@ from gate.v1 import gate_pb2_grpc as pb_grpc
 from tests.support.gateserver import start_gate_process
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _pct(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def _ms(values: Sequence[float], q: float) -> float:
@@ -69,17 +65,6 @@ def _start_echo() -> tuple[subprocess.Popen[str], str]:
 def _echo_call(address: str) -> Callable[[bytes], bytes]:
     channel = grpc.insecure_channel(address)
     return channel.unary_unary("/bench.Echo/Echo", request_serializer=None, response_deserializer=None)
-
-
-def _timed(call: Callable[[], object], n: int, warmup: int = 200) -> list[float]:
-    for _ in range(warmup):
-        call()
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        call()
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 def _client_loop(kind: str, address: str, digests: Sequence[str], seconds: float, seed: int) -> int:
@@ -108,13 +93,10 @@ def _client_loop(kind: str, address: str, digests: Sequence[str], seconds: float
 def _throughput(kind: str, address: str, digests: Sequence[str], clients: int, seconds: float) -> float:
     ctx = mp.get_context("spawn")
     with ctx.Pool(clients) as pool:
-        t0 = time.perf_counter()
         counts = pool.starmap(
             _client_loop, [(kind, address, list(digests), seconds, i) for i in range(clients)]
         )
-        elapsed = time.perf_counter() - t0
     # Pool start-up is outside each client's `seconds` loop, so the loop's own length is the divisor.
-    del elapsed
     return round(sum(counts) / seconds, 1)
 
 
@@ -150,9 +132,9 @@ def bench_check_backend(
             hot_lat: list[float] = []
             echo_lat: list[float] = []
             for _ in range(4):
-                hot_lat += _timed(lambda: client.CheckPromotion(hot, timeout=30), calls // 4, warmup=50)
-                echo_lat += _timed(lambda: echo_call(payload, timeout=30), calls // 4, warmup=50)
-            cold_lat = _timed(cold, min(calls, len(digests) - 200), warmup=0)
+                hot_lat += _latencies(lambda: client.CheckPromotion(hot, timeout=30), calls // 4, warmup=50)
+                echo_lat += _latencies(lambda: echo_call(payload, timeout=30), calls // 4, warmup=50)
+            cold_lat = _latencies(cold, min(calls, len(digests) - 200), warmup=0)
             work = rng.sample(digests, min(working_set, len(digests)))
             for d in work:  # warm the working set: the steady state of a fleet asking about its images
                 client.CheckPromotion(

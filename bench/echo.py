@@ -17,12 +17,9 @@ import grpc
 from gate.config import Settings
 
 
-def main() -> int:
-    """Serve until SIGTERM/SIGINT."""
+def build_server(handler: grpc.GenericRpcHandler) -> tuple[grpc.Server, int]:
+    """A started server on 127.0.0.1 (free port) built like gate's, serving `handler`; and its port."""
     settings = Settings()
-    handler = grpc.method_handlers_generic_handler(
-        "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(lambda req, ctx: req)}
-    )
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=32),
         options=[
@@ -34,6 +31,18 @@ def main() -> int:
     server.add_generic_rpc_handlers((handler,))
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
+    return server, port
+
+
+def echo_handler() -> grpc.GenericRpcHandler:
+    """/bench.Echo/Echo, returning its request bytes."""
+    return grpc.method_handlers_generic_handler(
+        "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(lambda req, ctx: req)}
+    )
+
+
+def serve_until_signalled(server: grpc.Server, port: int) -> int:
+    """Print "listening on ADDR" (what the parent process waits for) and serve until SIGTERM/SIGINT."""
     print(f"listening on 127.0.0.1:{port}", flush=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -41,6 +50,11 @@ def main() -> int:
     stop.wait()
     server.stop(0.5)
     return 0
+
+
+def main() -> int:
+    """Serve the echo method until SIGTERM/SIGINT."""
+    return serve_until_signalled(*build_server(echo_handler()))
 
 
 if __name__ == "__main__":

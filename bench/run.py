@@ -16,17 +16,17 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent import futures
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
 
+from bench.echo import build_server, echo_handler
 from bench.lineage import bench_lineage
 from bench.webhook import bench_webhook
 from gate.config import Settings
 from gate.domain import Finding, FindingClass, FixState, ImageInfo, Severity
-from gate.server.app import MAX_MESSAGE_BYTES, create_server
+from gate.server.app import create_server
 from gate.store.db import create_engine_for, migrate
 from gate.store.repository import SqlRepository
 from gate.v1 import gate_pb2 as pb
@@ -41,24 +41,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _echo_server() -> tuple[grpc.Server, int]:
     """A no-op unary gRPC server built like gate's: same framework, thread pool and options."""
-    handler = grpc.method_handlers_generic_handler(
-        "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(lambda req, ctx: req)}
-    )
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=32),
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ],
-    )
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    return server, port
+    return build_server(echo_handler())
 
 
-def _latencies(call: Callable[[], object], n: int) -> list[float]:
-    for _ in range(min(200, n)):  # warm-up: channel, caches, thread pool
+def _latencies(call: Callable[[], object], n: int, warmup: int = 200) -> list[float]:
+    for _ in range(min(warmup, n)):  # warm-up: channel, caches, thread pool
         call()
     out = []
     for _ in range(n):

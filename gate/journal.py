@@ -57,6 +57,15 @@ class JournalStore(Protocol):
         ...
 
 
+def _entry(decision: Decision | None, events: Sequence[AuditEvent]) -> JournalEntry:
+    for event in events:
+        if not event.kind or not event.actor:
+            # A record that says nothing about what or who would be a hole in the log.
+            name = "kind" if not event.kind else "actor"
+            raise InvalidArgument("an audit event needs a kind and an actor", name)
+    return JournalEntry(decision, tuple(events))
+
+
 @dataclass
 class _Slot:
     entry: JournalEntry
@@ -78,12 +87,7 @@ class Journal:
 
     def record(self, decision: Decision | None, events: Sequence[AuditEvent]) -> None:
         """Durably store `decision` (if any) with its audit `events`; return once committed."""
-        for event in events:
-            if not event.kind or not event.actor:
-                # A record that says nothing about what or who would be a hole in the log.
-                name = "kind" if not event.kind else "actor"
-                raise InvalidArgument("an audit event needs a kind and an actor", name)
-        slot = _Slot(JournalEntry(decision, tuple(events)))
+        slot = _Slot(_entry(decision, events))
         with self._cond:
             self._queue.append(slot)
             while not slot.done and self._writing:
@@ -174,11 +178,7 @@ class BufferedJournal(Journal):
 
     def record(self, decision: Decision | None, events: Sequence[AuditEvent]) -> None:
         """Queue `decision` and its `events` for the writer; raise the store's error while it fails."""
-        for event in events:
-            if not event.kind or not event.actor:
-                name = "kind" if not event.kind else "actor"
-                raise InvalidArgument("an audit event needs a kind and an actor", name)
-        entry = JournalEntry(decision, tuple(events))
+        entry = _entry(decision, events)
         with self._cond:
             while True:
                 if self._failure is not None:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from gate import metrics, provenance
 from gate.audit import digest_of
@@ -68,7 +69,7 @@ from gate.ports import (
 from gate.provenance import Lineage
 from gate.scanning.convert import findings_of
 from gate.scanning.jobs import JobRunner
-from gate.verdicts import VerdictCache
+from gate.verdicts import Stamp, VerdictCache
 from scanners.interface import Scanner, ScanParseError, ScanTarget, Severity, TargetKind
 from scanners.normalize import SEVERITY_MAX
 
@@ -612,10 +613,7 @@ class GateService:
             # Exactly what computing it now would give (same inputs, before its horizon), so it is
             # stated as evaluated now.
             return Judgement(dataclasses.replace(decision, evaluated_at=now), (), image, inputs_digest)
-        stamp = self._verdicts.stamp([GLOBAL_INPUTS, digest])
-        record = self._repo.get_image(digest)
-        if record is not None and record.platforms:
-            stamp = tuple(sorted({*stamp, *self._verdicts.stamp([d for _, d in record.platforms])}))
+        stamp, record = self._stamped_record(self._verdicts, digest)
         digest = record.digest if record else digest
         decision, inputs = self._decide(self._policy, digest, record, ref, src, dst, now)
         inputs_digest = self._inputs_digest(decision, inputs)
@@ -931,22 +929,23 @@ class GateService:
 
         Neither stored nor audited (the rescan scheduler and the alerter call it after each rescan).
         """
-        now = self._clock.now()
-        key = ("runtime", digest, self._policy.digest)
-        hit = self._runtime_verdicts.get(key, now)
-        metrics.observe_verdict_lookup("runtime", hit is not None)
-        if hit is not None:
-            return hit
-        return self._compute_promoted_verdict(digest)
+        return self.promoted_verdicts([digest])[digest]
+
+    def _runtime_key(self, digest: str) -> tuple[str, str, str]:
+        return ("runtime", digest, self._policy.digest)
+
+    def _stamped_record(self, cache: VerdictCache[Any], digest: str) -> tuple[Stamp, ImageRecord | None]:
+        """A digest's input generations (its platforms' too), read BEFORE its record; and the record."""
+        stamp = cache.stamp([GLOBAL_INPUTS, digest])
+        record = self._repo.get_image(digest)
+        if record is not None and record.platforms:
+            stamp = tuple(sorted({*stamp, *cache.stamp([d for _, d in record.platforms])}))
+        return stamp, record
 
     def _compute_promoted_verdict(self, digest: str) -> tuple[Decision, RuntimeVerdict]:
         now = self._clock.now()
-        key = ("runtime", digest, self._policy.digest)
-        stamp = self._runtime_verdicts.stamp([GLOBAL_INPUTS, digest])
-        record = self._repo.get_image(digest)
+        stamp, record = self._stamped_record(self._runtime_verdicts, digest)
         digests = [digest, *(d for _, d in record.platforms)] if record else [digest]
-        if len(digests) > 1:
-            stamp = tuple(sorted({*stamp, *self._runtime_verdicts.stamp(digests[1:])}))
         ref = ImageRef(kind=RefKind.DIGEST, original=digest, digest=digest)
         decision, inputs = self._decide(
             self._policy, record.digest if record else digest, record, ref, Stage.S2, Stage.P, now
@@ -956,7 +955,7 @@ class GateService:
         verdict = runtime_verdict(self._policy, decision, first_seen, now)
         # First-seen times start runtime graces, so they bound the horizon as well.
         until = horizon([inputs, first_seen], self._shifts, now, cap=VERDICT_TTL)
-        self._runtime_verdicts.put(key, (decision, verdict), stamp, until)
+        self._runtime_verdicts.put(self._runtime_key(digest), (decision, verdict), stamp, until)
         return decision, verdict
 
     def promoted_verdicts(self, digests: Sequence[str]) -> dict[str, tuple[Decision, RuntimeVerdict]]:
@@ -965,7 +964,7 @@ class GateService:
         Admission asks this once per request for every image of a pod.
         """
         wanted = list(dict.fromkeys(digests))
-        keys = {d: ("runtime", d, self._policy.digest) for d in wanted}
+        keys = {d: self._runtime_key(d) for d in wanted}
         cached = self._runtime_verdicts.get_many(list(keys.values()), self._clock.now())
         out: dict[str, tuple[Decision, RuntimeVerdict]] = {}
         for digest in wanted:

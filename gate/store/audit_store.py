@@ -16,6 +16,7 @@ import contextlib
 import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Engine, or_
 from sqlalchemy.exc import IntegrityError
@@ -26,7 +27,7 @@ from gate.errors import Unavailable
 from gate.store.db import database_errors, write_engine
 from gate.store.tables import AuditHeadRow, AuditRecordRow
 
-__all__ = ["HEAD_ID", "SqlAuditStore"]
+__all__ = ["HEAD_ID", "SqlAuditStore", "record_values"]
 
 HEAD_ID = 1
 """The id of the single audit_head row (created by the migration)."""
@@ -119,20 +120,25 @@ class SqlAuditStore:
             return [_to_record(r) for r in rows]
 
 
+def record_values(record: AuditRecord) -> dict[str, Any]:
+    """An audit record's `audit_records` columns (also for the journal's Core inserts)."""
+    return {
+        "seq": record.seq,
+        "kind": record.kind,
+        "actor": record.actor,
+        "at": record.at.astimezone(UTC),
+        "subject": record.subject,
+        "inputs_digest": record.inputs_digest,
+        "result": record.result,
+        "policy_digest": record.policy_digest,
+        "details": json.dumps([list(kv) for kv in record.details], ensure_ascii=False),
+        "prev_hash": record.prev_hash,
+        "hash": record.hash,
+    }
+
+
 def _to_row(record: AuditRecord) -> AuditRecordRow:
-    return AuditRecordRow(
-        seq=record.seq,
-        kind=record.kind,
-        actor=record.actor,
-        at=record.at.astimezone(UTC),
-        subject=record.subject,
-        inputs_digest=record.inputs_digest,
-        result=record.result,
-        policy_digest=record.policy_digest,
-        details=json.dumps([list(kv) for kv in record.details], ensure_ascii=False),
-        prev_hash=record.prev_hash,
-        hash=record.hash,
-    )
+    return AuditRecordRow(**record_values(record))
 
 
 def _to_record(row: AuditRecordRow) -> AuditRecord:

@@ -8,7 +8,6 @@ records, head and decisions are written with one executemany each and committed 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -21,7 +20,7 @@ from gate.audit import AuditRecord
 from gate.domain import Decision
 from gate.errors import Unavailable
 from gate.journal import JournalEntry
-from gate.store.audit_store import HEAD_ID
+from gate.store.audit_store import HEAD_ID, record_values
 from gate.store.db import database_errors, write_engine
 from gate.store.repository import decision_values
 from gate.store.tables import AuditHeadRow, AuditRecordRow, DecisionRow, table_of
@@ -43,22 +42,6 @@ _HEAD_UPDATE = (
 )
 _INSERT_RECORDS = insert(_RECORDS)
 _INSERT_DECISIONS = insert(_DECISIONS)
-
-
-def _record_values(record: AuditRecord) -> dict[str, Any]:
-    return {
-        "seq": record.seq,
-        "kind": record.kind,
-        "actor": record.actor,
-        "at": record.at.astimezone(UTC),
-        "subject": record.subject,
-        "inputs_digest": record.inputs_digest,
-        "result": record.result,
-        "policy_digest": record.policy_digest,
-        "details": json.dumps([list(kv) for kv in record.details], ensure_ascii=False),
-        "prev_hash": record.prev_hash,
-        "hash": record.hash,
-    }
 
 
 def _placeholders(sql: str, postgres: bool) -> str:
@@ -140,7 +123,7 @@ class SqlJournalStore:
             raise Unavailable(f"database unavailable: {first}") from e
 
     def _record_row(self, record: AuditRecord) -> dict[str, Any]:
-        values = _record_values(record)
+        values = record_values(record)
         values["at"] = self._time(record.at)
         return values
 
