@@ -46,6 +46,7 @@ from scanners.interface import (
     ScanTarget,
     ScanTimeout,
     TargetKind,
+    bulk_constructor,
 )
 from scanners.normalize import trivy_severity
 
@@ -793,10 +794,13 @@ def _parse_result(result: Mapping[str, Any], where: str, os_family: str) -> list
     if vulns and finding_class is None:
         # A secret/config/license result should not carry vulnerabilities; refuse rather than guess.
         raise _fail(f"{where} has Class {result.get('Class')!r} but lists Vulnerabilities")
-    for index, vuln in enumerate(vulns):
+    if vulns:
         assert finding_class is not None  # guarded just above; narrows the type for mypy
-        findings.append(
-            _parse_vulnerability(vuln, f"{where}.Vulnerabilities[{index}]", target, finding_class)
+        findings.extend(
+            [
+                _parse_vulnerability(vuln, where, index, target, finding_class)
+                for index, vuln in enumerate(vulns)
+            ]
         )
     for index, secret in enumerate(_get_list(result, "Secrets", where)):
         findings.append(_parse_secret(secret, f"{where}.Secrets[{index}]", target))
@@ -812,6 +816,8 @@ def _fix_state(status: str, fixed_version: str) -> FixState:
 
 def _best_cvss(cvss: Mapping[str, Any], where: str) -> float | None:
     """Highest V3 score over all sources; V4.0 then V2 only when no source gives a V3 score."""
+    if not cvss:  # most findings of many reports: skip the three empty passes
+        return None
     for field in ("V3Score", "V40Score", "V2Score"):
         scores: list[float] = []
         for source, entry in cvss.items():
@@ -832,13 +838,103 @@ def _required_str(obj: Mapping[str, Any], key: str, where: str) -> str:
     return value
 
 
-def _parse_vulnerability(vuln: Any, where: str, target: str, finding_class: FindingClass) -> ScannerFinding:
+# One ScannerFinding per vulnerability, thousands per report: every field is given below, so this builds
+# the same value as ScannerFinding(...) without the frozen __init__'s per-field cost.
+_new_finding = bulk_constructor(ScannerFinding)
+
+
+# A vulnerability's text fields, the two required ones first, as _parse_vulnerability unpacks them.
+_VULN_TEXT_KEYS = (
+    "VulnerabilityID",
+    "PkgName",
+    "InstalledVersion",
+    "FixedVersion",
+    "Status",
+    "Severity",
+    "SeveritySource",
+    "PkgPath",
+    "PkgID",
+    "Title",
+    "PrimaryURL",
+)
+# Stand-ins for an absent object or list; only ever read.
+_ABSENT_OBJECT: dict[str, Any] = {}
+_ABSENT_LIST: list[Any] = []
+
+
+def _parse_vulnerability(
+    vuln: Any, result_where: str, index: int, target: str, finding_class: FindingClass
+) -> ScannerFinding:
+    """Results[i].Vulnerabilities[index] as a ScannerFinding.
+
+    A report can hold tens of thousands of these, so the usual shape (every field absent or of its JSON
+    type, both ids present) is read in one pass without a call per field. Anything else, every malformed
+    entry included, goes through _parse_vulnerability_checked, which reports the first problem by its
+    path; for a well-formed entry both give the same value.
+    """
+    if type(vuln) is dict:
+        get = vuln.get
+        layer = get("Layer", _ABSENT_OBJECT)
+        identifier = get("PkgIdentifier", _ABSENT_OBJECT)
+        vendor_ids = get("VendorIDs", _ABSENT_LIST)
+        cvss = get("CVSS", _ABSENT_OBJECT)
+        if (
+            type(layer) is dict
+            and type(identifier) is dict
+            and type(vendor_ids) is list
+            and type(cvss) is dict
+        ):
+            texts = [get(key, "") for key in _VULN_TEXT_KEYS]
+            texts += (layer.get("Digest", ""), layer.get("DiffID", ""), identifier.get("PURL", ""))
+            try:
+                # str.join refuses any item that is not a str: an all-strings check at C speed.
+                "".join(texts)
+                "".join(vendor_ids)
+            except TypeError:
+                pass  # a null or mistyped field: the checked path says which
+            else:
+                if texts[0] and texts[1]:
+                    (vuln_id, package, installed, fixed, status, label, source, path, package_id, title, url,
+                     layer_digest, layer_diff_id, purl) = texts  # fmt: skip
+                    return _new_finding(
+                        vulnerability_id=vuln_id,
+                        package=package,
+                        installed_version=installed,
+                        fixed_version=fixed,
+                        fix_state=_fix_state(status, fixed),
+                        severity=trivy_severity(label),
+                        scanner_severity=label,
+                        finding_class=finding_class,
+                        aliases=tuple(vendor_ids),
+                        severity_source=source,
+                        layer_digest=layer_digest,
+                        layer_diff_id=layer_diff_id,
+                        target=target,
+                        package_path=path,
+                        package_id=package_id,
+                        purl=purl,
+                        title=title,
+                        primary_url=url,
+                        # Only a CVSS block with entries can be wrong, and only then is its path needed.
+                        cvss_score=(
+                            _best_cvss(cvss, f"{result_where}.Vulnerabilities[{index}]") if cvss else None
+                        ),
+                    )
+    return _parse_vulnerability_checked(
+        vuln, f"{result_where}.Vulnerabilities[{index}]", target, finding_class
+    )
+
+
+def _parse_vulnerability_checked(
+    vuln: Any, where: str, target: str, finding_class: FindingClass
+) -> ScannerFinding:
+    """_parse_vulnerability field by field, raising for the first field that is missing or mistyped."""
     if not isinstance(vuln, dict):
         raise _fail(f"{where} should be an object, got {type(vuln).__name__}")
     fixed_version = _get_str(vuln, "FixedVersion", where)
     label = _get_str(vuln, "Severity", where)
     layer = _get_obj(vuln, "Layer", where)
-    return ScannerFinding(
+    return _new_finding(
         vulnerability_id=_required_str(vuln, "VulnerabilityID", where),
         package=_required_str(vuln, "PkgName", where),
         installed_version=_get_str(vuln, "InstalledVersion", where),

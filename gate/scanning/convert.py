@@ -7,13 +7,17 @@ twice for the same package and path (Trivy repeats them across targets) is store
 from __future__ import annotations
 
 from gate.domain import Finding
-from scanners.interface import ScannerFinding, ScanResult
+from scanners.interface import ScannerFinding, ScanResult, bulk_constructor
 from scanners.normalize import dedupe_key
+
+# A report converts tens of thousands of findings; every field is given below, so this builds the same
+# value as Finding(...) without the frozen __init__'s per-field cost.
+_new_finding = bulk_constructor(Finding)
 
 
 def to_finding(scanner: str, item: ScannerFinding) -> Finding:
     """Convert one scanner finding into a stored finding."""
-    return Finding(
+    return _new_finding(
         vulnerability_id=item.vulnerability_id,
         package=item.package,
         installed_version=item.installed_version,

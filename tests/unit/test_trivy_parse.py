@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from scanners import trivy as trivy_module
 from scanners.interface import FindingClass, FixState, ScannerFinding, ScanParseError, ScanResult, Severity
 from scanners.normalize import canonical_id, dedupe_key, trivy_severity
 from scanners.trivy import TrivyScanner
@@ -402,3 +403,98 @@ def test_dedupe_key_prefers_cve_alias_and_location() -> None:
     assert dedupe_key(same) == dedupe_key(f)
     assert dedupe_key(_finding(package_path="a/b"))[3] == "a/b"
     assert dedupe_key(_finding())[0] == "RHSA-2019:2304"
+
+
+# ---- the one-pass vulnerability reader agrees with the field-by-field one --------------------------
+
+
+def _both_ways(vuln: object) -> tuple[object, object]:
+    """What the fast reader and the checked reader make of one entry: a finding or the error text."""
+
+    def run(fn: object, *args: object) -> object:
+        try:
+            return fn(*args)  # type: ignore[operator]
+        except ScanParseError as e:
+            return f"error: {e}"
+
+    fast = run(trivy_module._parse_vulnerability, vuln, "Results[3]", 7, "tgt", FindingClass.OS)
+    checked = run(
+        trivy_module._parse_vulnerability_checked,
+        vuln,
+        "Results[3].Vulnerabilities[7]",
+        "tgt",
+        FindingClass.OS,
+    )
+    return fast, checked
+
+
+def _corpus_vulnerabilities() -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    for path in [*corpus_files(), *sorted(ASSETS.glob("*.json"))]:
+        try:
+            raw = json.loads(path.read_bytes())
+        except ValueError:
+            continue
+        if isinstance(raw, dict):
+            for result in raw.get("Results") or []:
+                if isinstance(result, dict) and isinstance(result.get("Vulnerabilities"), list):
+                    out.extend(v for v in result["Vulnerabilities"] if isinstance(v, dict))
+    return out
+
+
+def test_fast_reader_matches_checked_reader_on_every_real_vulnerability() -> None:
+    vulns = _corpus_vulnerabilities()
+    assert vulns
+    for vuln in vulns:
+        fast, checked = _both_ways(vuln)
+        assert fast == checked, vuln
+
+
+_BAD_VALUES: list[object] = [None, "", "x", 3, 2.5, True, [], ["a"], [1], {}, {"Digest": 1}, {"PURL": None}]
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        *trivy_module._VULN_TEXT_KEYS,
+        "Layer",
+        "PkgIdentifier",
+        "VendorIDs",
+        "CVSS",
+    ],
+)
+def test_fast_reader_matches_checked_reader_on_odd_values(key: str) -> None:
+    # Every odd value in every field: the same finding, or the same error naming the same path.
+    base = {
+        "VulnerabilityID": "CVE-2024-1",
+        "PkgName": "openssl",
+        "InstalledVersion": "1",
+        "FixedVersion": "2",
+        "Status": "fixed",
+        "Severity": "HIGH",
+        "VendorIDs": ["RHSA-1"],
+        "Layer": {"Digest": "sha256:a", "DiffID": "sha256:b"},
+        "PkgIdentifier": {"PURL": "pkg:rpm/openssl"},
+        "CVSS": {"nvd": {"V3Score": 7.5}},
+    }
+    for value in _BAD_VALUES:
+        fast, checked = _both_ways({**base, key: value})
+        assert fast == checked, (key, value)
+    fast, checked = _both_ways({k: v for k, v in base.items() if k != key})
+    assert fast == checked, key
+
+
+def test_fast_reader_reports_errors_by_entry_path() -> None:
+    fast, _ = _both_ways({"VulnerabilityID": "CVE-1", "PkgName": "p", "Title": 5})
+    assert (
+        fast
+        == "error: not a usable Trivy report: Results[3].Vulnerabilities[7].Title should be a string, got int"
+    )
+    fast, _ = _both_ways({"VulnerabilityID": "CVE-1", "PkgName": "p", "CVSS": {"nvd": 1}})
+    where = "Results[3].Vulnerabilities[7]"
+    assert fast == f"error: not a usable Trivy report: {where}.CVSS.nvd should be an object, got int"
+    fast, _ = _both_ways(["not", "an", "object"])
+    assert (
+        fast
+        == "error: not a usable Trivy report: Results[3].Vulnerabilities[7] should be an object, got list"
+    )
