@@ -8,13 +8,14 @@ stored findings and evaluates the pure policy with the injected clock.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import re
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from gate import metrics, provenance
 from gate.audit import digest_of
@@ -74,6 +75,7 @@ from scanners.interface import Scanner, ScanParseError, ScanTarget, Severity, Ta
 from scanners.normalize import SEVERITY_MAX
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 VERDICT_TTL = timedelta(seconds=60)
 """The longest a precomputed verdict is reused even when nothing changes: bounds how old the wording of
@@ -81,6 +83,13 @@ an answer ("deprecated, 3d left") may get. Correctness does not depend on it (ga
 
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
+AFFECTED_FIRST_PAGE = 50
+"""Rows in the first page of affected_image_pages when the caller names no page size: small, so the
+first rows leave after the store's first (50-row) batch instead of waiting for hundreds more."""
+AFFECTED_PAGE = 500
+"""Rows in each later page when the caller names no page size (the store's later batch size)."""
+MAX_AFFECTED_PAGE = 1000
+"""The largest page a caller may ask for: ~300 KB a message, well inside gRPC's 4 MB default limit."""
 DEFAULT_GRACE = timedelta(days=30)
 """How long a deprecated base stays acceptable when DeprecateBase names no grace period."""
 
@@ -256,6 +265,19 @@ def validate_tier(text: str) -> str:
             "tier",
         )
     return tier
+
+
+def _attribution(base: BaseImage | None) -> Attribution:
+    # A layer of the image: the base that brought it in, else the image's own (APP_TIER).
+    return Attribution(who(base), base.tier) if base is not None else Attribution("", APP_TIER)
+
+
+def _pages(rows: Iterator[T], first: int, size: int) -> Iterator[list[T]]:
+    # Consecutive slices of a stream: `first` rows, then `size` at a time; never an empty page.
+    page = list(itertools.islice(rows, first))
+    while page:
+        yield page
+        page = list(itertools.islice(rows, size))
 
 
 def _default_base_name(ref: ImageRef, info: ImageInfo, tier: str) -> str:
@@ -1122,10 +1144,7 @@ class GateService:
         for diff_id in record.diff_ids:
             if diff_id in out:
                 continue  # a repeated layer counts where it first entered, as provenance.introduced_by says
-            base = provenance.introduced_by(diff_id, record.diff_ids, lin)
-            out[diff_id] = (
-                Attribution(who(base), base.tier) if base is not None else Attribution("", APP_TIER)
-            )
+            out[diff_id] = _attribution(provenance.introduced_by(diff_id, record.diff_ids, lin))
         return out
 
     def list_findings(
@@ -1171,20 +1190,44 @@ class GateService:
         stage_filter = Stage.parse(stage, "stage") if stage else None
         return self._attribute_rows(self._repo.affected_images(vid, stage_filter))
 
+    def affected_image_pages(
+        self, vulnerability_id: str, stage: str, page_size: int
+    ) -> Iterator[list[AffectedFinding]]:
+        """The rows of `affected_images`, in the same order, in consecutive non-empty pages.
+
+        `page_size` bounds every page (1 to MAX_AFFECTED_PAGE); 0 means AFFECTED_FIRST_PAGE rows in the
+        first page and AFFECTED_PAGE in each later one. The arguments are checked before any row is read.
+        """
+        if not 0 <= page_size <= MAX_AFFECTED_PAGE:
+            raise InvalidArgument(
+                f"must be between 1 and {MAX_AFFECTED_PAGE}, or 0 for the server's choice; got {page_size}",
+                "page_size",
+            )
+        rows = self.affected_images(vulnerability_id, stage)
+        return _pages(rows, page_size or AFFECTED_FIRST_PAGE, page_size or AFFECTED_PAGE)
+
     def _attribute_rows(self, rows: Iterator[AffectedRow]) -> Iterator[AffectedFinding]:
         # One lineage per image, however many of its packages carry the vulnerability, and the base
         # catalog read once per call (at the first row, so an empty answer reads nothing): a catalog
         # query per image cost ~1 ms each, most of the call for a CVE in thousands of images, while
         # the catalog is a few curated bases.
+        # Only the rows' own layers are attributed, not every layer of each image as
+        # layer_attribution does (an image is mostly one row here), and the lineage is taken without
+        # the annotations, which only add warnings that attribution never reads.
         catalog: provenance.BaseIndex | None = None
-        by_image: dict[str, dict[str, Attribution]] = {}
+        lineages: dict[str, Lineage] = {}
         for row in rows:
-            layers = by_image.get(row.image.digest)
-            if layers is None:
+            image = row.image
+            layer = row.finding.layer_diff_id
+            if not layer or layer not in image.diff_ids:
+                yield AffectedFinding(row, UNATTRIBUTED)
+                continue
+            lin = lineages.get(image.digest)
+            if lin is None:
                 if catalog is None:
                     catalog = provenance.BaseIndex(self._repo.list_bases())
-                layers = by_image[row.image.digest] = self.layer_attribution(row.image, catalog)
-            yield AffectedFinding(row, layers.get(row.finding.layer_diff_id, UNATTRIBUTED))
+                lin = lineages[image.digest] = provenance.lineage(image.diff_ids, catalog)
+            yield AffectedFinding(row, _attribution(provenance.introduced_by(layer, image.diff_ids, lin)))
 
     def list_images(self, stage: str, on_base: str) -> StageListing:
         """The stored images in a stage, optionally only those whose lineage contains a base.

@@ -74,6 +74,10 @@ def error_from_rpc(error: grpc.RpcError, server: str) -> CliError:
     return CliError(f"{name}: {details or 'no details'}", exit_code_for(code))
 
 
+# How a server older than an RPC refuses it: no such method, or (with auth on) no role may call it.
+_OLDER_SERVER = frozenset({grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.PERMISSION_DENIED})
+
+
 class GateClient:
     """A connection to one gate server; every method raises CliError instead of grpc errors.
 
@@ -214,9 +218,28 @@ class GateClient:
         return self._unary("ListFindings", request, gate_pb2.ListFindingsResponse)
 
     def find_affected_images(self, vulnerability_id: str, stage: str) -> Iterator[gate_pb2.AffectedImage]:
-        """Stream every stored image whose current findings include the vulnerability."""
+        """Stream every stored image whose current findings include the vulnerability, row by row.
+
+        Asks for pages (FindAffectedImagesPages: the same rows, far fewer messages). A server from
+        before that RPC refuses it before any page — UNIMPLEMENTED, or PERMISSION_DENIED where its
+        role table does not know the method — and is then asked with FindAffectedImages instead.
+        """
         request = gate_pb2.FindAffectedImagesRequest(vulnerability_id=vulnerability_id, stage=stage)
-        return self._stream("FindAffectedImages", request, gate_pb2.AffectedImage, self.timeout)
+        call = self._stub.FindAffectedImagesPages(request, timeout=self.timeout, metadata=self._metadata)
+        started = False
+        try:
+            for page in call:
+                started = True
+                yield from cast(gate_pb2.AffectedImagesPage, page).images
+            return
+        except grpc.RpcError as e:
+            older = isinstance(e, grpc.Call) and e.code() in _OLDER_SERVER
+            if started or not older:
+                raise error_from_rpc(e, self.server) from e
+        finally:
+            call.cancel()
+        # A caller truly without the role is refused again here, with the old RPC's own answer.
+        yield from self._stream("FindAffectedImages", request, gate_pb2.AffectedImage, self.timeout)
 
     def list_images(self, stage: str, on_base: str) -> Iterator[gate_pb2.ImageSummary]:
         """Stream the stored images in a stage (optionally only those built on a base)."""

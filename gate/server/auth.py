@@ -93,6 +93,7 @@ METHOD_ROLES: Mapping[str, frozenset[Role]] = {
     "/gate.v1.Gate/GetImageReport": _roles(_CI, _ADMISSION, _SECURITY),
     "/gate.v1.Gate/ListFindings": _roles(_CI, _SECURITY),
     "/gate.v1.Gate/FindAffectedImages": _roles(_SECURITY),
+    "/gate.v1.Gate/FindAffectedImagesPages": _roles(_SECURITY),  # the same answer, paged: the same roles
     "/gate.v1.Gate/ImportReport": _roles(_SCANNER),
     "/gate.v1.Gate/AddBase": _roles(_SECURITY),
     "/gate.v1.Gate/ListBases": _roles(_SECURITY),

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -313,31 +314,47 @@ def affected_to_pb(affected: AffectedFinding) -> pb.AffectedImage:
     A platform image of a multi-platform index also names each index that lists it (digest, name,
     tags, platform): it has no tags of its own.
     """
+    return pb.AffectedImage(**_affected_fields(affected))
+
+
+def affected_page_to_pb(page: Sequence[AffectedFinding]) -> pb.AffectedImagesPage:
+    """A page of affected rows, each the message affected_to_pb builds, in the page's order."""
+    reply = pb.AffectedImagesPage()
+    # Built in place in the page: a message built alone and then put in the list is copied again.
+    add = reply.images.add
+    for affected in page:
+        add(**_affected_fields(affected))
+    return reply
+
+
+def _affected_fields(affected: AffectedFinding) -> dict[str, Any]:
     row = affected.row
-    return pb.AffectedImage(
-        indexes=[
+    image = row.image
+    finding = row.finding
+    return {
+        "indexes": [
             pb.IndexMembership(
                 digest=link.index.digest,
                 registry=link.index.registry,
                 repository=link.index.repository,
-                tags=list(link.index.tags),
+                tags=link.index.tags,
                 platform=link.platform,
             )
             for link in row.indexes
         ],
-        introduced_by=affected.attribution.introduced_by,
-        tier=affected.attribution.tier,
-        digest=row.image.digest,
-        registry=row.image.registry,
-        repository=row.image.repository,
-        tags=list(row.image.tags),
-        stage=row.image.stage.value if row.image.stage else "",
-        package=row.finding.package,
-        installed_version=row.finding.installed_version,
-        fixed_version=row.finding.fixed_version,
-        severity=row.finding.severity.name,
-        vulnerability_id=row.finding.vulnerability_id,
-    )
+        "introduced_by": affected.attribution.introduced_by,
+        "tier": affected.attribution.tier,
+        "digest": image.digest,
+        "registry": image.registry,
+        "repository": image.repository,
+        "tags": image.tags,
+        "stage": image.stage.value if image.stage else "",
+        "package": finding.package,
+        "installed_version": finding.installed_version,
+        "fixed_version": finding.fixed_version,
+        "severity": finding.severity.name,
+        "vulnerability_id": finding.vulnerability_id,
+    }
 
 
 def finding_filter(req: pb.ListFindingsRequest) -> FindingFilter:

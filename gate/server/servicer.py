@@ -139,6 +139,15 @@ class GateServicer(pb_grpc.GateServicer):
         for row in self._service.affected_images(request.vulnerability_id, request.stage):
             yield convert.affected_to_pb(row)
 
+    @_guard_stream
+    def FindAffectedImagesPages(
+        self, request: pb.FindAffectedImagesRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.AffectedImagesPage]:
+        """Stream the same affected images as FindAffectedImages, a page of rows per message."""
+        pages = self._service.affected_image_pages(request.vulnerability_id, request.stage, request.page_size)
+        for page in pages:
+            yield convert.affected_page_to_pb(page)
+
     @_guard
     def ImportReport(
         self, request: pb.ImportReportRequest, context: grpc.ServicerContext

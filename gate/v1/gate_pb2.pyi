@@ -421,12 +421,20 @@ class ListFindingsResponse(_message.Message):
     def __init__(self, digest: _Optional[str] = ..., findings: _Optional[_Iterable[_Union[Finding, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total: _Optional[int] = ...) -> None: ...
 
 class FindAffectedImagesRequest(_message.Message):
-    __slots__ = ("vulnerability_id", "stage")
+    __slots__ = ("vulnerability_id", "stage", "page_size")
     VULNERABILITY_ID_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     vulnerability_id: str
     stage: str
-    def __init__(self, vulnerability_id: _Optional[str] = ..., stage: _Optional[str] = ...) -> None: ...
+    page_size: int
+    def __init__(self, vulnerability_id: _Optional[str] = ..., stage: _Optional[str] = ..., page_size: _Optional[int] = ...) -> None: ...
+
+class AffectedImagesPage(_message.Message):
+    __slots__ = ("images",)
+    IMAGES_FIELD_NUMBER: _ClassVar[int]
+    images: _containers.RepeatedCompositeFieldContainer[AffectedImage]
+    def __init__(self, images: _Optional[_Iterable[_Union[AffectedImage, _Mapping]]] = ...) -> None: ...
 
 class AffectedImage(_message.Message):
     __slots__ = ("digest", "registry", "repository", "tags", "stage", "package", "installed_version", "fixed_version", "severity", "vulnerability_id", "introduced_by", "tier", "indexes")

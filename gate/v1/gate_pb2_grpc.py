@@ -70,6 +70,11 @@ class GateStub:
                 request_serializer=gate_dot_v1_dot_gate__pb2.FindAffectedImagesRequest.SerializeToString,
                 response_deserializer=gate_dot_v1_dot_gate__pb2.AffectedImage.FromString,
                 _registered_method=True)
+        self.FindAffectedImagesPages = channel.unary_stream(
+                '/gate.v1.Gate/FindAffectedImagesPages',
+                request_serializer=gate_dot_v1_dot_gate__pb2.FindAffectedImagesRequest.SerializeToString,
+                response_deserializer=gate_dot_v1_dot_gate__pb2.AffectedImagesPage.FromString,
+                _registered_method=True)
         self.ImportReport = channel.unary_unary(
                 '/gate.v1.Gate/ImportReport',
                 request_serializer=gate_dot_v1_dot_gate__pb2.ImportReportRequest.SerializeToString,
@@ -161,6 +166,15 @@ class GateServicer:
 
     def FindAffectedImages(self, request, context):
         """FindAffectedImages streams every stored image whose current findings include a vulnerability.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FindAffectedImagesPages(self, request, context):
+        """FindAffectedImagesPages answers the same question with the same rows in the same order, several rows
+        per message: a small first page (the first rows arrive early), then larger ones. Prefer it to
+        FindAffectedImages, whose one message per row costs more than the lookup for a CVE in many images.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -262,6 +276,11 @@ def add_GateServicer_to_server(servicer, server):
                     servicer.FindAffectedImages,
                     request_deserializer=gate_dot_v1_dot_gate__pb2.FindAffectedImagesRequest.FromString,
                     response_serializer=gate_dot_v1_dot_gate__pb2.AffectedImage.SerializeToString,
+            ),
+            'FindAffectedImagesPages': grpc.unary_stream_rpc_method_handler(
+                    servicer.FindAffectedImagesPages,
+                    request_deserializer=gate_dot_v1_dot_gate__pb2.FindAffectedImagesRequest.FromString,
+                    response_serializer=gate_dot_v1_dot_gate__pb2.AffectedImagesPage.SerializeToString,
             ),
             'ImportReport': grpc.unary_unary_rpc_method_handler(
                     servicer.ImportReport,
@@ -494,6 +513,33 @@ class Gate:
             '/gate.v1.Gate/FindAffectedImages',
             gate_dot_v1_dot_gate__pb2.FindAffectedImagesRequest.SerializeToString,
             gate_dot_v1_dot_gate__pb2.AffectedImage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindAffectedImagesPages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/gate.v1.Gate/FindAffectedImagesPages',
+            gate_dot_v1_dot_gate__pb2.FindAffectedImagesRequest.SerializeToString,
+            gate_dot_v1_dot_gate__pb2.AffectedImagesPage.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,5 +1,9 @@
 """FindAffectedImages at the store and service level, on SQLite and PostgreSQL (`db_url`).
 
+Then both RPCs, FindAffectedImages (a row per message) and FindAffectedImagesPages (pages of rows), through
+a real gRPC server with the auth interceptor: the same rows in the same order, pages bounded by the page
+size, errors (before and mid-stream) mapped to statuses, and the same callers admitted.
+
 The store answers in two steps (matching current findings, then their images by key, a batch at a
 time) and the service attributes each row from the base catalog read once per call. These tests pin
 what that must not change — which rows, in which order, deduplicated how, with which tags, stage and
@@ -11,13 +15,16 @@ already looked up. A counting repository proves the catalog is read once per cal
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent import futures
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import grpc
 import pytest
 from sqlalchemy import event
 
+from gate import service as service_module
 from gate.clock import ManualClock
 from gate.domain import (
     BaseImage,
@@ -31,13 +38,19 @@ from gate.domain import (
     Severity,
     Stage,
 )
+from gate.errors import Unavailable
 from gate.policy import default_policy
 from gate.provenance import ANNOTATION_BASE_DIGEST, ANNOTATION_BASE_NAME, chain_id
 from gate.scanning.jobs import JobRunner
-from gate.server.convert import affected_to_pb
+from gate.server.auth import Authenticator, AuthInterceptor
+from gate.server.convert import affected_page_to_pb, affected_to_pb
+from gate.server.servicer import register
 from gate.service import APP_TIER, UNATTRIBUTED, Attribution, GateService
 from gate.store import repository as repository_module
 from gate.store.repository import SqlRepository
+from gate.tokens import Principal, Role
+from gate.v1 import gate_pb2 as pb
+from gate.v1 import gate_pb2_grpc
 from scanners.interface import ScanResult
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -476,3 +489,167 @@ def test_service_and_reply_carry_the_index_of_a_platform_image(indexed: SqlRepos
     ]
     plain = next(f for f in found if f.row.image.digest == digest(0))
     assert list(affected_to_pb(plain).indexes) == []
+    # A page holds exactly the messages affected_to_pb builds, in order.
+    assert list(affected_page_to_pb(found).images) == [affected_to_pb(f) for f in found]
+
+
+# ---- FindAffectedImagesPages over a real gRPC server (with the auth interceptor) ----------------------
+
+
+class Tokens:
+    """Bearer tokens of three principals: the security team, a CI pipeline, an admin."""
+
+    def authenticate(self, token: str) -> Principal | None:
+        return {
+            "sec": Principal("token:sec", {Role.SECURITY}),
+            "ci": Principal("token:ci", {Role.CI}),
+            "root": Principal("token:root", {Role.ADMIN}),
+        }.get(token)
+
+
+def bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+SECURITY = bearer("sec")
+
+
+class FailingRepo:
+    """The real repository whose affected_images fails after `rows` rows (the database going away)."""
+
+    def __init__(self, inner: SqlRepository, rows: int) -> None:
+        self.inner = inner
+        self.rows = rows
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def affected_images(self, vulnerability_id: str, stage: Stage | None) -> Iterator[Any]:
+        for n, row in enumerate(self.inner.affected_images(vulnerability_id, stage)):
+            if n == self.rows:
+                raise Unavailable("database connection lost")
+            yield row
+
+
+def serve(repo: Any) -> Iterator[Any]:
+    """A real gRPC server, as gate serve wires it (auth interceptor, GateServicer); yields a stub."""
+    auth = AuthInterceptor(Authenticator(Tokens(), {}))  # type: ignore[arg-type]
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4), interceptors=[auth])
+    register(server, service(repo))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield gate_pb2_grpc.GateStub(channel)  # type: ignore[no-untyped-call]
+    finally:
+        channel.close()
+        server.stop(grace=None)
+
+
+@pytest.fixture
+def rpc(indexed: SqlRepository) -> Iterator[Any]:
+    yield from serve(indexed)
+
+
+def both(stub: Any, request: pb.FindAffectedImagesRequest) -> tuple[list[Any], list[Any]]:
+    """The rows of FindAffectedImages and the pages of FindAffectedImagesPages for one request."""
+    rows = list(stub.FindAffectedImages(request, metadata=SECURITY, timeout=30))
+    pages = list(stub.FindAffectedImagesPages(request, metadata=SECURITY, timeout=30))
+    return rows, pages
+
+
+@pytest.mark.parametrize("stage", ["", "p"])
+@pytest.mark.parametrize("page_size", [1, 4, 1000])
+def test_pages_carry_the_rows_of_the_row_stream_bounded_by_page_size(
+    rpc: Any, batch: int, stage: str, page_size: int
+) -> None:
+    request = pb.FindAffectedImagesRequest(vulnerability_id="cve-1", stage=stage, page_size=page_size)
+    rows, pages = both(rpc, request)
+    assert len(rows) > 4, "the fixture must fill several pages of 4"
+    # Same rows (platform images with their indexes too), same order, nothing lost or repeated.
+    assert [row for page in pages for row in page.images] == rows
+    # Every page full but the last, which is not empty.
+    sizes = [len(page.images) for page in pages]
+    assert all(size == page_size for size in sizes[:-1]) and 0 < sizes[-1] <= page_size
+    assert {r.digest for r in rows} >= ({AMD.digest, ARM.digest} if stage == "p" else {AMD.digest})
+
+
+def test_default_pages_are_small_first_then_large(
+    rpc: Any, monkeypatch: pytest.MonkeyPatch, batch: int
+) -> None:
+    request = pb.FindAffectedImagesRequest(vulnerability_id="CVE-1")
+    rows, pages = both(rpc, request)
+    assert len(pages) == 1 and list(pages[0].images) == rows  # fewer rows than one first page
+    # The shape, with the defaults shrunk to fit the fixture: one small page, then large ones.
+    monkeypatch.setattr(service_module, "AFFECTED_FIRST_PAGE", 2)
+    monkeypatch.setattr(service_module, "AFFECTED_PAGE", 5)
+    rows, pages = both(rpc, request)
+    sizes = [len(page.images) for page in pages]
+    assert sizes[0] == 2 and all(size == 5 for size in sizes[1:-1]) and 0 < sizes[-1] <= 5
+    assert sum(sizes) == len(rows) and [row for page in pages for row in page.images] == rows
+
+
+def test_no_rows_is_a_stream_of_no_pages(rpc: Any) -> None:
+    assert both(rpc, pb.FindAffectedImagesRequest(vulnerability_id="CVE-404")) == ([], [])
+    # Found, but in stage d only (images 0, 5 and 10): the stage filter empties it.
+    assert both(rpc, pb.FindAffectedImagesRequest(vulnerability_id="GHSA-aaaa-bbbb-cccc"))[0]
+    assert both(rpc, pb.FindAffectedImagesRequest(vulnerability_id="GHSA-aaaa-bbbb-cccc", stage="p")) == (
+        [],
+        [],
+    )
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field"),
+    [
+        ({"vulnerability_id": "  "}, "vulnerability_id"),
+        ({"vulnerability_id": "CVE-1", "stage": "prod"}, "stage"),
+        ({"vulnerability_id": "CVE-1", "page_size": -1}, "page_size"),
+        ({"vulnerability_id": "CVE-1", "page_size": 1001}, "page_size"),
+    ],
+)
+def test_bad_requests_are_invalid_argument_naming_the_field(
+    rpc: Any, request_fields: dict[str, Any], field: str
+) -> None:
+    request = pb.FindAffectedImagesRequest(**request_fields)
+    with pytest.raises(grpc.RpcError) as refused:
+        list(rpc.FindAffectedImagesPages(request, metadata=SECURITY, timeout=30))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in refused.value.details()
+    if field != "page_size":  # the row stream ignores page_size; everything else it refuses alike
+        with pytest.raises(grpc.RpcError) as old:
+            list(rpc.FindAffectedImages(request, metadata=SECURITY, timeout=30))
+        assert (old.value.code(), old.value.details()) == (refused.value.code(), refused.value.details())
+
+
+def test_an_error_mid_stream_ends_it_with_the_mapped_status(indexed: SqlRepository) -> None:
+    for stub in serve(FailingRepo(indexed, rows=3)):
+        request = pb.FindAffectedImagesRequest(vulnerability_id="CVE-1", page_size=2)
+        got: list[Any] = []
+        with pytest.raises(grpc.RpcError) as failed:
+            for page in stub.FindAffectedImagesPages(request, metadata=SECURITY, timeout=30):
+                got.append(page)
+        assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "database connection lost" in failed.value.details()
+        assert [len(page.images) for page in got] == [2]  # the page before the failure was sent
+
+
+@pytest.mark.parametrize(
+    ("metadata", "code"),
+    [
+        ((), grpc.StatusCode.UNAUTHENTICATED),
+        (bearer("nope"), grpc.StatusCode.UNAUTHENTICATED),
+        (bearer("ci"), grpc.StatusCode.PERMISSION_DENIED),
+        (bearer("root"), grpc.StatusCode.OK),
+        (SECURITY, grpc.StatusCode.OK),
+    ],
+)
+def test_the_same_callers_may_call_both(rpc: Any, metadata: tuple[tuple[str, str], ...], code: Any) -> None:
+    request = pb.FindAffectedImagesRequest(vulnerability_id="CVE-1")
+    for method in (rpc.FindAffectedImages, rpc.FindAffectedImagesPages):
+        try:
+            assert list(method(request, metadata=metadata, timeout=30))
+            got = grpc.StatusCode.OK
+        except grpc.RpcError as e:
+            got = e.code()
+        assert got == code

@@ -59,6 +59,7 @@ def test_the_roles_of_the_issue() -> None:
     security = {Role.SECURITY}
     for method in (
         "/gate.v1.Gate/FindAffectedImages",
+        "/gate.v1.Gate/FindAffectedImagesPages",
         "/gate.v1.Audit/VerifyAudit",
         "/gate.v1.Policies/ReplayPolicy",
         "/gate.v1.Exceptions/AddException",
@@ -66,6 +67,11 @@ def test_the_roles_of_the_issue() -> None:
     ):
         assert allowed(method, security)
     assert not allowed("/gate.v1.Ledger/Promote", security)
+    # The paged answer is the same answer: exactly the roles of the one-row-per-message RPC.
+    assert (
+        METHOD_ROLES["/gate.v1.Gate/FindAffectedImagesPages"]
+        == METHOD_ROLES["/gate.v1.Gate/FindAffectedImages"]
+    )
     # admin may call everything, including RPCs a future version adds before the table is updated.
     assert all(allowed(m, {Role.ADMIN}) for m in _all_methods())
     assert allowed("/gate.v1.Future/Thing", {Role.ADMIN})

@@ -53,6 +53,8 @@ class FakeGate(gate_pb2_grpc.GateServicer):
     pages: dict[str, gate_pb2.ListFindingsResponse] = field(default_factory=dict)
     affected: list[gate_pb2.AffectedImage] = field(default_factory=list)
     affected_then_abort: tuple[grpc.StatusCode, str] | None = None
+    # FindAffectedImagesPages: rows per page; None answers as a server from before that RPC does.
+    affected_page: int | None = 2
     imported: gate_pb2.ImportReportResponse = field(default_factory=gate_pb2.ImportReportResponse)
     release: threading.Event = field(default_factory=threading.Event)
     block: set[str] = field(default_factory=set)
@@ -93,6 +95,17 @@ class FakeGate(gate_pb2_grpc.GateServicer):
     def FindAffectedImages(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
         self._enter("FindAffectedImages", request, context)
         yield from self.affected
+        if self.affected_then_abort:
+            context.abort(*self.affected_then_abort)
+
+    def FindAffectedImagesPages(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        self._enter("FindAffectedImagesPages", request, context)
+        size = self.affected_page
+        if size is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
+            return
+        for start in range(0, len(self.affected), size):
+            yield gate_pb2.AffectedImagesPage(images=self.affected[start : start + size])
         if self.affected_then_abort:
             context.abort(*self.affected_then_abort)
 
@@ -547,8 +560,10 @@ def test_affected_stream(fake: FakeGate, capsys: pytest.CaptureFixture[str]) -> 
     ]
     r = run_cli(capsys, "affected", "CVE-2024-0001", "--stage", "p")
     assert r.code == 0
-    request = fake.requests["FindAffectedImages"][0]
+    # Asked in pages (two pages here): the one-row-per-message RPC is not called.
+    [request] = fake.requests["FindAffectedImagesPages"]
     assert (request.vulnerability_id, request.stage) == ("CVE-2024-0001", "p")
+    assert "FindAffectedImages" not in fake.requests
     assert r.out.index("team/crit") < r.out.index("team/low")
     assert "registry.example:5000/team/crit" in r.out
     assert "2 images affected by CVE-2024-0001 (3 package rows)" in r.out
@@ -559,13 +574,46 @@ def test_affected_stream(fake: FakeGate, capsys: pytest.CaptureFixture[str]) -> 
     assert [d["repository"] for d in doc] == ["team/low", "team/low", "team/crit"]
 
 
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        (grpc.StatusCode.UNIMPLEMENTED, "Method not found!"),
+        (grpc.StatusCode.PERMISSION_DENIED, "token:sec (roles: security) may not call it; needs admin"),
+    ],
+)
+def test_affected_falls_back_to_the_row_stream_of_an_older_server(
+    fake: FakeGate, capsys: pytest.CaptureFixture[str], refusal: tuple[grpc.StatusCode, str]
+) -> None:
+    # An older server has no paged RPC (or, with auth on, no role for it): same rows, same output.
+    fake.affected = [_affected("team/low", "LOW"), _affected("team/crit", "CRITICAL")]
+    paged = run_cli(capsys, "affected", "CVE-2024-0001", "--json")
+    fake.requests.clear()
+    fake.aborts["FindAffectedImagesPages"] = refusal
+    older = run_cli(capsys, "affected", "CVE-2024-0001", "--json")
+    assert older.code == 0 and older.out == paged.out
+    [request] = fake.requests["FindAffectedImages"]
+    assert request.vulnerability_id == "CVE-2024-0001"
+
+
+def test_affected_other_refusals_are_not_retried(fake: FakeGate, capsys: pytest.CaptureFixture[str]) -> None:
+    fake.aborts["FindAffectedImagesPages"] = (grpc.StatusCode.INVALID_ARGUMENT, "vulnerability_id: required")
+    r = run_cli(capsys, "affected", "CVE-2024-0001")
+    assert r.code != 0 and "vulnerability_id: required" in r.err
+    assert "FindAffectedImages" not in fake.requests
+
+
 def test_affected_empty_json_is_an_empty_list(fake: FakeGate, capsys: pytest.CaptureFixture[str]) -> None:
     r = run_cli(capsys, "affected", "CVE-0", "--json")
     assert r.code == 0
     assert json.loads(r.out) == []
 
 
-def test_affected_error_mid_stream(fake: FakeGate, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("page", [2, None], ids=["paged", "older-server"])
+def test_affected_error_mid_stream(
+    fake: FakeGate, capsys: pytest.CaptureFixture[str], page: int | None
+) -> None:
+    # After the first page an error is the answer, whatever its code: rows were already received.
+    fake.affected_page = page
     fake.affected = [_affected("team/a", "LOW")]
     fake.affected_then_abort = (grpc.StatusCode.UNAVAILABLE, "database is down")
     r = run_cli(capsys, "affected", "CVE-2024-0001")
