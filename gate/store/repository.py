@@ -477,6 +477,10 @@ class SqlRepository(SessionScope):
             for vuln_id in _search_ids(f):
                 id_rows.append((vuln_id, job_id, seq))
         self._bulk_insert(session, table_of(FindingRow), _FINDING_INSERT_COLUMNS, finding_rows)
+        # In primary-key order: finding_ids' index leads with vuln_id, so a report's ids land all over a
+        # large index; inserted in key order each index page is visited once instead of at random
+        # (~15% less insert time on the 2M-finding bench store, SQLite).
+        id_rows.sort()
         self._bulk_insert(session, table_of(FindingIdRow), ("vuln_id", "job_id", "seq"), id_rows)
         stmt = self._insert(table_of(CurrentScanRow)).values(
             digest=digest, scanner=scanner, job_id=job_id, updated_at=now
@@ -1372,10 +1376,12 @@ def _finding_tuple(job_id: str, digest: str, scanner: str, seq: int, f: Finding)
         f.package,
         f.installed_version,
         f.fixed_version,
-        f.fix_state.value,
+        # _value_ is the member's value as a plain attribute; `.value` is a property, a Python-level call
+        # per finding that showed up in ingest profiles.
+        f.fix_state._value_,
         int(f.severity),
         f.scanner_severity,
-        f.finding_class.value,
+        f.finding_class._value_,
         f.layer_diff_id,
         f.target,
         f.package_path,
