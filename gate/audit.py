@@ -17,7 +17,6 @@ hashing and verification work on plain sequences and are tested without a databa
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -97,8 +96,12 @@ class VerifyResult:
 def _utc_text(at: datetime) -> str:
     if at.tzinfo is None:
         raise InvalidArgument("audit times must be timezone-aware", "at")
+    utc = at.astimezone(UTC)
     # Fixed microsecond precision: both backends store microseconds, so the text survives a round trip.
-    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is the same text as the strftime below for four-digit years, and several times faster.
+    if utc.year >= 1000:
+        return utc.isoformat("T", "microseconds")[:26] + "Z"
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def canonical_bytes(
@@ -150,9 +153,25 @@ def record_hash(record: AuditRecord) -> str:
 
 def seal(event: AuditEvent, seq: int, prev_hash: str) -> AuditRecord:
     """The record for `event` at position `seq` after a record hashed `prev_hash`."""
-    # Normalized before hashing so the stored value and the hashed text are the same instant.
-    at = datetime.fromisoformat(_utc_text(event.at).replace("Z", "+00:00"))
-    unsealed = AuditRecord(
+    if event.at.tzinfo is None:
+        raise InvalidArgument("audit times must be timezone-aware", "at")
+    # Normalized before hashing so the stored value and the hashed text are the same instant (UTC,
+    # microseconds: all a datetime holds, and what both backends store).
+    at = event.at.astimezone(UTC)
+    details = tuple((str(k), str(v)) for k, v in event.details)
+    data = canonical_bytes(
+        seq,
+        event.kind,
+        event.actor,
+        at,
+        event.subject,
+        event.inputs_digest,
+        event.result,
+        event.policy_digest,
+        details,
+        prev_hash,
+    )
+    return AuditRecord(
         seq=seq,
         kind=event.kind,
         actor=event.actor,
@@ -161,11 +180,10 @@ def seal(event: AuditEvent, seq: int, prev_hash: str) -> AuditRecord:
         inputs_digest=event.inputs_digest,
         result=event.result,
         policy_digest=event.policy_digest,
-        details=tuple((str(k), str(v)) for k, v in event.details),
+        details=details,
         prev_hash=prev_hash,
-        hash="",
+        hash=hashlib.sha256(data).hexdigest(),
     )
-    return dataclasses.replace(unsealed, hash=record_hash(unsealed))
 
 
 def digest_of(data: object) -> str:

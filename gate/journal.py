@@ -117,6 +117,13 @@ class Journal:
                 self._cond.notify_all()
         return self._outcome(slot)
 
+    def close(self, timeout: float = 10.0) -> bool:
+        """Release the store's own resources (its database connections); True: nothing left unwritten."""
+        closer = getattr(self._store, "close", None)
+        if callable(closer):
+            closer()
+        return True
+
     @staticmethod
     def _outcome(slot: _Slot) -> None:
         if slot.error is not None:
@@ -209,6 +216,7 @@ class BufferedJournal(Journal):
             self._closed = True
             self._cond.notify_all()
         self._thread.join(timeout)
+        super().close(timeout)
         return flushed
 
     def _write_behind(self) -> None:

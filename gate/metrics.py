@@ -21,7 +21,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -89,17 +89,31 @@ RPC_DURATION = Histogram(
 )
 
 
+# metric.labels(...) validates and looks up its child under a lock on every call: a few µs each, four
+# times per CheckPromotion. Children never change once made, so each is looked up once. The label
+# values are gate's own bounded sets (methods with a handler, codes, transitions, results).
+_CHILDREN: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+
+def _child(metric: Counter | Histogram, *values: str) -> Any:
+    key = (metric, values)
+    child = _CHILDREN.get(key)
+    if child is None:
+        child = _CHILDREN[key] = metric.labels(*values)
+    return child
+
+
 def record_decision(decision: Decision) -> None:
     """Count one decision given to a caller (check or promote) under its transition and result."""
     transition = f"{decision.from_stage.value}->{decision.to_stage.value}"
     # Breakglass is allowed too, but counted apart: a rising count is exactly what to alert on.
     result = "breakglass" if decision.breakglass else ("allowed" if decision.allowed else "denied")
-    DECISIONS.labels(transition, result).inc()
+    _child(DECISIONS, transition, result).inc()
 
 
 def observe_verdict_lookup(kind: str, hit: bool) -> None:
     """Count one precomputed-verdict lookup: a falling hit ratio means inputs churn or the cache is small."""
-    VERDICT_CACHE.labels(kind, "hit" if hit else "miss").inc()
+    _child(VERDICT_CACHE, kind, "hit" if hit else "miss").inc()
 
 
 def failure_reason(error: BaseException) -> str:
@@ -129,8 +143,8 @@ def observe_webhook(seconds: float) -> None:
 
 def observe_rpc(method: str, code: str, seconds: float) -> None:
     """Record one finished gRPC call (called by the server's interceptor)."""
-    RPC_REQUESTS.labels(method, code).inc()
-    RPC_DURATION.labels(method).observe(seconds)
+    _child(RPC_REQUESTS, method, code).inc()
+    _child(RPC_DURATION, method).observe(seconds)
 
 
 class QueueSource(Protocol):

@@ -43,7 +43,8 @@ from gate.server.metrics_interceptor import MetricsInterceptor
 from gate.server.servicer import register
 from gate.service import GateService
 from gate.store.audit_store import SqlAuditStore
-from gate.store.db import create_engine_for, migrate
+from gate.store.checkpoint import WalCheckpointer
+from gate.store.db import create_engine_for, has_wal, migrate
 from gate.store.exceptions import SqlExceptionStore
 from gate.store.history import SqlDecisionHistory
 from gate.store.journal import SqlJournalStore
@@ -83,6 +84,7 @@ class RunningGate:
     webhook: Webhook | None = None  # the admission webhook (HTTPS), when GATE_WEBHOOK_LISTEN is set
     serving: threading.Event = field(default_factory=threading.Event)  # what /healthz reports
     journal: Journal | None = None  # decisions and audit records (flushed on stop when buffered)
+    checkpointer: WalCheckpointer | None = None  # SQLite WAL checkpoints, off the request path
 
     def stop(self, grace: float = 2.0) -> None:
         """Stop accepting calls, let in-flight ones finish, stop the workers, close the store and engine."""
@@ -96,10 +98,12 @@ class RunningGate:
             self.rescans.stop()
         self.server.stop(grace).wait(grace + 1)
         self.runner.stop()
-        if isinstance(self.journal, BufferedJournal) and not self.journal.close(grace + 5):
+        if self.journal is not None and not self.journal.close(grace + 5):
             log.error("decision journal: records still queued at shutdown could not be written")
         if self.metrics is not None:
             self.metrics.stop()
+        if self.checkpointer is not None:
+            self.checkpointer.stop()
         self.repo.close()
         if self.engine is not None:
             self.engine.close()
@@ -157,7 +161,7 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
     clock = clock or SystemClock()
     policy = load_policy(settings)
     scanners = build_scanners(settings)
-    engine = create_engine_for(settings.effective_database_url)
+    engine = create_engine_for(settings.effective_database_url, background_checkpoint=True)
     migrate(engine)
     repo = SqlRepository(engine)
     registry = RegistryClient.from_settings(settings)
@@ -318,6 +322,9 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
     log.info(
         "gate listening on %s (policy %s, database %s)", address, policy.digest[:12], _safe_url(settings)
     )
+    # SQLite: WAL checkpoints on their own thread instead of inside every ~150th commit. Started last,
+    # with nothing after it that can fail (the engine's commits leave checkpoints to it).
+    checkpointer = WalCheckpointer(engine).start() if has_wal(engine) else None
     return RunningGate(
         server,
         port,
@@ -335,6 +342,7 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
         webhook=webhook,
         journal=journal,
         serving=serving,
+        checkpointer=checkpointer,
     )
 
 

@@ -24,6 +24,7 @@ import grpc
 from gate.config import Rate, Settings
 from gate.errors import DeadlineExceeded, ResourceExhausted
 from gate.server.actor import actor_of
+from gate.server.handler_memo import HandlerMemo
 from gate.server.status import status_for
 
 __all__ = ["LimitsInterceptor", "ScanLimits", "TokenBucket"]
@@ -124,6 +125,8 @@ class LimitsInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # ge
 
     def __init__(self, limits: ScanLimits) -> None:
         self._limits = limits
+        # Wrappers are built once per method (gate/server/handler_memo.py).
+        self._memo = HandlerMemo(self._wrap)
 
     def intercept_service(
         self,
@@ -134,7 +137,9 @@ class LimitsInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]  # ge
         handler = continuation(handler_call_details)
         if handler is None or handler.request_streaming:
             return handler
-        method = handler_call_details.method
+        return self._memo.get(str(handler_call_details.method), handler)
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
         limits = self._limits
 
         def check(request: Any, context: grpc.ServicerContext) -> None:

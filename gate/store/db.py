@@ -25,6 +25,7 @@ __all__ = [
     "IMMEDIATE",
     "create_engine_for",
     "database_errors",
+    "has_wal",
     "is_sqlite",
     "migrate",
     "normalize_url",
@@ -41,6 +42,8 @@ IMMEDIATE = "gate_begin_immediate"
 _MIGRATE_LOCK_KEY = 0x6A7465_0001
 
 _DEFAULT_BUSY_TIMEOUT = 5.0
+# What the WAL file is truncated to after a checkpoint has emptied it (a burst may grow it further).
+_WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 
 def normalize_url(url: str) -> URL:
@@ -57,7 +60,9 @@ def is_sqlite(engine: Engine | Connection) -> bool:
     return engine.dialect.name == "sqlite"
 
 
-def create_engine_for(url: str, *, busy_timeout: float = _DEFAULT_BUSY_TIMEOUT) -> Engine:
+def create_engine_for(
+    url: str, *, busy_timeout: float = _DEFAULT_BUSY_TIMEOUT, background_checkpoint: bool = False
+) -> Engine:
     """Create an Engine for a SQLite or PostgreSQL URL.
 
     SQLite: the parent directory is created, WAL journaling lets readers run beside the one writer,
@@ -66,12 +71,15 @@ def create_engine_for(url: str, *, busy_timeout: float = _DEFAULT_BUSY_TIMEOUT) 
     IMMEDIATE (on connections with the `IMMEDIATE` execution option) so two writers queue on the lock
     instead of failing on a stale read snapshot.
 
+    With `background_checkpoint` (SQLite files only), connections never checkpoint the WAL inside a
+    commit: the caller runs gate.store.checkpoint.WalCheckpointer instead (`gate serve` does).
+
     PostgreSQL: `postgresql://` is rewritten to psycopg 3; connections are pinged before use so a
     restarted server costs one retry, not an error.
     """
     parsed = normalize_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(parsed, busy_timeout)
+        return _sqlite_engine(parsed, busy_timeout, background_checkpoint)
     if parsed.get_backend_name() == "postgresql":
         return create_engine(
             parsed,
@@ -82,7 +90,7 @@ def create_engine_for(url: str, *, busy_timeout: float = _DEFAULT_BUSY_TIMEOUT) 
     raise ValueError(f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}")
 
 
-def _sqlite_engine(parsed: URL, busy_timeout: float) -> Engine:
+def _sqlite_engine(parsed: URL, busy_timeout: float, background_checkpoint: bool) -> Engine:
     database = parsed.database or ""
     memory = database in ("", ":memory:") or parsed.query.get("mode") == "memory"
     kwargs: dict[str, Any] = {"connect_args": {"check_same_thread": False}}
@@ -107,6 +115,10 @@ def _sqlite_engine(parsed: URL, busy_timeout: float) -> Engine:
                 cursor.execute("PRAGMA journal_mode = WAL")
                 # NORMAL is durable across application crashes in WAL mode and much faster than FULL.
                 cursor.execute("PRAGMA synchronous = NORMAL")
+                if background_checkpoint:
+                    # Checkpoints (with their fsync) run on WalCheckpointer's thread, not in commits.
+                    cursor.execute("PRAGMA wal_autocheckpoint = 0")
+                    cursor.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
         finally:
             cursor.close()
 
@@ -120,6 +132,11 @@ def _sqlite_engine(parsed: URL, busy_timeout: float) -> Engine:
             conn.exec_driver_sql("BEGIN")
 
     return engine
+
+
+def has_wal(engine: Engine) -> bool:
+    """True for a file-backed SQLite engine (WAL mode; see gate.store.checkpoint), False otherwise."""
+    return is_sqlite(engine) and not isinstance(engine.pool, StaticPool)
 
 
 def write_engine(engine: Engine) -> Engine:

@@ -10,22 +10,22 @@ process or in any other replica on the same database.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from functools import cache
+from typing import Any
 
-from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from gate.ports import GLOBAL_INPUTS
+from gate.store.direct import placeholders
 from gate.store.tables import InputGenerationRow, table_of
 
-__all__ = ["GLOBAL", "bump", "read_conn"]
+__all__ = ["GLOBAL", "bump", "read_direct"]
 
 GLOBAL = GLOBAL_INPUTS
 """The key of inputs every verdict reads: the base catalog and the exceptions."""
 
 _TABLE = table_of(InputGenerationRow)
-# Built once: compiling the statement per call would cost more than running it.
-_SELECT = select(_TABLE.c.key, _TABLE.c.value).where(_TABLE.c.key.in_(bindparam("keys", expanding=True)))
 
 
 def bump(session: Session, keys: Iterable[str]) -> None:
@@ -41,10 +41,27 @@ def bump(session: Session, keys: Iterable[str]) -> None:
         session.exec(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": _TABLE.c.value + 1}))
 
 
-def read_conn(conn: Connection, keys: Sequence[str]) -> Mapping[str, int]:
-    """The current counter of each key; a key never bumped reads 0.
+@cache
+def _direct_sql(count: int, postgres: bool) -> str:
+    # `count` placeholders, never values: the keys are bound parameters.
+    return f'SELECT "key", "value" FROM input_generations WHERE "key" IN ({placeholders(count, postgres)})'  # noqa: S608
 
-    A plain Core connection, not a Session: this runs on every cached verdict, the hot path.
+
+def read_direct(conn: Any, keys: Sequence[str], *, postgres: bool) -> Mapping[str, int]:
+    """The current counter of each key (a key never bumped reads 0), on a direct connection.
+
+    `conn` is lent by gate.store.direct.DirectConnections in autocommit mode. This runs on every
+    cached verdict, the hot path: one plain statement, without SQLAlchemy's per-execution work. A
+    read, so safe for DirectConnections.run(..., idempotent=True) to retry.
     """
-    found: dict[str, int] = {str(row[0]): int(row[1]) for row in conn.execute(_SELECT, {"keys": list(keys)})}
+    unique = list(dict.fromkeys(keys))
+    if not unique:
+        return {}
+    cursor = conn.cursor()
+    try:
+        cursor.execute(_direct_sql(len(unique), postgres), unique)
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    found = {str(k): int(v) for k, v in rows}
     return {k: found.get(k, 0) for k in keys}

@@ -9,39 +9,21 @@ records, head and decisions are written with one executemany each and committed 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Engine
 
 from gate.audit import AuditRecord
 from gate.domain import Decision
 from gate.errors import Unavailable
 from gate.journal import JournalEntry
 from gate.store.audit_store import HEAD_ID, record_values
-from gate.store.db import database_errors, write_engine
+from gate.store.direct import DirectConnections, FirstStatement
 from gate.store.repository import decision_values
-from gate.store.tables import AuditHeadRow, AuditRecordRow, DecisionRow, table_of
 
 __all__ = ["SqlJournalStore"]
-
-_RECORDS = table_of(AuditRecordRow)
-_HEAD = table_of(AuditHeadRow)
-_DECISIONS = table_of(DecisionRow)
-# Built once: a statement object memoizes its cache key, so re-executing it skips SQLAlchemy's per-call
-# statement analysis — most of the cost of a small statement on this, the hottest write path.
-_HEAD_SELECT = select(_HEAD.c.count, _HEAD.c.hash).where(_HEAD.c.id == bindparam("head_id"))
-# On PostgreSQL every appender of every replica queues on the head row's lock.
-_HEAD_SELECT_LOCKED = _HEAD_SELECT.with_for_update()
-_HEAD_UPDATE = (
-    update(_HEAD)
-    .where(_HEAD.c.id == bindparam("head_id"))
-    .values(count=bindparam("new_count"), hash=bindparam("new_hash"), updated_at=bindparam("new_at"))
-)
-_INSERT_RECORDS = insert(_RECORDS)
-_INSERT_DECISIONS = insert(_DECISIONS)
 
 
 def _placeholders(sql: str, postgres: bool) -> str:
@@ -52,20 +34,24 @@ def _placeholders(sql: str, postgres: bool) -> str:
 class SqlJournalStore:
     """Appends journal entries to the `decisions`, `audit_records` and `audit_head` tables.
 
-    The statements run on the DBAPI cursor of a SQLAlchemy-managed transaction: the pool, BEGIN
-    IMMEDIATE on SQLite and the commit stay SQLAlchemy's, but each statement skips its per-execution
-    machinery, which cost more than SQLite itself (profiled: ~0.5 ms of a 0.9 ms check). The values
+    The statements run on the journal's own DBAPI connection (gate/store/direct.py), opened through
+    the engine, so SQLite's pragmas apply, but outside its pool: SQLAlchemy's per-transaction and
+    per-statement machinery cost more than the database itself (profiled: ~0.5 ms of a 0.9 ms check
+    per statement through it; pool checkout, begin and reset another ~0.15 ms per transaction). The values
     are converted here exactly as the column types would (tests read them back through the ORM and
-    verify the chain), and driver errors are translated as gate.store.db.database_errors does.
+    verify the chain); a driver failure (database down, locked past the busy timeout) is Unavailable.
     """
 
     def __init__(self, engine: Engine) -> None:
         """Use an engine from gate.store.db.create_engine_for whose schema is migrated."""
-        self._writer = write_engine(engine)
+        # Its own connections, off the pool (gate/store/direct.py): one at a time is in use, since the
+        # journal has one writer at a time.
+        self._direct = DirectConnections(engine, autocommit=False, max_idle=1)
         self._postgres = engine.dialect.name == "postgresql"
         dbapi = engine.dialect.dbapi
         assert dbapi is not None
         self._dbapi: Any = dbapi
+        self._driver_errors: tuple[type[BaseException], ...] = (dbapi.OperationalError, dbapi.InterfaceError)
         head = 'SELECT "count", hash FROM audit_head WHERE id = :id'
         self._head_sql = _placeholders(head + (" FOR UPDATE" if self._postgres else ""), self._postgres)
         self._move_sql = _placeholders(
@@ -80,7 +66,7 @@ class SqlJournalStore:
             return None
         utc = when.astimezone(UTC)
         # SQLite stores DateTime as text in SQLAlchemy's format; PostgreSQL takes the aware value.
-        return utc if self._postgres else utc.strftime("%Y-%m-%d %H:%M:%S.%f")
+        return utc if self._postgres else _sqlite_text(utc)
 
     def append(self, entries: Sequence[JournalEntry]) -> None:
         """Store every decision and chain every audit event, in order, in one commit (all or none)."""
@@ -88,39 +74,50 @@ class SqlJournalStore:
         builders = [b for e in entries for b in e.builders()]
         dbapi = self._dbapi
         try:
-            with database_errors(), self._writer.begin() as conn:
-                cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-                try:
-                    cursor.execute(self._head_sql, {"id": HEAD_ID})
-                    head = cursor.fetchone()
-                    if head is None:
-                        # Starting a new chain would hide whatever happened to the old one: fail closed.
-                        raise Unavailable(
-                            "the audit head is missing, so nothing can be recorded; run `gate audit verify`"
-                        )
-                    seq, prev = int(head[0]), str(head[1])
-                    records: list[AuditRecord] = []
-                    for build in builders:
-                        record = build(seq + 1, prev)
-                        records.append(record)
-                        seq, prev = record.seq, record.hash
-                    if records:
-                        cursor.executemany(self._record_sql, [self._record_row(r) for r in records])
-                        cursor.execute(
-                            self._move_sql,
-                            {"id": HEAD_ID, "count": seq, "hash": prev, "at": self._time(records[-1].at)},
-                        )
-                    if decisions:
-                        cursor.executemany(self._decision_sql, [self._decision_row(d) for d in decisions])
-                finally:
-                    cursor.close()
+            self._direct.run(lambda conn: self._append(conn, builders, decisions))
         except dbapi.IntegrityError as e:
             raise _mismatch() from e
-        except IntegrityError as e:
-            raise _mismatch() from e
-        except (dbapi.OperationalError, dbapi.InterfaceError) as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise Unavailable(f"database unavailable: {first}") from e
+
+    def _append(
+        self, conn: Any, builders: Sequence[Callable[[int, str], AuditRecord]], decisions: Sequence[Decision]
+    ) -> None:
+        cursor = conn.cursor()
+        try:
+            try:
+                # SQLite: IMMEDIATE takes the write lock up front (writers queue on busy_timeout);
+                # PostgreSQL: the transaction begins implicitly and the head row's lock queues them.
+                if not self._postgres:
+                    cursor.execute("BEGIN IMMEDIATE")
+                cursor.execute(self._head_sql, {"id": HEAD_ID})
+            except self._driver_errors as e:
+                raise FirstStatement(e) from e
+            head = cursor.fetchone()
+            if head is None:
+                # Starting a new chain would hide whatever happened to the old one: fail closed.
+                raise Unavailable(
+                    "the audit head is missing, so nothing can be recorded; run `gate audit verify`"
+                )
+            seq, prev = int(head[0]), str(head[1])
+            records: list[AuditRecord] = []
+            for build in builders:
+                record = build(seq + 1, prev)
+                records.append(record)
+                seq, prev = record.seq, record.hash
+            if records:
+                cursor.executemany(self._record_sql, [self._record_row(r) for r in records])
+                cursor.execute(
+                    self._move_sql,
+                    {"id": HEAD_ID, "count": seq, "hash": prev, "at": self._time(records[-1].at)},
+                )
+            if decisions:
+                cursor.executemany(self._decision_sql, [self._decision_row(d) for d in decisions])
+        finally:
+            cursor.close()
+        conn.commit()
+
+    def close(self) -> None:
+        """Close the journal's own database connections."""
+        self._direct.close()
 
     def _record_row(self, record: AuditRecord) -> dict[str, Any]:
         values = record_values(record)
@@ -134,6 +131,14 @@ class SqlJournalStore:
         if not self._postgres:
             values["allowed"] = 1 if decision.allowed else 0
         return values
+
+
+def _sqlite_text(utc: datetime) -> str:
+    # SQLAlchemy's SQLite DateTime text, "YYYY-MM-DD HH:MM:SS.ffffff". isoformat gives the same text
+    # for four-digit years at a fraction of strftime's cost (several times per check).
+    if utc.year >= 1000:
+        return utc.isoformat(" ", "microseconds")[:26]
+    return utc.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def _insert_sql(table: str, columns: Sequence[str]) -> str:

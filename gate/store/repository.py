@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Engine, Table, and_, bindparam, case, delete, exists, func, or_
+from sqlalchemy import Engine, Table, and_, case, delete, exists, func, or_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session, col, select
@@ -50,7 +50,8 @@ from gate.ledger import findings_digest
 from gate.ports import AffectedRow, Alert, FindingFilter, FindingPage, ImageOnBase, IndexLink, Repository
 from gate.provenance import chain_ids
 from gate.store import generations
-from gate.store.db import create_engine_for, database_errors, migrate
+from gate.store.db import create_engine_for, migrate
+from gate.store.direct import DirectConnections, placeholders
 from gate.store.sessions import SessionScope
 from gate.store.tables import (
     AlertRow,
@@ -87,6 +88,8 @@ class SqlRepository(SessionScope):
         """Use an engine from gate.store.db.create_engine_for whose schema is migrated."""
         super().__init__(engine)
         self._sqlite = engine.dialect.name == "sqlite"
+        # The counter read runs on every cached verdict: off the pool (gate/store/direct.py).
+        self._direct_reads = DirectConnections(engine, autocommit=True)
 
     @classmethod
     def open(cls, url: str, *, run_migrations: bool = True) -> SqlRepository:
@@ -101,7 +104,8 @@ class SqlRepository(SessionScope):
         return cls(engine)
 
     def close(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection and the direct ones."""
+        self._direct_reads.close()
         self._engine.dispose()
 
     # -- sessions -------------------------------------------------------------------------------
@@ -960,8 +964,10 @@ class SqlRepository(SessionScope):
 
     def input_generations(self, keys: Sequence[str]) -> Mapping[str, int]:
         """The current input generation of each key (gate/store/generations.py); never bumped → 0."""
-        with self._engine.connect() as conn, database_errors():
-            return generations.read_conn(conn, keys)
+        postgres = self._direct_reads.postgres
+        return self._direct_reads.run(
+            lambda conn: generations.read_direct(conn, keys, postgres=postgres), idempotent=True
+        )
 
     def rescan_flag(self, digest: str) -> RescanFlag | None:
         """The pending rescan flag of a digest, if any."""
@@ -1154,9 +1160,21 @@ class SqlRepository(SessionScope):
         """promoted_stages of many digests in one query; digests never promoted map to an empty set."""
         wanted = list(dict.fromkeys(digests))
         found: dict[str, set[Stage]] = {d: set() for d in wanted}
-        with database_errors(), self._engine.connect() as conn:
-            for digest, stage in conn.execute(_PROMOTED_STAGES, {"digests": wanted}):
-                found[digest].add(Stage(stage))
+        if not wanted:
+            return {}
+        # Admission asks this on every review: a plain statement on a direct connection (a read).
+        sql = _promoted_stages_sql(len(wanted), self._direct_reads.postgres)
+
+        def read(conn: Any) -> list[tuple[str, str]]:
+            cursor = conn.cursor()
+            try:
+                cursor.execute(sql, wanted)
+                return list(cursor.fetchall())
+            finally:
+                cursor.close()
+
+        for digest, stage in self._direct_reads.run(read, idempotent=True):
+            found[digest].add(Stage(stage))
         return {d: frozenset(s) for d, s in found.items()}
 
     def promoted_digests(self, stage: Stage) -> list[Promotion]:
@@ -1247,12 +1265,14 @@ def _current(digest: str) -> Select[*tuple[Any, ...]]:
 
 
 # Admission asks on every pod start; a prebuilt statement keeps SQLAlchemy from re-analysing it per call.
-_PROMOTIONS = table_of(PromotionRow)
-_PROMOTED_STAGES = (
-    select(_PROMOTIONS.c.digest, _PROMOTIONS.c.to_stage)
-    .where(_PROMOTIONS.c.digest.in_(bindparam("digests", expanding=True)))
-    .distinct()
-)
+
+
+@functools.cache
+def _promoted_stages_sql(count: int, postgres: bool) -> str:
+    # `count` placeholders, never values: the digests are bound parameters.
+    return (
+        f"SELECT DISTINCT digest, to_stage FROM promotions WHERE digest IN ({placeholders(count, postgres)})"  # noqa: S608
+    )
 
 
 @functools.lru_cache(maxsize=4096)

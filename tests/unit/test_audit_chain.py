@@ -222,3 +222,39 @@ def test_audit_log_appends_from_threads_into_one_chain() -> None:
         log.record(dataclasses.replace(event(1), actor=""))
     with pytest.raises(InvalidArgument):
         log.list(page=-1)
+
+
+def test_sealed_hash_is_pinned_so_records_written_by_earlier_versions_still_verify() -> None:
+    # The hash of this event was computed by the strftime-based sealing this format was born with;
+    # a faster implementation must give the same bytes, or every stored chain would stop verifying.
+    ev = AuditEvent(
+        kind="decision",
+        actor="alice@ci",
+        at=datetime(2025, 3, 1, 14, 0, 0, 5, tzinfo=timezone(timedelta(hours=2))),
+        subject=DIGEST,
+        inputs_digest="b" * 64,
+        result="denied",
+        policy_digest="p" * 64,
+        details=(("transition", "s2->p"), ("naïve", "✓")),
+    )
+    record = seal(ev, 7, "0" * 64)
+    assert record.hash == "34d0e622554b01a991e928130932ad2703b017d7e269386c3ac5359011e3dd12"
+    assert record.at == datetime(2025, 3, 1, 12, 0, 0, 5, tzinfo=UTC)
+    assert record.at.tzinfo is UTC
+    assert record_hash(record) == record.hash
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        datetime(2026, 11, 22, 21, 0, tzinfo=UTC),  # no microseconds: still six digits
+        datetime(2026, 1, 2, 3, 4, 5, 999999, tzinfo=timezone(timedelta(hours=-11, minutes=-30))),
+        datetime(1, 1, 1, 12, 0, tzinfo=UTC),  # years below 1000 keep the historical spelling
+        datetime(999, 12, 31, 23, 59, 59, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ],
+)
+def test_canonical_time_text_is_the_historical_strftime_text(at: datetime) -> None:
+    expected = at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").encode()
+    body = canonical_bytes(1, "decision", "a", at, "s", "i", "allowed", "p", (), GENESIS_HASH)
+    assert b'"at":"' + expected + b'"' in body

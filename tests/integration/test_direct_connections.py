@@ -1,0 +1,179 @@
+"""gate/store/direct.py: the hot path's own DBAPI connections, on SQLite and PostgreSQL.
+
+What they must keep from the pool they bypass: the engine's connect-time set-up, a clear Unavailable
+for a database that cannot be reached, one transparent retry after a PostgreSQL restart (here: the
+server ending the idle session) where nothing could have been applied, and no connection left open.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from sqlalchemy import Engine
+
+from gate.errors import Unavailable
+from gate.store.db import create_engine_for, migrate
+from gate.store.direct import DirectConnections, FirstStatement
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    e = create_engine_for(db_url)
+    migrate(e)
+    try:
+        yield e
+    finally:
+        e.dispose()
+
+
+def _backend_pid(conn: Any) -> int:
+    return int(conn.execute("SELECT pg_backend_pid()").fetchone()[0])
+
+
+def _terminate(engine: Engine, pid: int) -> None:
+    with engine.connect() as admin:
+        admin.exec_driver_sql(f"SELECT pg_terminate_backend({int(pid)})")
+
+
+def test_connections_are_reused_and_keep_the_engines_set_up(engine: Engine) -> None:
+    direct = DirectConnections(engine, autocommit=True)
+    first = direct.run(lambda conn: conn)
+    second = direct.run(lambda conn: conn)
+    assert first is second  # one idle connection, lent again
+    if engine.dialect.name == "sqlite":
+        # The engine's connect hook ran: foreign keys on, WAL, gate's own transaction control.
+        assert direct.run(lambda c: c.execute("PRAGMA foreign_keys").fetchone()[0]) == 1
+        assert direct.run(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0]) == "wal"
+        assert first.isolation_level is None
+    else:
+        assert first.autocommit is True
+    direct.close()
+
+
+def test_concurrent_callers_get_distinct_connections_and_idle_ones_are_bounded(engine: Engine) -> None:
+    direct = DirectConnections(engine, autocommit=True, max_idle=2)
+    inside = threading.Barrier(4)
+    seen: list[Any] = []
+
+    def work(conn: Any) -> None:
+        seen.append(conn)
+        inside.wait(10)  # all four hold a connection at once
+
+    threads = [threading.Thread(target=direct.run, args=(work,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len({id(c) for c in seen}) == 4
+    assert len(direct._idle) == 2  # the other two were closed when returned
+    direct.close()
+    assert direct._idle == []
+    with pytest.raises(Unavailable, match="closed"):
+        direct.run(lambda conn: None)
+
+
+def test_an_error_in_the_work_rolls_back_and_the_connection_stays_usable(engine: Engine) -> None:
+    direct = DirectConnections(engine, autocommit=False)
+    begin = "BEGIN IMMEDIATE" if engine.dialect.name == "sqlite" else "SELECT 1"
+    mark = "?" if engine.dialect.name == "sqlite" else "%s"
+
+    def half_written(conn: Any) -> None:
+        cur = conn.cursor()
+        cur.execute(begin)
+        cur.execute(f"INSERT INTO input_generations (key, value) VALUES ({mark}, 7)", ("half",))
+        raise ValueError("work failed after a write")
+
+    with pytest.raises(ValueError, match="after a write"):
+        direct.run(half_written)
+
+    def count(conn: Any) -> int:
+        cur = conn.cursor()
+        cur.execute(f"SELECT count(*) FROM input_generations WHERE key = {mark}", ("half",))
+        n = int(cur.fetchone()[0])
+        conn.rollback()
+        return n
+
+    assert direct.run(count) == 0  # rolled back, and the same connection answers again
+    direct.close()
+
+
+def test_an_unreachable_database_is_unavailable(tmp_path: Path) -> None:
+    missing_dir = tmp_path / "gone"
+    engine = create_engine_for(f"sqlite:///{missing_dir / 'gate.db'}")
+    missing_dir.rmdir()  # create_engine_for made it; without it sqlite cannot open the file
+    direct = DirectConnections(engine, autocommit=True)
+    with pytest.raises(Unavailable, match="database unavailable"):
+        direct.run(lambda conn: conn.execute("SELECT 1"))
+    engine.dispose()
+
+
+def test_sqlite_locked_past_the_busy_timeout_is_unavailable_without_retry(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'gate.db'}"
+    engine = create_engine_for(url, busy_timeout=0.2)
+    migrate(engine)
+    holder = sqlite3.connect(tmp_path / "gate.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    direct = DirectConnections(engine, autocommit=False)
+    attempts = 0
+
+    def write(conn: Any) -> None:
+        nonlocal attempts
+        attempts += 1
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            raise FirstStatement(e) from e
+
+    direct.run(lambda conn: None)  # make the next connection a reused one
+    with pytest.raises(Unavailable, match="locked"):
+        direct.run(write)
+    assert attempts == 1  # SQLite is never retried: it would only wait out the timeout twice
+    holder.rollback()
+    holder.close()
+    direct.close()
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_session_killed_while_idle_costs_one_retry_not_an_error(postgres_url: str) -> None:
+    engine = create_engine_for(postgres_url)
+    migrate(engine)
+    try:
+        direct = DirectConnections(engine, autocommit=True)
+        pid = direct.run(_backend_pid)
+        _terminate(engine, pid)  # as a server restart would
+        # A read is retried on a fresh connection: the caller sees an answer.
+        assert direct.run(lambda c: c.execute("SELECT 41 + 1").fetchone()[0], idempotent=True) == 42
+        assert direct.run(_backend_pid) != pid
+
+        # A write whose FIRST statement fails is retried too; one that fails later is not.
+        writes = DirectConnections(engine, autocommit=False)
+        pid = writes.run(_backend_pid)
+        writes.run(lambda c: c.rollback())
+        _terminate(engine, pid)
+
+        def first_fails(conn: Any) -> int:
+            try:
+                value = int(conn.execute("SELECT 7").fetchone()[0])
+            except psycopg.OperationalError as e:
+                raise FirstStatement(e) from e
+            conn.commit()
+            return value
+
+        assert writes.run(first_fails) == 7
+        pid = writes.run(_backend_pid)
+        writes.run(lambda c: c.rollback())
+        _terminate(engine, pid)
+        with pytest.raises(Unavailable, match="database unavailable"):
+            writes.run(lambda c: c.execute("SELECT 1"))  # not marked safe to retry
+        # A read that fails on a fresh connection is not retried forever: Unavailable.
+        direct.close()
+        writes.close()
+    finally:
+        engine.dispose()
