@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from gate.domain import (
     AuditEvent,
@@ -59,6 +59,16 @@ class IndexLink:
 
     platform: str  # os/arch[/variant] of the platform image in that index
     index: ImageRecord  # the index's record: digest, registry, repository, tags, stage (no platforms)
+
+
+class ScanFreshness(NamedTuple):
+    """What the rescan scheduler reads of one digest's scans by one scanner (no whole job rows)."""
+
+    scanned: bool  # there is a current (SUCCEEDED) scan; the next three fields are that scan's
+    finished_at: datetime | None
+    db_version: str
+    db_updated_at: datetime | None
+    active: bool  # a job of this scanner is queued or running for the digest
 
 
 @dataclass(frozen=True)
@@ -308,6 +318,14 @@ class RescanStore(Protocol):
         self, digests: Sequence[str]
     ) -> dict[str, dict[str, tuple[ScanJob | None, ScanJob | None]]]:
         """latest_jobs of many digests at once; digests without any job are absent."""
+        ...
+
+    def scan_freshness_many(self, digests: Sequence[str]) -> dict[str, dict[str, ScanFreshness]]:
+        """Per digest, per scanner: its current scan's time and DB, and whether a job is active.
+
+        Digests without any current or active job are absent. What a rescan tick reads for every
+        image of s2 and p, so it is a few columns per row, not whole jobs.
+        """
         ...
 
     def needs_rescan(self) -> list[RescanFlag]:

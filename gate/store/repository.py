@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, Table, and_, case, delete, exists, func, or_
+from sqlalchemy import select as core_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session, col, select
@@ -47,10 +48,19 @@ from gate.domain import (
 )
 from gate.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from gate.ledger import findings_digest
-from gate.ports import AffectedRow, Alert, FindingFilter, FindingPage, ImageOnBase, IndexLink, Repository
+from gate.ports import (
+    AffectedRow,
+    Alert,
+    FindingFilter,
+    FindingPage,
+    ImageOnBase,
+    IndexLink,
+    Repository,
+    ScanFreshness,
+)
 from gate.provenance import chain_ids
 from gate.store import generations
-from gate.store.db import create_engine_for, migrate
+from gate.store.db import create_engine_for, database_errors, migrate
 from gate.store.direct import DirectConnections, placeholders
 from gate.store.sessions import SessionScope
 from gate.store.tables import (
@@ -580,6 +590,49 @@ class SqlRepository(SessionScope):
                 mine = per.setdefault(row.digest, {})
                 mine[row.scanner] = (_to_job(row), mine.get(row.scanner, (None, None))[1])
             return {d: dict(sorted(jobs.items())) for d, jobs in per.items()}
+
+    def scan_freshness_many(self, digests: Sequence[str]) -> dict[str, dict[str, ScanFreshness]]:
+        """Per digest and scanner: the current scan's finish time and DB, and whether a job is active.
+
+        Two column-only statements per call (no job rows built): a rescan tick asks this for every
+        image of s2 and p — 40,000 at 100k images, where whole jobs cost ~5 s of CPU per tick.
+        Active is what latest_jobs calls an active latest attempt: single-flight allows one active
+        job per digest and scanner, and it is always the newest.
+        """
+        wanted = list(dict.fromkeys(digests))
+        if not wanted:
+            return {}
+        jobs = table_of(ScanJobRow)
+        current = table_of(CurrentScanRow)
+        out: dict[str, dict[str, ScanFreshness]] = {}
+        with database_errors(), self._engine.connect() as conn:
+            scanned = conn.execute(
+                core_select(
+                    current.c.digest,
+                    current.c.scanner,
+                    jobs.c.finished_at,
+                    jobs.c.db_version,
+                    jobs.c.db_updated_at,
+                )
+                .join(jobs, jobs.c.id == current.c.job_id)
+                .where(current.c.digest.in_(wanted))
+            )
+            for digest, scanner, finished_at, db_version, db_updated_at in scanned:
+                out.setdefault(digest, {})[scanner] = ScanFreshness(
+                    True, finished_at, db_version, db_updated_at, False
+                )
+            active = conn.execute(
+                core_select(jobs.c.digest, jobs.c.scanner).where(
+                    jobs.c.digest.in_(wanted), jobs.c.active_key.is_not(None)
+                )
+            )
+            for digest, scanner in active:
+                mine = out.setdefault(digest, {})
+                known = mine.get(scanner)
+                mine[scanner] = (
+                    known._replace(active=True) if known else ScanFreshness(False, None, "", None, True)
+                )
+        return {d: dict(sorted(per.items())) for d, per in out.items()}
 
     # -- findings -------------------------------------------------------------------------------
 
