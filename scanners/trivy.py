@@ -15,6 +15,7 @@ Design points worth knowing before changing anything here:
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import dataclasses
 import http.client
@@ -26,6 +27,7 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -50,7 +52,7 @@ from scanners.interface import (
 )
 from scanners.normalize import trivy_severity
 
-__all__ = ["TrivyScanner", "TrivyServer", "check_server_url", "check_token_header"]
+__all__ = ["TrivyScanner", "TrivyServer", "check_server_url", "check_token_header", "wait_for_removals"]
 
 # The only report layout this adapter understands (Trivy >= 0.19 writes a Report object with this value).
 SUPPORTED_SCHEMA_VERSION = 2
@@ -354,14 +356,18 @@ class TrivyScanner(Scanner):
         not executable or not answering `version` -> ScannerUnavailable; deadline passed -> ScanTimeout
         (the whole process group is killed); non-zero exit or death by signal -> ScannerError carrying
         the end of stderr; no, empty or unparseable report -> ScanParseError. Temporary files are
-        removed in every case.
+        removed in every case: before returning when the scan left only its report, else by a
+        background thread (see `wait_for_removals`).
         """
         deadline = min(timeout, self.timeout) if timeout > 0 else self.timeout
         scanner_version = self.version()
         # In server mode, ask the server for its DB first: it fails fast and clearly when the server is
         # down or is not a Trivy server, before an image is unpacked for nothing.
         db_before = self._server_db() if self.server is not None else None
-        with tempfile.TemporaryDirectory(prefix="gate-trivy-") as work:
+        # Not TemporaryDirectory: its rmtree cost ~1 ms of the result's critical path (bench/RESULTS.md);
+        # _remove_work removes the two names a scan leaves directly, and anything else in the background.
+        work = tempfile.mkdtemp(prefix="gate-trivy-")
+        try:
             output = os.path.join(work, "report.json")
             scratch = os.path.join(work, "tmp")
             os.mkdir(scratch, 0o700)
@@ -389,6 +395,8 @@ class TrivyScanner(Scanner):
             except FileNotFoundError:
                 raise ScanParseError("trivy exited 0 but wrote no report file", _trim(stderr)) from None
             result = self.parse_report(data)
+        finally:
+            _remove_work(work)
         if db_before is None:
             db_version, db_updated_at = self._db_metadata()
         else:
@@ -571,6 +579,67 @@ def _server_failure(url: str, has_token: bool, stderr: str, location: str) -> Sc
 
 # A target used only to build the environment for `trivy version`: no credentials, no CA.
 _VERSION_PROBE_TARGET = ScanTarget(kind=TargetKind.OCI_LAYOUT, location="")
+
+
+# ---- scan directories -----------------------------------------------------------------------------
+
+# Directories whose removal was handed to a background thread and has not finished yet.
+_removing: set[threading.Thread] = set()
+_removing_lock = threading.Lock()
+
+
+def _remove_work(work: str) -> None:
+    """Remove a scan's private directory: at once when it holds what a finished scan leaves, else later.
+
+    A scan leaves its report and Trivy's emptied TMPDIR, so three system calls remove it, where
+    shutil.rmtree costs a millisecond of Python on the result's critical path. Anything else (a killed
+    Trivy's unpacked layers, a failure half-way) is removed by shutil.rmtree on a background thread,
+    which `wait_for_removals` (also run at interpreter exit) waits for, so no directory is left behind.
+    """
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(work, "report.json"))
+    try:
+        os.rmdir(os.path.join(work, "tmp"))
+        os.rmdir(work)
+    except FileNotFoundError:
+        if not os.path.exists(work):
+            return
+        _remove_later(work)
+    except OSError:  # not empty, or not a directory: something more than a finished scan leaves
+        _remove_later(work)
+
+
+def _remove_later(work: str) -> None:
+    def remove() -> None:
+        try:
+            shutil.rmtree(work, ignore_errors=True)
+        finally:
+            with _removing_lock:
+                _removing.discard(thread)
+
+    thread = threading.Thread(target=remove, name="gate-trivy-cleanup", daemon=True)
+    with _removing_lock:
+        _removing.add(thread)
+    thread.start()
+
+
+def wait_for_removals(timeout: float | None = None) -> bool:
+    """Wait until every scan directory handed to the background is removed; False if `timeout` passed."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        with _removing_lock:
+            pending = list(_removing)
+        if not pending:
+            return True
+        for thread in pending:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            thread.join(remaining)
+            if thread.is_alive():
+                return False
+
+
+# A daemon thread is stopped at exit wherever it is: wait for the removals so none is left half-done.
+atexit.register(wait_for_removals)
 
 
 # ---- process handling -----------------------------------------------------------------------------

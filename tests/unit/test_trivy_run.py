@@ -60,6 +60,8 @@ def private_tempdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     temp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
     yield temp
+    # Directories with more in them than a finished scan leaves are removed in the background.
+    assert trivy_module.wait_for_removals(timeout=30)
     assert list(temp.iterdir()) == [], "the adapter left temporary files behind"
 
 
@@ -124,6 +126,32 @@ def test_success_fills_versions_and_cleans_up(tmp_path: Path) -> None:
     scratch = Path((tmp_path / "bin" / "tmpdir").read_text().strip())
     assert not output.exists() and not output.parent.exists()
     assert scratch.parent == output.parent and not scratch.exists()
+
+
+def test_leftovers_are_removed_in_the_background_after_success_and_failure(
+    tmp_path: Path, private_tempdir: Path
+) -> None:
+    # Trivy leaving files in its TMPDIR (and a stray file beside the report) defeats the quick removal.
+    leave = (
+        'mkdir -p "$TMPDIR/layers/x"; echo data > "$TMPDIR/layers/x/blob"\n'
+        'echo s > "$(dirname "$out")/stray"\n'
+    )
+    ok = fake(tmp_path, leave + f'cp "{ASSETS / "empty-results.json"}" "$out"\n')
+    assert scanner_for(ok).scan(TARGET, timeout=30).findings == ()
+    failing = fake(tmp_path, leave + "exit 3\n", name="trivy-failing")
+    with pytest.raises(ScannerError, match="exited with status 3"):
+        scanner_for(failing).scan(TARGET, timeout=30)
+    assert trivy_module.wait_for_removals(timeout=30)
+    assert list(private_tempdir.iterdir()) == []
+
+
+def test_killed_scan_leftovers_are_removed(tmp_path: Path, private_tempdir: Path) -> None:
+    body = 'mkdir -p "$TMPDIR/unpacked"; echo layer > "$TMPDIR/unpacked/l"; exec sleep 300\n'
+    script = fake(tmp_path, body)
+    with pytest.raises(ScanTimeout):
+        scanner_for(script).scan(TARGET, timeout=1)
+    assert trivy_module.wait_for_removals(timeout=30)
+    assert list(private_tempdir.iterdir()) == []
 
 
 def test_child_sees_argv_and_env_we_built(tmp_path: Path) -> None:
