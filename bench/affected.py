@@ -7,19 +7,21 @@ on the fixture it already built (100k images x 20 findings by default), so a cha
 the service can be measured in a minute without refilling or copying the store. It refuses to run on a
 missing or incomplete fixture (build it with `python -m bench.scale --fill-only`).
 
-Per CVE popularity rank (the same ranks bench.scale uses), against a real `gate serve` over gRPC:
-- full: from the call to the last streamed AffectedImage (p50/p99);
-- first: from the call to the first streamed AffectedImage (p50/p99) — the RPC is a server stream, so a
-  client sees results before the whole answer is sent;
+Per CVE popularity rank (the same ranks bench.scale uses), against a real `gate serve` over gRPC, for both
+RPCs side by side (calls alternate between them, so load changes hit both alike):
+- per_row (FindAffectedImages, one message per row): full = call to the last AffectedImage, first = call to
+  the first one (p50/p99);
+- paged (FindAffectedImagesPages, the server's default pages: 50 rows, then 500): full = call to the
+  last page, first = call to the first page;
 - repo: in-process, the store's `affected_images` iterated to the end (p50), to separate the query from
   the service's attribution and the protobuf/gRPC cost;
 and every statement one `affected_images` call issues, with its plan (EXPLAIN ANALYZE on PostgreSQL,
 EXPLAIN QUERY PLAN on SQLite).
 
-The floor: the same client loop against a no-op server built like gate's (grpcio sync server, 32
-threads, same message-size options; `--serve-floor` runs it) that streams N prebuilt AffectedImage
-messages for the same N as each case, with no store behind it. That is what streaming alone costs under
-the one-message-per-row contract of FindAffectedImages, whatever gate does.
+The floor: the same client loops against a no-op server built like gate's (grpcio sync server, 32
+threads, same message-size options; `--serve-floor` runs it) that streams N prebuilt rows for the same N
+as each case, with no store behind it — one message per row, and in pages of the same shape as gate's.
+That is what streaming alone costs under each contract, whatever gate does.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from sqlalchemy import event, make_url
 from bench.echo import build_server, serve_until_signalled
 from bench.scale import DEFAULT_PG_URL, _is_filled, _ms, cve_id, sqlite_cache_url
 from gate.config import Settings
+from gate.service import AFFECTED_FIRST_PAGE, AFFECTED_PAGE
 from gate.store.bulk import BulkRepository
 from gate.store.db import create_engine_for
 from gate.v1 import gate_pb2 as pb
@@ -95,8 +98,47 @@ def repo_ms(url: str, vulnerability_id: str, calls: int) -> float:
         repo.close()
 
 
+def _timed(call: Any) -> tuple[float, float, int]:
+    """(seconds to the first message, seconds to the end, rows) of one streaming call; rows counted
+    per AffectedImage, whether a message is one row or a page of them."""
+    t0 = time.perf_counter()
+    first = 0.0
+    rows = 0
+    for message in call:
+        if not first:
+            first = time.perf_counter() - t0
+        rows += len(message.images) if isinstance(message, pb.AffectedImagesPage) else 1
+    return first, time.perf_counter() - t0, rows
+
+
+def _side_by_side(client: Any, request: pb.FindAffectedImagesRequest, calls: int) -> dict[str, Any]:
+    """Both RPCs for one request, calls alternating, each checked to return the same number of rows."""
+    rows = _timed(client.FindAffectedImages(request, timeout=120))[2]  # warm-up and row count
+    _timed(client.FindAffectedImagesPages(request, timeout=120))
+    n = calls if rows < 2000 else max(5, calls // 5)
+    lat: dict[str, tuple[list[float], list[float]]] = {"per_row": ([], []), "paged": ([], [])}
+    methods = (("per_row", client.FindAffectedImages), ("paged", client.FindAffectedImagesPages))
+    for _ in range(n):
+        for name, method in methods:
+            first, full, got = _timed(method(request, timeout=120))
+            if got != rows:
+                raise AssertionError(f"{request.vulnerability_id}: {name} gave {got} rows, not {rows}")
+            if got:
+                lat[name][0].append(first)
+            lat[name][1].append(full)
+    out: dict[str, Any] = {"rows": rows, "calls": n}
+    for name, (first_lat, full_lat) in lat.items():
+        out[name] = {
+            "full_p50_ms": _ms(full_lat, 0.5),
+            "full_p99_ms": _ms(full_lat, 0.99),
+            "first_p50_ms": _ms(first_lat, 0.5) if first_lat else None,
+            "first_p99_ms": _ms(first_lat, 0.99) if first_lat else None,
+        }
+    return out
+
+
 def over_grpc(url: str, log_dir: Path, calls: int) -> dict[str, Any]:
-    """Full-result and first-result latency of FindAffectedImages against `gate serve`, per case."""
+    """Full-result and first-result latency of both RPCs against `gate serve`, per case."""
     backend = make_url(url).get_backend_name()
     settings = Settings(data_dir=log_dir / f"serve-{backend}", database_url=url, rescan_tick=0.0)
     server = start_gate_process(settings, log_dir / f"serve-{backend}.log")
@@ -105,37 +147,15 @@ def over_grpc(url: str, log_dir: Path, calls: int) -> dict[str, Any]:
         client = pb_grpc.GateStub(grpc.insecure_channel(server.address))
         for rank, stage in CASES:
             request = pb.FindAffectedImagesRequest(vulnerability_id=cve_id(rank), stage=stage)
-            rows = sum(1 for _ in client.FindAffectedImages(request, timeout=120))  # warm-up, row count
-            n = calls if rows < 2000 else max(5, calls // 5)
-            full: list[float] = []
-            first: list[float] = []
-            for _ in range(n):
-                t0 = time.perf_counter()
-                got = 0
-                for _ in client.FindAffectedImages(request, timeout=120):
-                    if got == 0:
-                        first.append(time.perf_counter() - t0)
-                    got += 1
-                full.append(time.perf_counter() - t0)
-                if got != rows:
-                    raise AssertionError(f"{cve_id(rank)}: {got} rows, first call gave {rows}")
             key = cve_id(rank) + (f" stage={stage}" if stage else "")
-            out[key] = {
-                "rank": rank,
-                "rows": rows,
-                "calls": n,
-                "full_p50_ms": _ms(full, 0.5),
-                "full_p99_ms": _ms(full, 0.99),
-                "first_p50_ms": _ms(first, 0.5) if first else None,
-                "first_p99_ms": _ms(first, 0.99) if first else None,
-            }
+            out[key] = {"rank": rank, **_side_by_side(client, request, calls)}
     finally:
         server.terminate()
     return out
 
 
 def serve_floor() -> int:
-    """Serve FindAffectedImages as a no-op: vulnerability_id "N" streams N prebuilt messages."""
+    """Serve both RPCs as no-ops: vulnerability_id "N" streams N prebuilt rows (pages shaped like gate's)."""
     row = pb.AffectedImage(
         digest="sha256:" + "ab" * 32,
         registry="registry.bench.local",
@@ -155,6 +175,15 @@ def serve_floor() -> int:
         for _ in range(int(request.vulnerability_id)):
             yield row
 
+    def pages(request: pb.FindAffectedImagesRequest, _context: grpc.ServicerContext) -> Any:
+        left = int(request.vulnerability_id)
+        size = AFFECTED_FIRST_PAGE
+        while left > 0:
+            n = min(size, left)
+            yield pb.AffectedImagesPage(images=[row] * n)
+            left -= n
+            size = AFFECTED_PAGE
+
     handler = grpc.method_handlers_generic_handler(
         "gate.v1.Gate",
         {
@@ -162,14 +191,19 @@ def serve_floor() -> int:
                 stream,
                 request_deserializer=pb.FindAffectedImagesRequest.FromString,
                 response_serializer=pb.AffectedImage.SerializeToString,
-            )
+            ),
+            "FindAffectedImagesPages": grpc.unary_stream_rpc_method_handler(
+                pages,
+                request_deserializer=pb.FindAffectedImagesRequest.FromString,
+                response_serializer=pb.AffectedImagesPage.SerializeToString,
+            ),
         },
     )
     return serve_until_signalled(*build_server(handler))
 
 
 def floor(rows: Sequence[int], calls: int) -> dict[str, Any]:
-    """Full and first-message latency of streaming each row count from the no-op server."""
+    """Full and first-message latency of streaming each row count from the no-op server, both RPCs."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.affected", "--serve-floor"],
         cwd=Path(__file__).resolve().parents[1],
@@ -180,24 +214,10 @@ def floor(rows: Sequence[int], calls: int) -> dict[str, Any]:
         assert proc.stdout is not None
         address = proc.stdout.readline().split()[-1]
         client = pb_grpc.GateStub(grpc.insecure_channel(address))
-        out: dict[str, Any] = {}
-        for n in rows:
-            request = pb.FindAffectedImagesRequest(vulnerability_id=str(n))
-            sum(1 for _ in client.FindAffectedImages(request, timeout=120))  # warm-up
-            full: list[float] = []
-            first: list[float] = []
-            for _ in range(calls if n < 2000 else max(5, calls // 5)):
-                t0 = time.perf_counter()
-                for i, _ in enumerate(client.FindAffectedImages(request, timeout=120)):
-                    if i == 0:
-                        first.append(time.perf_counter() - t0)
-                full.append(time.perf_counter() - t0)
-            out[str(n)] = {
-                "full_p50_ms": _ms(full, 0.5),
-                "full_p99_ms": _ms(full, 0.99),
-                "first_p50_ms": _ms(first, 0.5) if first else None,
-            }
-        return out
+        return {
+            str(n): _side_by_side(client, pb.FindAffectedImagesRequest(vulnerability_id=str(n)), calls)
+            for n in rows
+        }
     finally:
         proc.terminate()
         proc.wait(10)
@@ -227,6 +247,26 @@ def bench_affected(
     return results
 
 
+def summary(results: dict[str, Any]) -> list[str]:
+    """One line per case: p50 full / first (ms) of each RPC, and of the no-op floor for as many rows."""
+
+    def fig(entry: dict[str, Any]) -> str:
+        return f"{entry['full_p50_ms']} / {entry['first_p50_ms']}"
+
+    lines = [
+        "backend case rows: per-row full / first | paged full / first | floor per-row | floor paged (p50 ms)"
+    ]
+    floors = results.get("floor", {})
+    for backend in ("sqlite", "postgres"):
+        for case, c in results.get(backend, {}).get("affected", {}).items():
+            f = floors.get(str(c["rows"]), {})
+            lines.append(
+                f"{backend} {case} {c['rows']}: {fig(c['per_row'])} | {fig(c['paged'])} | "
+                f"{fig(f['per_row']) if f else '-'} | {fig(f['paged']) if f else '-'}"
+            )
+    return lines
+
+
 def main() -> int:
     """Run it and print the JSON."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -242,6 +282,7 @@ def main() -> int:
     backends = ("sqlite", "postgres") if args.backend == "both" else (args.backend,)
     results = bench_affected(backends, args.images, args.findings_per_image, args.calls, args.pg_url)
     print(json.dumps(results, indent=2))
+    print("\n".join(summary(results)), file=sys.stderr)
     return 0
 
 
