@@ -53,6 +53,8 @@ def test_connections_are_reused_and_keep_the_engines_set_up(engine: Engine) -> N
         assert first.isolation_level is None
     else:
         assert first.autocommit is True
+        # The engine's connect options too: JIT off for gate's short statements.
+        assert direct.run(lambda c: c.execute("SHOW jit").fetchone()[0]) == "off"
     direct.close()
 
 
