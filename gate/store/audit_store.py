@@ -13,6 +13,7 @@ a record written behind gate's back.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -131,10 +132,16 @@ def record_values(record: AuditRecord) -> dict[str, Any]:
         "inputs_digest": record.inputs_digest,
         "result": record.result,
         "policy_digest": record.policy_digest,
-        "details": json.dumps([list(kv) for kv in record.details], ensure_ascii=False),
+        "details": _details_json(record.details),
         "prev_hash": record.prev_hash,
         "hash": record.hash,
     }
+
+
+@functools.lru_cache(maxsize=4096)
+def _details_json(details: tuple[tuple[str, str], ...]) -> str:
+    # Memoized: a repeated check records the same details again and again (one record per answer).
+    return json.dumps([list(kv) for kv in details], ensure_ascii=False)
 
 
 def _to_row(record: AuditRecord) -> AuditRecordRow:

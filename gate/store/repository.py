@@ -1335,6 +1335,18 @@ def _violations_json(violations: tuple[Violation, ...]) -> str:
     return json.dumps([dataclasses.asdict(v) for v in violations])
 
 
+@functools.lru_cache(maxsize=4096)
+def _strings_json(values: tuple[str, ...]) -> str:
+    # Memoized, as _violations_json: the same warnings are recorded again on every repeated check.
+    return json.dumps(list(values))
+
+
+@functools.lru_cache(maxsize=4096)
+def _decision_details_json(pairs: tuple[tuple[str, str], ...]) -> str:
+    # In order, as given (unlike _pairs_json, which sorts labels).
+    return json.dumps([list(kv) for kv in pairs])
+
+
 def decision_values(decision: Decision) -> dict[str, Any]:
     """The `decisions` row of a decision as column values (for Core inserts: gate/store/journal.py)."""
     return {
@@ -1347,8 +1359,8 @@ def decision_values(decision: Decision) -> dict[str, Any]:
         "evaluated_at": _utc(decision.evaluated_at),
         "scanned_at": _utc(decision.scanned_at) if decision.scanned_at else None,
         "violations": _violations_json(decision.violations),
-        "warnings": json.dumps(list(decision.warnings)),
-        "details": json.dumps([list(kv) for kv in decision.details]),
+        "warnings": _strings_json(decision.warnings),
+        "details": _decision_details_json(decision.details),
         "summary": decision.summary,
     }
 
