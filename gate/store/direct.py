@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
@@ -28,7 +29,7 @@ from sqlalchemy.pool import StaticPool
 
 from gate.errors import Unavailable
 
-__all__ = ["DirectConnections", "FirstStatement", "placeholders"]
+__all__ = ["DirectConnections", "FirstStatement", "placeholders", "sqlite_time"]
 
 T = TypeVar("T")
 
@@ -36,6 +37,14 @@ T = TypeVar("T")
 def placeholders(count: int, postgres: bool) -> str:
     """`count` positional placeholders in the driver's spelling, comma-separated: for `IN (...)`."""
     return ", ".join(["%s" if postgres else "?"] * count)
+
+
+def sqlite_time(utc: datetime) -> str:
+    """SQLAlchemy's SQLite DateTime text for an aware UTC time: "YYYY-MM-DD HH:MM:SS.ffffff"."""
+    # isoformat gives the same text for four-digit years at a fraction of strftime's cost.
+    if utc.year >= 1000:
+        return utc.isoformat(" ", "microseconds")[:26]
+    return utc.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 class FirstStatement(Exception):

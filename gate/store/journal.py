@@ -20,7 +20,7 @@ from gate.domain import Decision
 from gate.errors import Unavailable
 from gate.journal import JournalEntry
 from gate.store.audit_store import HEAD_ID, record_values
-from gate.store.direct import DirectConnections, FirstStatement
+from gate.store.direct import DirectConnections, FirstStatement, sqlite_time
 from gate.store.repository import decision_values
 
 __all__ = ["SqlJournalStore"]
@@ -66,7 +66,7 @@ class SqlJournalStore:
             return None
         utc = when.astimezone(UTC)
         # SQLite stores DateTime as text in SQLAlchemy's format; PostgreSQL takes the aware value.
-        return utc if self._postgres else _sqlite_text(utc)
+        return utc if self._postgres else sqlite_time(utc)
 
     def append(self, entries: Sequence[JournalEntry]) -> None:
         """Store every decision and chain every audit event, in order, in one commit (all or none)."""
@@ -131,14 +131,6 @@ class SqlJournalStore:
         if not self._postgres:
             values["allowed"] = 1 if decision.allowed else 0
         return values
-
-
-def _sqlite_text(utc: datetime) -> str:
-    # SQLAlchemy's SQLite DateTime text, "YYYY-MM-DD HH:MM:SS.ffffff". isoformat gives the same text
-    # for four-digit years at a fraction of strftime's cost (several times per check).
-    if utc.year >= 1000:
-        return utc.isoformat(" ", "microseconds")[:26]
-    return utc.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 def _insert_sql(table: str, columns: Sequence[str]) -> str:

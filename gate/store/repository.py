@@ -62,6 +62,7 @@ from gate.provenance import chain_ids
 from gate.store import generations
 from gate.store.db import create_engine_for, database_errors, migrate
 from gate.store.direct import DirectConnections, placeholders
+from gate.store.job_writes import JobInsert
 from gate.store.sessions import SessionScope
 from gate.store.tables import (
     AlertRow,
@@ -100,6 +101,9 @@ class SqlRepository(SessionScope):
         self._sqlite = engine.dialect.name == "sqlite"
         # The counter read runs on every cached verdict: off the pool (gate/store/direct.py).
         self._direct_reads = DirectConnections(engine, autocommit=True)
+        # create_job's usual case is on every scan's critical path: plain statements (job_writes.py).
+        self._direct_writes = DirectConnections(engine, autocommit=False, max_idle=2)
+        self._job_insert = JobInsert(engine.dialect.dbapi, postgres=not self._sqlite)
 
     @classmethod
     def open(cls, url: str, *, run_migrations: bool = True) -> SqlRepository:
@@ -116,6 +120,7 @@ class SqlRepository(SessionScope):
     def close(self) -> None:
         """Close every pooled connection and the direct ones."""
         self._direct_reads.close()
+        self._direct_writes.close()
         self._engine.dispose()
 
     # -- sessions -------------------------------------------------------------------------------
@@ -336,6 +341,23 @@ class SqlRepository(SessionScope):
         """
         now = _utc(now)
         key = _active_key(digest, scanner)
+        if not reuse_success:
+            stored = _target_json(target)
+            job = ScanJob(
+                id=uuid.uuid4().hex,
+                digest=digest,
+                scanner=scanner,
+                state=JobState.QUEUED,
+                image=image,
+                # As read back from the row: what is stored, never the credentials.
+                target=_target_from_json(stored),
+                created_at=now,
+                platform=platform,
+            )
+            values = _new_job_values(job, stored, key)
+            if self._direct_writes.run(lambda conn: self._job_insert.run(conn, values)):
+                return job, True
+            # A job is active (or just became so): the ORM path below answers with it.
         for _ in range(_CREATE_ATTEMPTS):
             try:
                 with self._write() as session:
@@ -1391,6 +1413,29 @@ def _utc(when: datetime) -> datetime:
     if when.tzinfo is None or when.utcoffset() is None:
         raise ValueError(f"naive datetime {when.isoformat()}: gate passes timezone-aware UTC times")
     return when.astimezone(UTC)
+
+
+def _new_job_values(job: ScanJob, target: str, key: str) -> dict[str, Any]:
+    # Every scan_jobs column of a new QUEUED job, as create_job's ORM path would write them.
+    return {
+        "id": job.id,
+        "digest": job.digest,
+        "scanner": job.scanner,
+        "state": job.state.value,
+        "image": job.image,
+        "target": target,
+        "error": "",
+        "created_at": job.created_at,
+        "started_at": None,
+        "finished_at": None,
+        "scanner_version": "",
+        "db_version": "",
+        "db_updated_at": None,
+        "finding_count": 0,
+        "imported": False,
+        "active_key": key,
+        "platform": job.platform,
+    }
 
 
 def _active_key(digest: str, scanner: str) -> str:
