@@ -1,25 +1,33 @@
-"""The common case of creating a scan job, as plain statements on a direct DBAPI connection.
+"""The usual scan job writes, as plain statements on a direct DBAPI connection.
 
-SubmitScan creates a job before the scanner can start, so the job write is on the critical path of
-every scan (bench/RESULTS.md, "A scan through gate vs bare trivy"); through the ORM session it cost
-~2.5 ms of CPU for three statements. The usual submission (no job active for the digest and scanner,
-no reuse of an earlier result) is done here instead: look for an active job, insert the QUEUED row,
-bump the digest's input generation, commit — the same statements in the same order as
-SqlRepository.create_job, so the same locks are taken in the same order (job row first, then the
-generation). Anything else (a job is already active, a result may be reused, the insert lost the
-single-flight race on PostgreSQL) returns None and the caller takes the ORM path, which handles it.
-Single-flight stays the database's unique active key either way.
+A scan's job is created before the scanner can start and completed before the caller hears of the
+result, so both writes are on the critical path of every scan (bench/RESULTS.md, "A scan through gate
+vs bare trivy"); through the ORM session they cost ~2.5 and ~3 ms of CPU. Their usual cases are done
+here with the same statements in the same order as SqlRepository's ORM path, so the same locks are
+taken in the same order (job and image rows first, then the input-generation bump):
+
+- create: no job active for the digest and scanner and no result to reuse — look for an active job,
+  insert the QUEUED row, bump the digest's generation, commit.
+- complete: the image row exists — read the job, check the image, bump, insert the findings and their
+  search ids, point current_scans at the job, mark it SUCCEEDED, commit: all or nothing.
+
+Anything else (a job is already active, a result may be reused, the insert lost the single-flight race
+on PostgreSQL, the image row is missing) returns None with nothing written, and the caller takes the
+ORM path, which handles it. Single-flight stays the database's unique active key either way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from gate.store.direct import FirstStatement, sqlite_time
 
-__all__ = ["JobInsert"]
+__all__ = ["COLUMNS", "JobWrites"]
 
-_COLUMNS = (
+# Every scan_jobs column, in the order the statements below write and read them.
+COLUMNS = (
     "id",
     "digest",
     "scanner",
@@ -40,8 +48,8 @@ _COLUMNS = (
 )
 
 
-class JobInsert:
-    """Statements for inserting a QUEUED job, in the spelling of one driver (sqlite3 or psycopg)."""
+class JobWrites:
+    """Statements creating and completing a scan job, spelled for one driver (sqlite3 or psycopg)."""
 
     def __init__(self, dbapi: Any, *, postgres: bool) -> None:
         """Spell the statements for psycopg (`postgres`) or sqlite3, whose module `dbapi` is."""
@@ -52,15 +60,28 @@ class JobInsert:
         # Only placeholders and this module's constant names are formatted in; values are bound.
         self._active_sql = f"SELECT id FROM scan_jobs WHERE active_key = {mark}"  # noqa: S608
         self._insert_sql = (
-            f"INSERT INTO scan_jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join([mark] * len(_COLUMNS))})"  # noqa: S608
+            f"INSERT INTO scan_jobs ({', '.join(COLUMNS)}) VALUES ({', '.join([mark] * len(COLUMNS))})"  # noqa: S608
         )
         self._bump_sql = (
             f'INSERT INTO input_generations ("key", "value") VALUES ({mark}, 1) '  # noqa: S608
             'ON CONFLICT ("key") DO UPDATE SET "value" = input_generations."value" + 1'
         )
+        self._job_sql = f"SELECT {', '.join(COLUMNS)} FROM scan_jobs WHERE id = {mark}"  # noqa: S608
+        self._image_sql = f"SELECT 1 FROM images WHERE digest = {mark}"  # noqa: S608
+        self._current_sql = (
+            "INSERT INTO current_scans (digest, scanner, job_id, updated_at) "  # noqa: S608
+            f"VALUES ({mark}, {mark}, {mark}, {mark}) ON CONFLICT (digest, scanner) "
+            "DO UPDATE SET job_id = excluded.job_id, updated_at = excluded.updated_at"
+        )
+        self._finish_sql = (
+            f"UPDATE scan_jobs SET state = {mark}, finished_at = {mark}, error = '', active_key = NULL, "  # noqa: S608
+            f"finding_count = {mark}, scanner_version = {mark}, db_version = {mark}, db_updated_at = {mark} "
+            f"WHERE id = {mark} AND active_key IS NOT NULL"
+        )
+        self._mark = mark
 
-    def run(self, conn: Any, values: dict[str, Any]) -> bool:
-        """Insert the job in `values` (every column of _COLUMNS) and bump its digest; True when done.
+    def create(self, conn: Any, values: dict[str, Any]) -> bool:
+        """Insert the job in `values` (every column of COLUMNS) and bump its digest; True when done.
 
         False, with nothing written, when a job is already active for the key or another transaction
         inserted one first: the caller then decides through the ORM path. Driver failures propagate
@@ -86,7 +107,7 @@ class JobInsert:
                 conn.rollback()
                 return False
             try:
-                cursor.execute(self._insert_sql, tuple(row[name] for name in _COLUMNS))
+                cursor.execute(self._insert_sql, tuple(row[name] for name in COLUMNS))
             except self._unique_violation:
                 # Lost the single-flight race (PostgreSQL; SQLite's IMMEDIATE cannot interleave).
                 conn.rollback()
@@ -96,3 +117,99 @@ class JobInsert:
             cursor.close()
         conn.commit()
         return True
+
+    def complete(
+        self,
+        conn: Any,
+        job_id: str,
+        done: dict[str, Any],
+        tables: Callable[[Mapping[str, Any]], Sequence[tuple[str, Sequence[str], list[tuple[Any, ...]]]]],
+    ) -> dict[str, Any] | None:
+        """Store a finished scan and mark its job SUCCEEDED in one transaction; the job's columns after.
+
+        `done` holds the columns a success sets (state, finished_at, finding_count, scanner_version,
+        db_version, db_updated_at); `tables(job)` gives the rows to insert for the job's columns as
+        read in this transaction, as (table, columns, rows). None, with nothing written, when the
+        image row is missing (the ORM path inserts it). LookupError(job_id) when there is no such
+        job, ValueError(state) when it is no longer active; the caller raises its own errors for those.
+        """
+        postgres = self._postgres
+        update = dict(done)
+        if not postgres:
+            for name in ("finished_at", "db_updated_at"):
+                when = update[name]
+                update[name] = None if when is None else sqlite_time(when)
+        cursor = conn.cursor()
+        try:
+            try:
+                if not postgres:
+                    cursor.execute("BEGIN IMMEDIATE")
+                cursor.execute(self._job_sql, (job_id,))
+            except self._driver_errors as e:
+                raise FirstStatement(e) from e
+            found = cursor.fetchone()
+            if found is None:
+                conn.rollback()
+                raise LookupError(job_id)
+            job = dict(zip(COLUMNS, found, strict=True))
+            if job["active_key"] is None:
+                conn.rollback()
+                raise ValueError(job["state"])
+            digest = job["digest"]
+            cursor.execute(self._image_sql, (digest,))
+            if cursor.fetchone() is None:
+                conn.rollback()
+                return None
+            cursor.execute(self._bump_sql, (digest,))
+            for table, columns, rows in tables(job):
+                if rows:
+                    self._insert_rows(cursor, table, columns, rows)
+            cursor.execute(self._current_sql, (digest, job["scanner"], job_id, update["finished_at"]))
+            cursor.execute(
+                self._finish_sql,
+                (
+                    update["state"],
+                    update["finished_at"],
+                    update["finding_count"],
+                    update["scanner_version"],
+                    update["db_version"],
+                    update["db_updated_at"],
+                    job_id,
+                ),
+            )
+            if cursor.rowcount != 1:
+                # Ended by another process between the read and the update (READ COMMITTED).
+                conn.rollback()
+                raise ValueError("finished")
+        finally:
+            cursor.close()
+        conn.commit()
+        job.update(done, error="", active_key=None)
+        for name in ("created_at", "started_at"):
+            job[name] = _utc(job[name])
+        job["imported"] = bool(job["imported"])
+        return job
+
+    def _insert_rows(
+        self, cursor: Any, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
+    ) -> None:
+        # str/int values only, which need no conversion: sqlite3 executemany, or PostgreSQL COPY.
+        names = ", ".join(columns)
+        if self._postgres:
+            with cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            marks = ", ".join([self._mark] * len(columns))
+            cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)  # noqa: S608
+
+
+def _utc(value: Any) -> datetime | None:
+    # A time column as SQLModel's UTCDateTime reads it: SQLite's text is UTC without an offset,
+    # psycopg gives an aware datetime in the session's zone.
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    when: datetime = value
+    return when.replace(tzinfo=UTC) if when.utcoffset() is None else when.astimezone(UTC)

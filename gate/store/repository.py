@@ -62,7 +62,7 @@ from gate.provenance import chain_ids
 from gate.store import generations
 from gate.store.db import create_engine_for, database_errors, migrate
 from gate.store.direct import DirectConnections, placeholders
-from gate.store.job_writes import JobInsert
+from gate.store.job_writes import JobWrites
 from gate.store.sessions import SessionScope
 from gate.store.tables import (
     AlertRow,
@@ -101,9 +101,9 @@ class SqlRepository(SessionScope):
         self._sqlite = engine.dialect.name == "sqlite"
         # The counter read runs on every cached verdict: off the pool (gate/store/direct.py).
         self._direct_reads = DirectConnections(engine, autocommit=True)
-        # create_job's usual case is on every scan's critical path: plain statements (job_writes.py).
+        # The usual job writes are on every scan's critical path: plain statements (job_writes.py).
         self._direct_writes = DirectConnections(engine, autocommit=False, max_idle=2)
-        self._job_insert = JobInsert(engine.dialect.dbapi, postgres=not self._sqlite)
+        self._job_writes = JobWrites(engine.dialect.dbapi, postgres=not self._sqlite)
 
     @classmethod
     def open(cls, url: str, *, run_migrations: bool = True) -> SqlRepository:
@@ -355,7 +355,7 @@ class SqlRepository(SessionScope):
                 platform=platform,
             )
             values = _new_job_values(job, stored, key)
-            if self._direct_writes.run(lambda conn: self._job_insert.run(conn, values)):
+            if self._direct_writes.run(lambda conn: self._job_writes.create(conn, values)):
                 return job, True
             # A job is active (or just became so): the ORM path below answers with it.
         for _ in range(_CREATE_ATTEMPTS):
@@ -430,6 +430,18 @@ class SqlRepository(SessionScope):
         Findings are stored under the job's scanner name. The job must still be active.
         """
         now = _utc(now)
+        done = {
+            "state": JobState.SUCCEEDED.value,
+            "finished_at": now,
+            "finding_count": len(findings),
+            "scanner_version": result.scanner_version,
+            "db_version": result.db_version,
+            "db_updated_at": _utc(result.db_updated_at) if result.db_updated_at else None,
+        }
+        # The usual case (the image row exists) as plain statements (job_writes.py); else the ORM path.
+        stored = self._direct_writes.run(lambda conn: self._complete_direct(conn, job_id, done, findings))
+        if stored is not None:
+            return _job_of(stored)
         with self._write() as session:
             row = _active_job_row(session, job_id, "complete")
             self._insert_image(
@@ -447,6 +459,23 @@ class SqlRepository(SessionScope):
             _stamp_result(row, result, len(findings))
             session.flush()
             return _to_job(row)
+
+    def _complete_direct(
+        self, conn: Any, job_id: str, done: dict[str, Any], findings: Sequence[Finding]
+    ) -> dict[str, Any] | None:
+        def rows(job: Mapping[str, Any]) -> list[tuple[str, Sequence[str], list[tuple[Any, ...]]]]:
+            finding_rows, id_rows = _scan_rows(job_id, job["digest"], job["scanner"], findings)
+            return [
+                ("findings", _FINDING_INSERT_COLUMNS, finding_rows),
+                ("finding_ids", _ID_COLUMNS, id_rows),
+            ]
+
+        try:
+            return self._job_writes.complete(conn, job_id, done, rows)
+        except LookupError:
+            raise NotFound(f"scan job {job_id} does not exist", "job_id") from None
+        except ValueError as e:
+            raise FailedPrecondition(f"cannot complete scan job {job_id}: it is already {e}") from None
 
     def fail_job(self, job_id: str, error: str, now: datetime) -> ScanJob:
         """Mark the job FAILED with its reason; earlier findings and current_scans stay as they were."""
@@ -505,19 +534,10 @@ class SqlRepository(SessionScope):
     def _store_scan(
         self, session: Session, job: ScanJobRow, findings: Sequence[Finding], now: datetime
     ) -> None:
-        job_id, digest, scanner = job.id, job.digest, job.scanner  # plain locals: hot loop below
-        finding_rows: list[tuple[Any, ...]] = []
-        id_rows: list[tuple[Any, ...]] = []
-        for seq, f in enumerate(findings):
-            finding_rows.append(_finding_tuple(job_id, digest, scanner, seq, f))
-            for vuln_id in _search_ids(f):
-                id_rows.append((vuln_id, job_id, seq))
+        job_id, digest, scanner = job.id, job.digest, job.scanner
+        finding_rows, id_rows = _scan_rows(job_id, digest, scanner, findings)
         self._bulk_insert(session, table_of(FindingRow), _FINDING_INSERT_COLUMNS, finding_rows)
-        # In primary-key order: finding_ids' index leads with vuln_id, so a report's ids land all over a
-        # large index; inserted in key order each index page is visited once instead of at random
-        # (~15% less insert time on the 2M-finding bench store, SQLite).
-        id_rows.sort()
-        self._bulk_insert(session, table_of(FindingIdRow), ("vuln_id", "job_id", "seq"), id_rows)
+        self._bulk_insert(session, table_of(FindingIdRow), _ID_COLUMNS, id_rows)
         stmt = self._insert(table_of(CurrentScanRow)).values(
             digest=digest, scanner=scanner, job_id=job_id, updated_at=now
         )
@@ -1494,6 +1514,26 @@ _FINDING_INSERT_COLUMNS = (
 )
 
 
+_ID_COLUMNS = ("vuln_id", "job_id", "seq")
+
+
+def _scan_rows(
+    job_id: str, digest: str, scanner: str, findings: Sequence[Finding]
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The findings and finding_ids rows of one scan (_FINDING_INSERT_COLUMNS, _ID_COLUMNS)."""
+    finding_rows: list[tuple[Any, ...]] = []
+    id_rows: list[tuple[Any, ...]] = []
+    for seq, f in enumerate(findings):
+        finding_rows.append(_finding_tuple(job_id, digest, scanner, seq, f))
+        for vuln_id in _search_ids(f):
+            id_rows.append((vuln_id, job_id, seq))
+    # In primary-key order: finding_ids' index leads with vuln_id, so a report's ids land all over a
+    # large index; inserted in key order each index page is visited once instead of at random
+    # (~15% less insert time on the 2M-finding bench store, SQLite).
+    id_rows.sort()
+    return finding_rows, id_rows
+
+
 def _finding_tuple(job_id: str, digest: str, scanner: str, seq: int, f: Finding) -> tuple[Any, ...]:
     # In _FINDING_INSERT_COLUMNS order. Most findings have no aliases: skip json.dumps for those.
     return (
@@ -1607,6 +1647,28 @@ def _to_image(
         labels=_pairs(row.labels),
         annotations=_pairs(row.annotations),
         platforms=platforms,
+    )
+
+
+def _job_of(values: Mapping[str, Any]) -> ScanJob:
+    # A job from its columns as gate/store/job_writes.py returns them (times already aware UTC).
+    return ScanJob(
+        id=values["id"],
+        digest=values["digest"],
+        scanner=values["scanner"],
+        state=JobState(values["state"]),
+        image=values["image"],
+        target=_target_from_json(values["target"]),
+        error=values["error"],
+        created_at=values["created_at"],
+        started_at=values["started_at"],
+        finished_at=values["finished_at"],
+        scanner_version=values["scanner_version"],
+        db_version=values["db_version"],
+        db_updated_at=values["db_updated_at"],
+        finding_count=values["finding_count"],
+        imported=values["imported"],
+        platform=values["platform"],
     )
 
 

@@ -1,4 +1,4 @@
-"""create_job's direct path (gate/store/job_writes.py) writes the row the ORM path would, on both backends."""
+"""The direct job writes (gate/store/job_writes.py) store what the ORM path would, on both backends."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gate.domain import JobState
+from gate.domain import Finding, FindingClass, FixState, ImageInfo, JobState, Severity
+from gate.errors import FailedPrecondition, NotFound
 from gate.store.repository import SqlRepository
 from scanners.interface import Credentials, ScanResult, ScanTarget, TargetKind
 
@@ -62,3 +63,53 @@ def test_an_active_job_is_joined_and_a_finished_one_replaced(repo: SqlRepository
     again, created = repo.create_job(DIGEST, "trivy", "img", TARGET, T0)
     assert created and again.id not in (first.id, other.id)
     assert {j.id for j in repo.active_jobs()} == {other.id, again.id}
+
+
+FINDINGS = [
+    Finding(
+        "CVE-2026-1", "openssl", "3.0.1", "3.0.2", FixState.FIXED, Severity.HIGH, "HIGH", FindingClass.OS,
+        "trivy",
+    ),
+    Finding(
+        "GHSA-aaaa", "lib", "1", "", FixState.AFFECTED, Severity.LOW, "LOW", FindingClass.LANG, "trivy",
+        aliases=("CVE-2026-2",),
+    ),
+]  # fmt: skip
+RESULT = ScanResult(scanner="trivy", scanner_version="0.76.0", db_version="2", db_updated_at=T0, findings=())
+INFO = ImageInfo(digest=DIGEST, config_digest="sha256:" + "cf" * 32, diff_ids=("sha256:" + "d1" * 32,))
+
+
+@pytest.mark.parametrize("image_known", [True, False], ids=["image-known", "image-unknown"])
+def test_completed_job_and_findings_are_what_the_store_reads_back(
+    repo: SqlRepository, image_known: bool
+) -> None:
+    if image_known:
+        repo.upsert_image(INFO, None, T0)
+    job, _ = repo.create_job(DIGEST, "trivy", "img", TARGET, T0)
+    repo.mark_running(job.id, T0)
+    done = repo.complete_job(job.id, RESULT, FINDINGS, T0)
+    assert done.state is JobState.SUCCEEDED and done.finding_count == 2 and done.finished_at == T0
+    assert (done.scanner_version, done.db_version, done.db_updated_at) == ("0.76.0", "2", T0)
+    assert done.started_at == T0 and done.created_at == T0 and done.error == ""
+    assert repo.get_job(job.id) == done
+    assert repo.current_findings(DIGEST) == tuple(FINDINGS)
+    assert repo.active_jobs() == []
+    assert repo.get_image(DIGEST) is not None  # inserted by the ORM path when it was unknown
+    # Findings are found by id and by alias, case-insensitively.
+    assert {row.image.digest for row in repo.affected_images("cve-2026-2", None)} == {DIGEST}
+
+
+def test_completing_an_ended_or_unknown_job_fails_and_stores_nothing(repo: SqlRepository) -> None:
+    repo.upsert_image(INFO, None, T0)
+    job, _ = repo.create_job(DIGEST, "trivy", "img", TARGET, T0)
+    repo.complete_job(job.id, RESULT, FINDINGS[:1], T0)
+    with pytest.raises(FailedPrecondition, match="already succeeded"):
+        repo.complete_job(job.id, RESULT, FINDINGS, T0)
+    failed, _ = repo.create_job(DIGEST, "trivy", "img", TARGET, T0)
+    repo.fail_job(failed.id, "boom", T0)
+    with pytest.raises(FailedPrecondition, match="already failed"):
+        repo.complete_job(failed.id, RESULT, FINDINGS, T0)
+    with pytest.raises(NotFound):
+        repo.complete_job("no-such-job", RESULT, FINDINGS, T0)
+    # The first completion's findings stand.
+    assert repo.current_findings(DIGEST) == tuple(FINDINGS[:1])
