@@ -2,12 +2,14 @@
 
 A scan's job is created before the scanner can start and completed before the caller hears of the
 result, so both writes are on the critical path of every scan (bench/RESULTS.md, "A scan through gate
-vs bare trivy"); through the ORM session they cost ~2.5 and ~3 ms of CPU. Their usual cases are done
-here with the same statements in the same order as SqlRepository's ORM path, so the same locks are
-taken in the same order (job and image rows first, then the input-generation bump):
+vs bare trivy"); through the ORM session they cost ~2.5 and ~3 ms of CPU, RUNNING another ~2. Their
+usual cases are done here with the same statements in the same order as SqlRepository's ORM path, so
+the same locks are taken in the same order (job and image rows first, then the input-generation bump):
 
 - create: no job active for the digest and scanner and no result to reuse — look for an active job,
   insert the QUEUED row, bump the digest's generation, commit.
+- start: mark an active job RUNNING — read the job, bump, update it (written beside the scanner's
+  start, where its CPU competes with starting the scanner).
 - complete: the image row exists — read the job, check the image, bump, insert the findings and their
   search ids, point current_scans at the job, mark it SUCCEEDED, commit: all or nothing.
 
@@ -21,6 +23,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
+
+from sqlalchemy.exc import DBAPIError
 
 from gate.store.direct import FirstStatement, sqlite_time
 
@@ -55,6 +59,7 @@ class JobWrites:
         """Spell the statements for psycopg (`postgres`) or sqlite3, whose module `dbapi` is."""
         self._postgres = postgres
         self._unique_violation: type[BaseException] = dbapi.IntegrityError
+        self._dbapi_error: type[Exception] = dbapi.Error
         self._driver_errors: tuple[type[BaseException], ...] = (dbapi.OperationalError, dbapi.InterfaceError)
         mark = "%s" if postgres else "?"
         # Only placeholders and this module's constant names are formatted in; values are bound.
@@ -76,6 +81,10 @@ class JobWrites:
         self._finish_sql = (
             f"UPDATE scan_jobs SET state = {mark}, finished_at = {mark}, error = '', active_key = NULL, "  # noqa: S608
             f"finding_count = {mark}, scanner_version = {mark}, db_version = {mark}, db_updated_at = {mark} "
+            f"WHERE id = {mark} AND active_key IS NOT NULL"
+        )
+        self._start_sql = (
+            f"UPDATE scan_jobs SET state = {mark}, started_at = {mark} "  # noqa: S608
             f"WHERE id = {mark} AND active_key IS NOT NULL"
         )
         self._mark = mark
@@ -118,6 +127,45 @@ class JobWrites:
         conn.commit()
         return True
 
+    def start(self, conn: Any, job_id: str, state: str, now: datetime) -> dict[str, Any]:
+        """Mark an active job `state` (RUNNING) and stamp started_at; the job's columns after.
+
+        LookupError(job_id) when there is no such job, ValueError(state) when it is no longer active.
+        """
+        cursor = conn.cursor()
+        try:
+            job = self._read_active(cursor, job_id, conn)
+            cursor.execute(self._bump_sql, (job["digest"],))
+            cursor.execute(self._start_sql, (state, now if self._postgres else sqlite_time(now), job_id))
+            if cursor.rowcount != 1:
+                # Ended by another process between the read and the update (READ COMMITTED).
+                conn.rollback()
+                raise ValueError("finished")
+        finally:
+            cursor.close()
+        conn.commit()
+        job.update(state=state, started_at=now)
+        return _converted(job)
+
+    def _read_active(self, cursor: Any, job_id: str, conn: Any) -> dict[str, Any]:
+        # Begins the transaction and reads the job, which must exist and be active.
+        try:
+            if not self._postgres:
+                # IMMEDIATE takes SQLite's write lock up front, as the ORM path's transactions do.
+                cursor.execute("BEGIN IMMEDIATE")
+            cursor.execute(self._job_sql, (job_id,))
+        except self._driver_errors as e:
+            raise FirstStatement(e) from e
+        found = cursor.fetchone()
+        if found is None:
+            conn.rollback()
+            raise LookupError(job_id)
+        job = dict(zip(COLUMNS, found, strict=True))
+        if job["active_key"] is None:
+            conn.rollback()
+            raise ValueError(job["state"])
+        return job
+
     def complete(
         self,
         conn: Any,
@@ -141,20 +189,7 @@ class JobWrites:
                 update[name] = None if when is None else sqlite_time(when)
         cursor = conn.cursor()
         try:
-            try:
-                if not postgres:
-                    cursor.execute("BEGIN IMMEDIATE")
-                cursor.execute(self._job_sql, (job_id,))
-            except self._driver_errors as e:
-                raise FirstStatement(e) from e
-            found = cursor.fetchone()
-            if found is None:
-                conn.rollback()
-                raise LookupError(job_id)
-            job = dict(zip(COLUMNS, found, strict=True))
-            if job["active_key"] is None:
-                conn.rollback()
-                raise ValueError(job["state"])
+            job = self._read_active(cursor, job_id, conn)
             digest = job["digest"]
             cursor.execute(self._image_sql, (digest,))
             if cursor.fetchone() is None:
@@ -185,10 +220,7 @@ class JobWrites:
             cursor.close()
         conn.commit()
         job.update(done, error="", active_key=None)
-        for name in ("created_at", "started_at"):
-            job[name] = _utc(job[name])
-        job["imported"] = bool(job["imported"])
-        return job
+        return _converted(job)
 
     def _insert_rows(
         self, cursor: Any, table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]
@@ -196,12 +228,28 @@ class JobWrites:
         # str/int values only, which need no conversion: sqlite3 executemany, or PostgreSQL COPY.
         names = ", ".join(columns)
         if self._postgres:
-            with cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
-                for row in rows:
-                    copy.write_row(row)
+            statement = f"COPY {table} ({names}) FROM STDIN"
         else:
-            marks = ", ".join([self._mark] * len(columns))
-            cursor.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)  # noqa: S608
+            statement = f"INSERT INTO {table} ({names}) VALUES ({', '.join([self._mark] * len(columns))})"  # noqa: S608
+        try:
+            if self._postgres:
+                with cursor.copy(statement) as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            else:
+                cursor.executemany(statement, rows)
+        except self._unique_violation as e:
+            # A row the schema refuses is a bug: raised as SQLAlchemy's IntegrityError, as the ORM
+            # path's bulk insert raises it (values hidden: findings are not for logs).
+            raise DBAPIError.instance(statement, None, e, self._dbapi_error, hide_parameters=True) from e
+
+
+def _converted(job: dict[str, Any]) -> dict[str, Any]:
+    # The columns as the ORM reads them: aware UTC times, a real bool (SQLite stores 0/1).
+    for name in ("created_at", "started_at", "finished_at", "db_updated_at"):
+        job[name] = _utc(job[name])
+    job["imported"] = bool(job["imported"])
+    return job
 
 
 def _utc(value: Any) -> datetime | None:

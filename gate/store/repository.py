@@ -414,13 +414,17 @@ class SqlRepository(SessionScope):
     def mark_running(self, job_id: str, now: datetime) -> ScanJob:
         """Move a job to RUNNING and stamp started_at (again, when a job is resumed after a restart)."""
         now = _utc(now)
-        with self._write() as session:
-            row = _active_job_row(session, job_id, "start")
-            generations.bump(session, [row.digest])
-            row.state = JobState.RUNNING.value
-            row.started_at = now
-            session.flush()
-            return _to_job(row)
+        try:
+            # Written beside every scanner start: plain statements (job_writes.py) — job read, generation
+            # bump, job update, as every job write orders them.
+            started = self._direct_writes.run(
+                lambda conn: self._job_writes.start(conn, job_id, JobState.RUNNING.value, now)
+            )
+        except LookupError:
+            raise NotFound(f"scan job {job_id} does not exist", "job_id") from None
+        except ValueError as e:
+            raise FailedPrecondition(f"cannot start scan job {job_id}: it is already {e}") from None
+        return _job_of(started)
 
     def complete_job(
         self, job_id: str, result: ScanResult, findings: Sequence[Finding], now: datetime

@@ -113,3 +113,20 @@ def test_completing_an_ended_or_unknown_job_fails_and_stores_nothing(repo: SqlRe
         repo.complete_job("no-such-job", RESULT, FINDINGS, T0)
     # The first completion's findings stand.
     assert repo.current_findings(DIGEST) == tuple(FINDINGS[:1])
+
+
+def test_started_job_is_what_the_store_reads_back_and_only_active_jobs_start(repo: SqlRepository) -> None:
+    job, _ = repo.create_job(DIGEST, "trivy", "img", TARGET, T0)
+    running = repo.mark_running(job.id, T0)
+    assert running.state is JobState.RUNNING and running.started_at == T0
+    assert repo.get_job(job.id) == running
+    # A job resumed after a restart is started again (a new started_at).
+    later = T0.replace(second=59)
+    restarted = repo.mark_running(job.id, later)
+    assert restarted.started_at == later and repo.get_job(job.id) == restarted
+    repo.fail_job(job.id, "boom", T0)
+    with pytest.raises(FailedPrecondition, match=r"cannot start .* already failed"):
+        repo.mark_running(job.id, T0)
+    assert repo.get_job(job.id).state is JobState.FAILED  # type: ignore[union-attr]
+    with pytest.raises(NotFound):
+        repo.mark_running("no-such-job", T0)

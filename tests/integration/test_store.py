@@ -35,6 +35,7 @@ from gate.errors import FailedPrecondition, NotFound, Unavailable
 from gate.ports import FindingFilter
 from gate.store import repository as repository_module
 from gate.store.db import create_engine_for, migrate, script_heads
+from gate.store.job_writes import JobWrites
 from gate.store.repository import SqlRepository
 from gate.store.tables import metadata
 from scanners.interface import Credentials, ScanResult, ScanTarget, TargetKind
@@ -359,14 +360,25 @@ def test_crash_mid_complete_leaves_previous_scan_and_no_partial_rows(
     def boom(*_args: Any, **_kwargs: Any) -> None:
         raise RuntimeError("simulated crash")
 
+    # The usual completion runs plain statements (gate/store/job_writes.py): there it dies once the
+    # findings are in; the ORM path (an image row to insert first) dies in _stamp_result.
+    real_insert = JobWrites._insert_rows
+
+    def insert_then_die(self: JobWrites, cursor: Any, table: str, *args: Any) -> None:
+        real_insert(self, cursor, table, *args)
+        if table == "finding_ids":
+            boom()
+
     real_stamp = repository_module._stamp_result
     monkeypatch.setattr(repository_module, "_stamp_result", boom)
+    monkeypatch.setattr(JobWrites, "_insert_rows", insert_then_die)
     with pytest.raises(RuntimeError, match="simulated crash"):
         repo.complete_job(job.id, result(), good, at(12))
     _assert_only_old_scan(repo, db_url, job.id)
 
     # The job is still active and can complete for real afterwards.
     monkeypatch.setattr(repository_module, "_stamp_result", real_stamp)
+    monkeypatch.setattr(JobWrites, "_insert_rows", real_insert)
     assert repo.complete_job(job.id, result(), good, at(13)).finding_count == len(good)
     assert len(repo.current_findings(DIGEST_A)) == len(good)
 
