@@ -22,12 +22,12 @@ import http.client
 import json
 import math
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import tempfile
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -356,16 +356,16 @@ class TrivyScanner(Scanner):
         not executable or not answering `version` -> ScannerUnavailable; deadline passed -> ScanTimeout
         (the whole process group is killed); non-zero exit or death by signal -> ScannerError carrying
         the end of stderr; no, empty or unparseable report -> ScanParseError. Temporary files are
-        removed in every case: before returning when the scan left only its report, else by a
-        background thread (see `wait_for_removals`).
+        removed in every case, by a background thread after the result is returned (see
+        `wait_for_removals`).
         """
         deadline = min(timeout, self.timeout) if timeout > 0 else self.timeout
         scanner_version = self.version()
         # In server mode, ask the server for its DB first: it fails fast and clearly when the server is
         # down or is not a Trivy server, before an image is unpacked for nothing.
         db_before = self._server_db() if self.server is not None else None
-        # Not TemporaryDirectory: its rmtree cost ~1 ms of the result's critical path (bench/RESULTS.md);
-        # _remove_work removes the two names a scan leaves directly, and anything else in the background.
+        # Not TemporaryDirectory: removing the directory cost 1-7 ms of the result's critical path
+        # (bench/RESULTS.md); _remove_work has it removed in the background instead.
         work = tempfile.mkdtemp(prefix="gate-trivy-")
         try:
             output = os.path.join(work, "report.json")
@@ -583,62 +583,71 @@ _VERSION_PROBE_TARGET = ScanTarget(kind=TargetKind.OCI_LAYOUT, location="")
 
 # ---- scan directories -----------------------------------------------------------------------------
 
-# Directories whose removal was handed to a background thread and has not finished yet.
-_removing: set[threading.Thread] = set()
-_removing_lock = threading.Lock()
-
 
 def _remove_work(work: str) -> None:
-    """Remove a scan's private directory: at once when it holds what a finished scan leaves, else later.
+    """Hand a scan's private directory to the background remover; the result need not wait for it.
 
-    A scan leaves its report and Trivy's emptied TMPDIR, so three system calls remove it, where
-    shutil.rmtree costs a millisecond of Python on the result's critical path. Anything else (a killed
-    Trivy's unpacked layers, a failure half-way) is removed by shutil.rmtree on a background thread,
-    which `wait_for_removals` (also run at interpreter exit) waits for, so no directory is left behind.
+    Even the three system calls that remove what a finished scan leaves (its report, Trivy's emptied
+    TMPDIR, the directory) took 1-7 ms on the bench machine's disk, on the critical path of every
+    scan result (bench/RESULTS.md). `wait_for_removals` (also run at interpreter exit) waits for
+    every directory handed over, so none is left behind.
     """
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(os.path.join(work, "report.json"))
+    _remover.submit(work)
+
+
+def _remove_now(work: str) -> None:
+    # The usual leftovers by name; anything more (a killed Trivy's unpacked layers, a stray file) by
+    # shutil.rmtree.
     try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(work, "report.json"))
         os.rmdir(os.path.join(work, "tmp"))
         os.rmdir(work)
-    except FileNotFoundError:
-        if not os.path.exists(work):
-            return
-        _remove_later(work)
-    except OSError:  # not empty, or not a directory: something more than a finished scan leaves
-        _remove_later(work)
+    except OSError:
+        shutil.rmtree(work, ignore_errors=True)
 
 
-def _remove_later(work: str) -> None:
-    def remove() -> None:
-        try:
-            shutil.rmtree(work, ignore_errors=True)
-        finally:
-            with _removing_lock:
-                _removing.discard(thread)
+class _Remover:
+    """One daemon thread removing scan directories in the order they were handed over."""
 
-    thread = threading.Thread(target=remove, name="gate-trivy-cleanup", daemon=True)
-    with _removing_lock:
-        _removing.add(thread)
-    thread.start()
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._pending = 0
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def submit(self, work: str) -> None:
+        with self._changed:
+            self._pending += 1
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="gate-trivy-cleanup", daemon=True)
+                self._thread.start()
+        self._queue.put(work)
+
+    def wait(self, timeout: float | None) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self._pending == 0, timeout)
+
+    def _run(self) -> None:
+        while True:
+            work = self._queue.get()
+            try:
+                _remove_now(work)
+            finally:
+                with self._changed:
+                    self._pending -= 1
+                    self._changed.notify_all()
+
+
+_remover = _Remover()
 
 
 def wait_for_removals(timeout: float | None = None) -> bool:
     """Wait until every scan directory handed to the background is removed; False if `timeout` passed."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        with _removing_lock:
-            pending = list(_removing)
-        if not pending:
-            return True
-        for thread in pending:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            thread.join(remaining)
-            if thread.is_alive():
-                return False
+    return _remover.wait(timeout)
 
 
-# A daemon thread is stopped at exit wherever it is: wait for the removals so none is left half-done.
+# A daemon thread is stopped at exit wherever it is: wait for the removals so none is left behind.
 atexit.register(wait_for_removals)
 
 

@@ -60,7 +60,7 @@ def private_tempdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     temp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(temp))
     yield temp
-    # Directories with more in them than a finished scan leaves are removed in the background.
+    # Scan directories are removed in the background, after the result is returned.
     assert trivy_module.wait_for_removals(timeout=30)
     assert list(temp.iterdir()) == [], "the adapter left temporary files behind"
 
@@ -121,7 +121,8 @@ def test_success_fills_versions_and_cleans_up(tmp_path: Path) -> None:
     assert result.db_version == "2"
     assert result.db_updated_at == datetime(2099, 1, 1, 6, 0, 0, 500000, tzinfo=UTC)
     assert len(result.findings) == 10
-    # The report file, its directory and Trivy's private TMPDIR are gone.
+    # The report file, its directory and Trivy's private TMPDIR are gone (removed in the background).
+    assert trivy_module.wait_for_removals(timeout=30)
     output = Path((tmp_path / "bin" / "output-path").read_text().strip())
     scratch = Path((tmp_path / "bin" / "tmpdir").read_text().strip())
     assert not output.exists() and not output.parent.exists()
@@ -131,7 +132,7 @@ def test_success_fills_versions_and_cleans_up(tmp_path: Path) -> None:
 def test_leftovers_are_removed_in_the_background_after_success_and_failure(
     tmp_path: Path, private_tempdir: Path
 ) -> None:
-    # Trivy leaving files in its TMPDIR (and a stray file beside the report) defeats the quick removal.
+    # Trivy leaving files in its TMPDIR (and a stray file beside the report): removed all the same.
     leave = (
         'mkdir -p "$TMPDIR/layers/x"; echo data > "$TMPDIR/layers/x/blob"\n'
         'echo s > "$(dirname "$out")/stray"\n'
