@@ -48,7 +48,7 @@ def test_batched_answer_equals_one_query_per_digest(repo: SqlRepository) -> None
 def test_scan_freshness_is_what_latest_jobs_says_in_a_few_columns(repo: SqlRepository) -> None:
     target = ScanTarget(kind=TargetKind.DOCKER_ARCHIVE, location="/tmp/x.tar")
     ok = ScanResult(scanner="trivy", scanner_version="t", findings=(), db_version="2", db_updated_at=T0)
-    a, b, c, d = DIGESTS
+    a, b, c, _never = DIGESTS
     # a: success, then a newer failed job; b: only a running job; c: success plus an active rescan
     # by one scanner and a plain success by another; d: never scanned.
     repo.record_import(a, "trivy", a, ok, [], T0)
