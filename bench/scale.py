@@ -275,8 +275,10 @@ def fill(url: str, images: int, per_image: int, *, seed: int = 8) -> dict[str, f
             if (start // FILL_BATCH) % 10 == 0:
                 print(f"  filled {stop:,}/{images:,} images", file=sys.stderr, flush=True)
         if engine.dialect.name == "postgresql":
-            with engine.connect() as connection:
-                connection.execute(text("COMMIT"))
+            # Autocommit: ANALYZE run in a transaction that is then rolled back (as a plain connect()
+            # block ends) leaves no statistics, and the planner then guesses — a hash join over all 2M
+            # findings for one digest's 20 (350 ms instead of 0.3 ms per cold check).
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
                 connection.execute(text("ANALYZE"))
     finally:
         repo.close()
