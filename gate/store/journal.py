@@ -8,6 +8,7 @@ records, head and decisions are written with one executemany each and committed 
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -103,17 +104,22 @@ class SqlJournalStore:
                 record = build(seq + 1, prev)
                 records.append(record)
                 seq, prev = record.seq, record.hash
-            if records:
-                cursor.executemany(self._record_sql, [self._record_row(r) for r in records])
-                cursor.execute(
-                    self._move_sql,
-                    {"id": HEAD_ID, "count": seq, "hash": prev, "at": self._time(records[-1].at)},
-                )
-            if decisions:
-                cursor.executemany(self._decision_sql, [self._decision_row(d) for d in decisions])
+            record_rows = [self._record_row(r) for r in records]
+            decision_rows = [self._decision_row(d) for d in decisions]
+            # PostgreSQL: the writes and the commit go out as one pipeline — one round trip where each
+            # statement was one (~0.2 ms apiece on loopback here); errors still surface, in order.
+            with conn.pipeline() if self._postgres else contextlib.nullcontext():
+                if records:
+                    cursor.executemany(self._record_sql, record_rows)
+                    cursor.execute(
+                        self._move_sql,
+                        {"id": HEAD_ID, "count": seq, "hash": prev, "at": self._time(records[-1].at)},
+                    )
+                if decisions:
+                    cursor.executemany(self._decision_sql, decision_rows)
+                conn.commit()
         finally:
             cursor.close()
-        conn.commit()
 
     def close(self) -> None:
         """Close the journal's own database connections."""

@@ -12,8 +12,10 @@ from sqlalchemy import Engine, text
 from gate.audit import GENESIS_HASH, AuditLog, digest_of
 from gate.domain import AuditEvent
 from gate.errors import Unavailable
+from gate.journal import Journal
 from gate.store.audit_store import SqlAuditStore
 from gate.store.db import create_engine_for, migrate
+from gate.store.journal import SqlJournalStore
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 654321, tzinfo=UTC)
 DIGEST = "sha256:" + "c" * 64
@@ -157,3 +159,24 @@ def test_concurrent_appends_from_several_replicas_keep_one_chain(engine: Engine,
     assert not errors, errors
     result = AuditLog(SqlAuditStore(engine)).verify()
     assert result.ok and result.checked == 80, result.reason
+
+
+def test_the_journal_fails_closed_on_a_tampered_head_and_recovers_once_it_is_repaired(engine: Engine) -> None:
+    # The journal's own connection (gate/store/direct.py; on PostgreSQL its writes go out as one
+    # pipeline): the stored-ahead record must surface as Unavailable, nothing of the failed group may
+    # be kept, and the same connection must keep working once the head is consistent again.
+    log = filled(engine, 3)
+    store = SqlJournalStore(engine)
+    journal = Journal(store)
+    try:
+        sql(engine, "UPDATE audit_head SET count = 2")
+        with pytest.raises(Unavailable, match="audit verify"):
+            journal.record(None, [event(9)])
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM audit_records")).scalar() == 3
+        sql(engine, "UPDATE audit_head SET count = 3")
+        journal.record(None, [event(10)])
+        result = log.verify()
+        assert result.ok and result.checked == 4, result.reason
+    finally:
+        journal.close()
