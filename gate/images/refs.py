@@ -20,6 +20,7 @@ as a registry host called ``docker`` with a port (a compose service, say), never
 
 from __future__ import annotations
 
+import functools
 import re
 
 from gate.domain import ImageRef, RefKind
@@ -48,6 +49,14 @@ _REGISTRY_HOST_PORT_RE = re.compile(r"^docker:\d+(?:/|$)")
 
 def parse_ref(text: str, field: str = "image") -> ImageRef:
     """Parse an image reference; raise InvalidArgument(field=`field`) saying what is wrong and where."""
+    return _parse_ref(text, field)
+
+
+# Memoized: every CheckPromotion and every container of every admitted pod parses its reference, and
+# the same few thousand references come back again and again. An ImageRef is frozen, so one parse can
+# be shared; a reference that fails raises, and errors are not kept.
+@functools.lru_cache(maxsize=8192)
+def _parse_ref(text: str, field: str) -> ImageRef:
     if not text:
         raise InvalidArgument(f"an image reference is required (e.g. {_EXAMPLE})", field)
     # split() sees exactly the characters str.isspace() does, in C: references are parsed for every

@@ -180,3 +180,12 @@ def test_transport_prefix_wins_over_host_named_oci() -> None:
     ref = parse_ref("oci:5000/app:1")
     assert ref.kind is RefKind.OCI_LAYOUT
     assert ref.path == "5000/app:1"
+
+
+def test_parses_are_shared_and_errors_are_raised_every_time_with_their_field() -> None:
+    text = "registry.example/p/payments:20200102_01"
+    assert parse_ref(text) is parse_ref(text)  # memoized: an ImageRef is frozen
+    for field in ("image", "base", "image"):
+        with pytest.raises(InvalidArgument) as caught:
+            parse_ref("bad ref", field)
+        assert caught.value.field == field
