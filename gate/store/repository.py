@@ -1363,9 +1363,7 @@ def _current(digest: str) -> Select[*tuple[Any, ...]]:
     )
 
 
-# Admission asks on every pod start; a prebuilt statement keeps SQLAlchemy from re-analysing it per call.
-
-
+# Admission asks on every pod start: plain SQL for a direct connection, built once per digest count.
 @functools.cache
 def _promoted_stages_sql(count: int, postgres: bool) -> str:
     # `count` placeholders, never values: the digests are bound parameters.
