@@ -8,6 +8,8 @@ start, from several processes at once.
 from __future__ import annotations
 
 import contextlib
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -114,7 +116,7 @@ def _sqlite_engine(parsed: URL, busy_timeout: float, background_checkpoint: bool
             cursor.execute(f"PRAGMA busy_timeout = {timeout_ms}")
             cursor.execute("PRAGMA foreign_keys = ON")
             if not memory:
-                cursor.execute("PRAGMA journal_mode = WAL")
+                _enable_wal(cursor, busy_timeout)
                 # NORMAL is durable across application crashes in WAL mode and much faster than FULL.
                 cursor.execute("PRAGMA synchronous = NORMAL")
                 if background_checkpoint:
@@ -134,6 +136,27 @@ def _sqlite_engine(parsed: URL, busy_timeout: float, background_checkpoint: bool
             conn.exec_driver_sql("BEGIN")
 
     return engine
+
+
+def _enable_wal(cursor: Any, busy_timeout: float) -> None:
+    # WAL is a property of the file, set once by whichever connection gets there first. Switching a
+    # fresh file to WAL needs an exclusive lock; while another connection holds the write lock SQLite
+    # fails the switch with "database is locked" at once, without calling the busy handler, and even
+    # a reader blocks asking for WAL again. Several processes (or `migrate` threads) opening a new
+    # database together hit both. So: skip the switch when the file is already WAL, and otherwise
+    # retry it for up to busy_timeout.
+    deadline = time.monotonic() + busy_timeout
+    delay = 0.001
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
 
 
 def has_wal(engine: Engine) -> bool:

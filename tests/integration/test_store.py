@@ -570,6 +570,40 @@ def test_locked_sqlite_is_unavailable(tmp_path: Path) -> None:
         repo.close()
 
 
+def test_fresh_sqlite_file_waits_for_a_lock_before_switching_to_wal(tmp_path: Path) -> None:
+    # Switching a file to WAL while another connection holds a write lock fails at once with
+    # "database is locked": SQLite does not call the busy handler for it. Processes starting
+    # together on a new database (CI saw it from concurrent `migrate` calls) must wait instead.
+    path = tmp_path / "fresh.db"
+    blocker = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    blocker.execute("CREATE TABLE t (x INTEGER)")
+    blocker.execute("BEGIN IMMEDIATE")  # another starter's write transaction, still in rollback mode
+    release = threading.Timer(0.3, lambda: blocker.execute("ROLLBACK"))
+    release.start()
+    engine = create_engine_for(f"sqlite:///{path}", busy_timeout=5.0)
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar_one() == "wal"
+    finally:
+        release.join()
+        blocker.close()
+        engine.dispose()
+
+
+def test_sqlite_wal_switch_still_gives_up_after_the_busy_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "held.db"
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("CREATE TABLE t (x INTEGER)")
+    blocker.execute("BEGIN IMMEDIATE")
+    engine = create_engine_for(f"sqlite:///{path}", busy_timeout=0.2)
+    try:
+        with pytest.raises(Unavailable, match="database is locked"):
+            migrate(engine)
+    finally:
+        blocker.close()
+        engine.dispose()
+
+
 def test_sqlite_parent_directory_is_created(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "er" / "gate.db"
     repo = SqlRepository.open(f"sqlite:///{path}")
