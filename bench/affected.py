@@ -27,17 +27,18 @@ That is what streaming alone costs under each contract, whatever gate does.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
-from sqlalchemy import event, make_url
+from sqlalchemy import make_url
 
 from bench.echo import build_server, serve_until_signalled
 from bench.scale import DEFAULT_PG_URL, _is_filled, _ms, cve_id, sqlite_cache_url
@@ -53,28 +54,54 @@ from tests.support.gateserver import start_gate_process
 CASES: tuple[tuple[int, str], ...] = ((4999, ""), (2000, ""), (1000, ""), (100, ""), (0, ""), (1000, "p"))
 
 
+class _Recorder:
+    """A DBAPI connection or cursor that records (statement, parameters) of what it executes."""
+
+    def __init__(self, inner: Any, captured: list[tuple[str, Any]]) -> None:
+        self._inner = inner
+        self._captured = captured
+
+    def execute(self, statement: str, parameters: Any = ()) -> Any:
+        self._captured.append((statement, parameters))
+        return self._inner.execute(statement, parameters)
+
+    def cursor(self) -> _Recorder:
+        return _Recorder(self._inner.cursor(), self._captured)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
 def plans(url: str, vulnerability_id: str) -> list[dict[str, Any]]:
-    """Every statement one repository `affected_images` call runs, with its plan."""
+    """Every statement one repository `affected_images` call runs, with its plan.
+
+    The store reads on its direct DBAPI connections (gate/store/direct.py), which SQLAlchemy's engine
+    events do not see, so the connection it is lent is wrapped to record what runs on it.
+    """
     engine = create_engine_for(url)
     captured: list[tuple[str, Any]] = []
-
-    def grab(_conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _many: bool) -> None:
-        captured.append((statement, parameters))
-
-    event.listen(engine, "before_cursor_execute", grab)
     repo = BulkRepository(engine)
+    lend = repo._direct_reads.lend
+
+    @contextlib.contextmanager
+    def recording(first: Any) -> Iterator[tuple[Any, Any]]:
+        with lend(lambda conn: first(_Recorder(conn, captured))) as (conn, result):
+            yield _Recorder(conn, captured), result
+
+    repo._direct_reads.lend = recording  # type: ignore[method-assign]
     out: list[dict[str, Any]] = []
     try:
         for _ in repo.affected_images(vulnerability_id, None):
             pass
-        event.remove(engine, "before_cursor_execute", grab)
         sqlite = engine.dialect.name == "sqlite"
         prefix = "EXPLAIN QUERY PLAN " if sqlite else "EXPLAIN ANALYZE "
         with engine.connect() as connection:
+            raw = connection.connection.driver_connection
+            assert raw is not None
             for statement, parameters in captured:
                 if not statement.lstrip().upper().startswith("SELECT"):
                     continue
-                rows = connection.exec_driver_sql(prefix + statement, parameters).all()
+                rows = raw.execute(prefix + statement, parameters).fetchall()
                 out.append(
                     {"statement": " ".join(statement.split())[:300], "plan": [str(r[-1]) for r in rows]}
                 )

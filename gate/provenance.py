@@ -77,10 +77,13 @@ class BaseIndex:
         by_chain: dict[str, list[BaseImage]] = {}
         by_digest: dict[str, list[BaseImage]] = {}
         by_name: dict[str, list[BaseImage]] = {}
+        depth: int | None = 0
         for base in dict.fromkeys(bases):
             key = base.chain_id or chain_id(base.diff_ids)
             if key:
                 by_chain.setdefault(key, []).append(base)
+                # A chain id given without its layers could match a prefix of any length.
+                depth = None if depth is None or not base.diff_ids else max(depth, len(base.diff_ids))
             if base.digest:
                 by_digest.setdefault(base.digest, []).append(base)
             for name in {base.name, base.reference} - {""}:
@@ -88,6 +91,16 @@ class BaseIndex:
         self._by_chain = MappingProxyType({k: tuple(sorted(v, key=_order)) for k, v in by_chain.items()})
         self._by_digest = MappingProxyType({k: tuple(sorted(v, key=_order)) for k, v in by_digest.items()})
         self._by_name = MappingProxyType({k: tuple(sorted(v, key=_order)) for k, v in by_name.items()})
+        self._depth = depth
+
+    @property
+    def depth(self) -> int | None:
+        """The most layers any indexed base has, or None when a base's layer count is unknown.
+
+        A base matches only the image prefix as long as itself, so an image's lineage depends on its
+        first `depth` layers alone: images sharing those share one lineage chain.
+        """
+        return self._depth
 
     def with_chain(self, chain: str) -> tuple[BaseImage, ...]:
         """The bases whose whole layer chain has this ChainID, in a stable order."""

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine
@@ -29,7 +29,7 @@ from sqlalchemy.pool import StaticPool
 
 from gate.errors import Unavailable
 
-__all__ = ["DirectConnections", "FirstStatement", "placeholders", "sqlite_time"]
+__all__ = ["DirectConnections", "FirstStatement", "placeholders", "read_time", "sqlite_time"]
 
 T = TypeVar("T")
 
@@ -45,6 +45,19 @@ def sqlite_time(utc: datetime) -> str:
     if utc.year >= 1000:
         return utc.isoformat(" ", "microseconds")[:26]
     return utc.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def read_time(value: Any) -> datetime | None:
+    """A time column as SQLModel's UTCDateTime reads it, from a plain DBAPI row: aware UTC or None.
+
+    SQLite's text is UTC without an offset; psycopg gives an aware datetime in the session's zone.
+    """
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    when: datetime = value
+    return when.replace(tzinfo=UTC) if when.utcoffset() is None else when.astimezone(UTC)
 
 
 class FirstStatement(Exception):
@@ -97,10 +110,16 @@ class DirectConnections:
         """
         if self._shared:
             return self._run_shared(work)
+        conn, result = self._first(work, idempotent)
+        self._give_back(conn, rollback=False)
+        return result
+
+    def _first(self, work: Callable[[Any], T], idempotent: bool) -> tuple[Any, T]:
+        """`work(conn)` on a lent connection, retried once as `run` says; the connection stays lent."""
         for attempt in (0, 1):
             conn, reused = self._take()
             try:
-                result = work(conn)
+                return conn, work(conn)
             except FirstStatement as e:
                 self._discard(conn)
                 if self._retry(reused, attempt):
@@ -114,9 +133,42 @@ class DirectConnections:
             except BaseException:
                 self._give_back(conn, rollback=True)
                 raise
-            self._give_back(conn, rollback=False)
-            return result
         raise AssertionError("unreachable")  # the second attempt always returns or raises
+
+    @contextlib.contextmanager
+    def lend(self, first: Callable[[Any], T]) -> Iterator[tuple[Any, T]]:
+        """Lend a connection for a streamed read: `first(conn)` runs, then the block reads on.
+
+        For reads whose rows are handed on while more statements follow on the same connection (a
+        cursor read in batches between other queries), which `run` cannot express. `first` is retried
+        like an idempotent `run` (a PostgreSQL connection that went stale while idle); nothing after it
+        is, since rows may already have left. A driver failure in the block closes the connection and
+        surfaces as Unavailable; on exit, however the block ends (a consumer that stops early too), the
+        connection is rolled back, which also ends a read transaction `first` began, and returned.
+        """
+        if self._shared:
+            fairy = self._engine.raw_connection()
+            try:
+                shared = fairy.driver_connection
+                try:
+                    yield shared, first(shared)
+                except self._errors as e:
+                    raise _unavailable(e) from e
+                finally:
+                    _rollback_quietly(shared)
+            finally:
+                fairy.close()
+            return
+        conn, result = self._first(first, idempotent=True)
+        try:
+            yield conn, result
+        except self._errors as e:
+            self._discard(conn)
+            raise _unavailable(e) from e
+        except BaseException:
+            self._give_back(conn, rollback=True)
+            raise
+        self._give_back(conn, rollback=True)
 
     def _retry(self, reused: bool, attempt: int) -> bool:
         # Only a PostgreSQL connection goes stale while idle (server restarted, idle timeout); a SQLite

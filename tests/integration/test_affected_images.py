@@ -14,6 +14,7 @@ already looked up. A counting repository proves the catalog is read once per cal
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from concurrent import futures
 from dataclasses import replace
@@ -22,7 +23,6 @@ from typing import Any
 
 import grpc
 import pytest
-from sqlalchemy import event
 
 from gate import service as service_module
 from gate.clock import ManualClock
@@ -412,23 +412,48 @@ def indexed(repo: SqlRepository) -> SqlRepository:
     return repo
 
 
-def count_statements(repo: SqlRepository) -> tuple[list[str], Any]:
-    """Record every SQL statement the repository's engine runs, until the returned listener is removed."""
+class _RecordingCursor:
+    """A DBAPI cursor that records the statements it executes."""
+
+    def __init__(self, inner: Any, statements: list[str]) -> None:
+        self._inner = inner
+        self._statements = statements
+
+    def execute(self, statement: str, *args: Any) -> Any:
+        self._statements.append(statement)
+        return self._inner.execute(statement, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class _RecordingConnection(_RecordingCursor):
+    """A DBAPI connection whose statements, its own and its cursors', are recorded."""
+
+    def cursor(self) -> _RecordingCursor:
+        return _RecordingCursor(self._inner.cursor(), self._statements)
+
+
+def count_statements(repo: SqlRepository, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every SQL statement affected_images runs: it reads on the store's direct connections
+    (gate/store/direct.py), which SQLAlchemy's engine events do not see."""
     statements: list[str] = []
+    lend = repo._direct_reads.lend
 
-    def record(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
-        statements.append(statement)
+    @contextlib.contextmanager
+    def recording(first: Any) -> Iterator[tuple[Any, Any]]:
+        with lend(lambda conn: first(_RecordingConnection(conn, statements))) as (conn, result):
+            yield _RecordingConnection(conn, statements), result
 
-    event.listen(repo._engine, "before_cursor_execute", record)
-    return statements, record
+    monkeypatch.setattr(repo._direct_reads, "lend", recording)
+    return statements
 
 
-def test_platform_image_rows_name_their_indexes(indexed: SqlRepository, batch: int) -> None:
-    statements, listener = count_statements(indexed)
-    try:
-        rows = list(indexed.affected_images("CVE-1", None))
-    finally:
-        event.remove(indexed._engine, "before_cursor_execute", listener)
+def test_platform_image_rows_name_their_indexes(
+    indexed: SqlRepository, batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    statements = count_statements(indexed, monkeypatch)
+    rows = list(indexed.affected_images("CVE-1", None))
     by_digest = {r.image.digest: r for r in rows}
     amd, arm, arm2 = by_digest[AMD.digest], by_digest[ARM.digest], by_digest[ARM2.digest]
     # A platform image has no tags of its own; its indexes carry the names, ordered by index digest.

@@ -179,3 +179,61 @@ def test_postgres_session_killed_while_idle_costs_one_retry_not_an_error(postgre
         writes.close()
     finally:
         engine.dispose()
+
+
+def test_a_lent_connection_streams_and_comes_back_however_the_reader_stops(engine: Engine) -> None:
+    direct = DirectConnections(engine, autocommit=True)
+
+    def rows(stop_after: int) -> Iterator[int]:
+        # As SqlRepository.affected_images reads: a cursor consumed between other statements.
+        with direct.lend(lambda c: c.execute("SELECT 1 UNION ALL SELECT 2 UNION ALL SELECT 3")) as (
+            conn,
+            cur,
+        ):
+            for n, (value,) in enumerate(cur.fetchall()):
+                if n == stop_after:
+                    return
+                assert conn.execute("SELECT 1").fetchone()[0] == 1
+                yield value
+
+    assert list(rows(99)) == [1, 2, 3]
+    early = rows(99)
+    assert next(early) == 1
+    early.close()  # a consumer that stops early (GeneratorExit inside the block)
+    # One idle connection, lent again: nothing was leaked or left in a transaction.
+    assert len(direct._idle) == 1
+    conn = direct._idle[0]
+    assert direct.run(lambda c: c) is conn
+    if engine.dialect.name == "sqlite":
+        assert not conn.in_transaction
+    else:
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    # An error in the block: propagated, the connection rolled back and kept.
+    with pytest.raises(ZeroDivisionError), direct.lend(lambda c: c.execute("SELECT 1")):
+        _ = 1 / 0
+    assert direct._idle == [conn]
+    # A driver error in the block: Unavailable, and that connection closed rather than kept.
+    # (SQLite: an OperationalError; PostgreSQL: the session ending under the statement.)
+    with pytest.raises(Unavailable), direct.lend(lambda c: None) as (bad, _):
+        if engine.dialect.name == "sqlite":
+            bad.execute("SELECT * FROM no_such_table_here")
+        else:
+            bad.execute("SELECT pg_terminate_backend(pg_backend_pid())")
+    assert conn not in direct._idle
+    direct.close()
+
+
+@pytest.mark.postgres
+def test_lend_retries_its_first_statement_after_the_session_was_killed_while_idle(postgres_url: str) -> None:
+    engine = create_engine_for(postgres_url)
+    migrate(engine)
+    try:
+        direct = DirectConnections(engine, autocommit=True)
+        pid = direct.run(_backend_pid)
+        _terminate(engine, pid)
+        with direct.lend(lambda c: c.execute("SELECT 41 + 1").fetchone()[0]) as (conn, value):
+            assert value == 42
+            assert _backend_pid(conn) != pid
+        direct.close()
+    finally:
+        engine.dispose()

@@ -159,6 +159,28 @@ def test_prebuilt_index_gives_the_same_answer() -> None:
     assert index.with_name("reg/bases/osbase:20200102_01") == (OSBASE,)
 
 
+def test_index_depth_is_the_longest_base_and_bounds_what_lineage_reads() -> None:
+    index = BaseIndex(CATALOG)
+    assert index.depth == 4  # RUNTIME's layers
+    assert BaseIndex(()).depth == 0
+    # The depth is what makes a prefix enough: an image's lineage and attributions equal those of
+    # its first `depth` layers, whatever follows them (gate/service.py caches attributions by that).
+    for image in (APP, APP[:3], (*RUNTIME.diff_ids, layer(99), layer(98)), (layer(7), *APP)):
+        prefix = image[: index.depth]
+        assert lineage(prefix, index).chain == lineage(image, index).chain
+        for diff_id in image:
+            assert introduced_by(diff_id, prefix, lineage(prefix, index)) == introduced_by(
+                diff_id, image, lineage(image, index)
+            )
+
+
+def test_index_depth_is_unknown_when_a_base_has_a_chain_id_but_no_layers() -> None:
+    # Such a base could match a prefix of any length: no prefix is enough.
+    opaque = BaseImage(name="o", tier="runtime", digest=digest("o"), diff_ids=(), chain_id=chain_id(APP[:5]))
+    assert BaseIndex((*CATALOG, opaque)).depth is None
+    assert lineage(APP, BaseIndex((*CATALOG, opaque))).chain[0] == opaque
+
+
 def test_large_catalog_lookup_is_by_chain() -> None:
     many = [base(f"b{i}", "runtime", [1000 + i, 2000 + i]) for i in range(2000)]
     lin = lineage(APP, BaseIndex([*many, *CATALOG]))
