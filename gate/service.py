@@ -35,6 +35,7 @@ from gate.domain import (
     VerdictState,
 )
 from gate.errors import FailedPrecondition, InvalidArgument, NotFound
+from gate.gcpause import gc_paused
 from gate.images.refs import parse_ref
 from gate.journal import Journal
 from gate.ledger import check_breakglass
@@ -1207,27 +1208,32 @@ class GateService:
         return _pages(rows, page_size or AFFECTED_FIRST_PAGE, page_size or AFFECTED_PAGE)
 
     def _attribute_rows(self, rows: Iterator[AffectedRow]) -> Iterator[AffectedFinding]:
-        # One lineage per image, however many of its packages carry the vulnerability, and the base
-        # catalog read once per call (at the first row, so an empty answer reads nothing): a catalog
-        # query per image cost ~1 ms each, most of the call for a CVE in thousands of images, while
-        # the catalog is a few curated bases.
-        # Only the rows' own layers are attributed, not every layer of each image as
-        # layer_attribution does (an image is mostly one row here), and the lineage is taken without
-        # the annotations, which only add warnings that attribution never reads.
+        # The base catalog is read once per call (at the first row that needs it, so an empty answer
+        # reads nothing): a catalog query per image cost ~1 ms each, while the catalog is a few
+        # curated bases. Only the rows' own layers are attributed, not every layer of each image as
+        # layer_attribution does, and the lineage is taken without the annotations, which only add
+        # warnings that attribution never reads. An attribution depends only on the image's first
+        # `catalog.depth` layers (no base is longer) and on the row's layer, so it is computed once
+        # per (prefix, layer): images built on one base share it instead of each hashing its chain.
         catalog: provenance.BaseIndex | None = None
-        lineages: dict[str, Lineage] = {}
+        attributions: dict[tuple[tuple[str, ...], str], Attribution] = {}
         for row in rows:
             image = row.image
             layer = row.finding.layer_diff_id
             if not layer or layer not in image.diff_ids:
                 yield AffectedFinding(row, UNATTRIBUTED)
                 continue
-            lin = lineages.get(image.digest)
-            if lin is None:
-                if catalog is None:
-                    catalog = provenance.BaseIndex(self._repo.list_bases())
-                lin = lineages[image.digest] = provenance.lineage(image.diff_ids, catalog)
-            yield AffectedFinding(row, _attribution(provenance.introduced_by(layer, image.diff_ids, lin)))
+            if catalog is None:
+                catalog = provenance.BaseIndex(self._repo.list_bases())
+            depth = catalog.depth
+            prefix = image.diff_ids[:depth] if depth is not None else image.diff_ids
+            key = (prefix, layer)
+            attribution = attributions.get(key)
+            if attribution is None:
+                lin = provenance.lineage(prefix, catalog)
+                # A layer past the prefix is below no base: introduced_by finds none, as for the image.
+                attribution = attributions[key] = _attribution(provenance.introduced_by(layer, prefix, lin))
+            yield AffectedFinding(row, attribution)
 
     def list_images(self, stage: str, on_base: str) -> StageListing:
         """The stored images in a stage, optionally only those whose lineage contains a base.
@@ -1276,6 +1282,13 @@ class GateService:
 
     def import_report(self, image: str, scanner: str, data: bytes) -> ScanJob:
         """Store a report produced elsewhere, marked as imported, after checking it is for this image."""
+        # A report is tens of thousands of objects built at once and all alive until it is stored:
+        # collecting cycles meanwhile only re-walks them (gate/gcpause.py). The pause lasts until they
+        # are freed (when _import_report returns), or the first allocation after it would walk them all.
+        with gc_paused():
+            return self._import_report(image, scanner, data)
+
+    def _import_report(self, image: str, scanner: str, data: bytes) -> ScanJob:
         name = scanner.strip().lower() or "trivy"
         impl = self._scanners.get(name)
         if impl is None:
