@@ -49,6 +49,21 @@ def _decision_log(env: Mapping[str, str]) -> str:
     return value
 
 
+MAX_WORKERS = 64
+"""The most serving processes `gate serve --workers` starts (a bound on a typo, not a tuning hint)."""
+
+
+def parse_workers(raw: str, name: str = "GATE_WORKERS") -> int:
+    """A worker count: a whole number from 1 to MAX_WORKERS; InvalidArgument naming `name` otherwise."""
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise InvalidArgument(f"expected a whole number of processes, got {raw!r}", name) from None
+    if not 1 <= value <= MAX_WORKERS:
+        raise InvalidArgument(f"must be from 1 to {MAX_WORKERS}, got {raw!r}", name)
+    return value
+
+
 def _number(env: Mapping[str, str], name: str, default: float, minimum: float) -> float:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -334,6 +349,9 @@ class Settings:
     # the commit that holds its record (group commit); "buffered" — answers return at once and records
     # are committed behind, in order; a crash can lose the records of the last few milliseconds.
     decision_log: str = "durable"
+    # Serving processes of `gate serve` (gate/server/workers.py): one Python process answers on one
+    # core at a time; N share the port, the kernel spreading connections among them.
+    workers: int = 1
 
     @property
     def available_scanners(self) -> tuple[str, ...]:
@@ -443,4 +461,5 @@ class Settings:
             max_concurrent_rpcs=int(_number(e, "GATE_MAX_CONCURRENT_RPCS", 512, 0)),
             verdict_cache_size=int(_number(e, "GATE_VERDICT_CACHE_SIZE", 10_000, 0)),
             decision_log=_decision_log(e),
+            workers=parse_workers(e["GATE_WORKERS"]) if e.get("GATE_WORKERS", "").strip() else 1,
         )

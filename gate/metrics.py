@@ -16,6 +16,7 @@ The HTTP server (GATE_METRICS_LISTEN, off by default) answers
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -26,6 +27,7 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
@@ -195,8 +197,30 @@ def track_queue(source: QueueSource) -> None:
 
 
 def exposition() -> bytes:
-    """The current metrics in Prometheus' text format."""
-    return generate_latest(REGISTRY)
+    """The current metrics in Prometheus' text format.
+
+    Under `gate serve --workers N` (prometheus_client's multiprocess mode, gate/server/workers.py) the
+    counters and histograms are those of every serving process added up, read from their files; the
+    process metrics and the queue gauge are this process's own.
+    """
+    return generate_latest(_exposition_registry())
+
+
+_MULTIPROCESS: CollectorRegistry | None = None
+
+
+def _exposition_registry() -> CollectorRegistry:
+    global _MULTIPROCESS
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return REGISTRY
+    if _MULTIPROCESS is None:
+        registry = CollectorRegistry(auto_describe=True)
+        MultiProcessCollector(registry, path)  # type: ignore[no-untyped-call]  # unannotated upstream
+        ProcessCollector(registry=registry)
+        registry.register(_QUEUE)
+        _MULTIPROCESS = registry
+    return _MULTIPROCESS
 
 
 class MetricsServer:

@@ -89,12 +89,19 @@ class JobRunner:
         with self._lock:
             return len(self._pending) - self._running, self._running
 
-    def start(self) -> int:
-        """Start the workers and re-queue jobs a previous process left active; return how many."""
+    def start(self, *, resume: bool = True) -> int:
+        """Start the workers and re-queue jobs a previous process left active; return how many.
+
+        `resume=False` for a secondary serving process (`gate serve --workers`): the primary process
+        resumes them, once, before the secondaries start — two processes resuming the same job would run
+        its scan twice.
+        """
         for i in range(self._concurrency):
             t = threading.Thread(target=self._work, name=f"gate-scan-{i}", daemon=True)
             t.start()
             self._threads.append(t)
+        if not resume:
+            return 0
         resumed = 0
         for job in self._repo.active_jobs():
             if self.submit(job.id):

@@ -10,6 +10,7 @@ import signal
 import threading
 from concurrent import futures
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 
 import grpc
@@ -41,6 +42,7 @@ from gate.server.auth import build_auth, server_credentials
 from gate.server.limits import LimitsInterceptor, ScanLimits
 from gate.server.metrics_interceptor import MetricsInterceptor
 from gate.server.servicer import register
+from gate.server.workers import Workers
 from gate.service import GateService
 from gate.store.audit_store import SqlAuditStore
 from gate.store.checkpoint import WalCheckpointer
@@ -156,8 +158,16 @@ def load_policy(settings: Settings) -> Policy:
     return load_policy_file(settings.policy_file) if settings.policy_file else default_policy()
 
 
-def create_server(settings: Settings, listen: str, clock: Clock | None = None) -> RunningGate:
-    """Wire everything and start serving on `listen` (e.g. 127.0.0.1:0); return the running gate."""
+def create_server(
+    settings: Settings, listen: str, clock: Clock | None = None, *, primary: bool = True
+) -> RunningGate:
+    """Wire everything and start serving on `listen` (e.g. 127.0.0.1:0); return the running gate.
+
+    `primary=False` makes a secondary serving process of `gate serve --workers` (gate/server/workers.py):
+    the gRPC service only, on a port the primary already holds. The rest runs once per gate, in the
+    primary: resuming scan jobs, the rescan scheduler and alerts, the admission webhook, Clair's
+    notifier endpoint, the metrics endpoint and SQLite's WAL checkpoints.
+    """
     clock = clock or SystemClock()
     policy = load_policy(settings)
     scanners = build_scanners(settings)
@@ -234,6 +244,9 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
+            # Several processes share the port only when asked to (--workers): otherwise a second gate
+            # started on a port in use fails at start-up instead of silently taking half the calls.
+            ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
         ],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
     )
@@ -256,17 +269,21 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
         ),
         server,
     )
-    port = (
-        server.add_insecure_port(listen)
-        if credentials is None
-        else server.add_secure_port(listen, credentials)
-    )
+    try:
+        port = (
+            server.add_insecure_port(listen)
+            if credentials is None
+            else server.add_secure_port(listen, credentials)
+        )
+    except RuntimeError:  # grpcio raises where it used to return 0 (port in use, bad address)
+        port = 0
     if port == 0:
         repo.close()
         docker.close()
-        raise InvalidArgument(f"cannot listen on {listen!r}", "listen")
+        in_use = " (in use by another process?)" if settings.workers <= 1 else ""
+        raise InvalidArgument(f"cannot listen on {listen!r}{in_use}", "listen")
     try:
-        notifier = _start_notifier(settings, repo, clock)
+        notifier = _start_notifier(settings, repo, clock) if primary else None
     except OSError as e:  # the webhook port is taken or not bindable
         repo.close()
         docker.close()
@@ -275,7 +292,7 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
         ) from e
     serving = threading.Event()
     metrics_server = None
-    if settings.metrics_listen:
+    if settings.metrics_listen and primary:
         try:
             metrics_server = MetricsServer(settings.metrics_listen, serving.is_set)
         except OSError as e:  # the metrics port is taken or not bindable
@@ -288,8 +305,12 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
             ) from e
         metrics_server.start()
     try:  # bound now so a bad address or certificate fails start-up; started with the rest below
-        webhook = webhook_from_settings(
-            settings, service, repo, registry.resolve, clock, audit, observe_webhook, policy=policy
+        webhook = (
+            webhook_from_settings(
+                settings, service, repo, registry.resolve, clock, audit, observe_webhook, policy=policy
+            )
+            if primary
+            else None
         )
     except InvalidArgument:
         for part in (notifier, metrics_server):
@@ -299,7 +320,7 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
         docker.close()
         raise
     server.start()
-    runner.start()
+    runner.start(resume=primary)
     scheduler = RescanScheduler(
         repo,
         service,
@@ -309,7 +330,7 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
         on_rescanned=alerter.on_rescanned,
     )
     rescans = None
-    if settings.rescan_tick > 0:
+    if settings.rescan_tick > 0 and primary:
         rescans = SchedulerThread(lambda: (scheduler.tick(), alerter.deliver()), settings.rescan_tick)
         rescans.start()
     for name in ("", SERVICE_NAME):
@@ -324,7 +345,7 @@ def create_server(settings: Settings, listen: str, clock: Clock | None = None) -
     )
     # SQLite: WAL checkpoints on their own thread instead of inside every ~150th commit. Started last,
     # with nothing after it that can fail (the engine's commits leave checkpoints to it).
-    checkpointer = WalCheckpointer(engine).start() if has_wal(engine) else None
+    checkpointer = WalCheckpointer(engine).start() if has_wal(engine) and primary else None
     return RunningGate(
         server,
         port,
@@ -366,10 +387,24 @@ def _safe_url(settings: Settings) -> str:
     return url
 
 
-def serve(settings: Settings, listen: str) -> None:
-    """Run a gate server until SIGINT or SIGTERM."""
+def serve(settings: Settings, listen: str, metrics_dir: Path | None = None) -> None:
+    """Run a gate server until SIGINT or SIGTERM: with `settings.workers` > 1, as that many processes.
+
+    `metrics_dir` is the multiprocess-metrics directory gate/server/workers.py's prepare_metrics made
+    (removed when the secondaries stop).
+    """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     running = create_server(settings, listen)
+    workers = None
+    if settings.workers > 1:
+        # The secondaries bind the port the primary holds now (listen may have said port 0).
+        host = listen.rsplit(":", 1)[0]
+        try:
+            workers = Workers(f"{host}:{running.port}", settings.workers - 1, metrics_dir=metrics_dir).start()
+        except BaseException:
+            running.stop()
+            raise
+        log.info("gate serving in %d processes (secondaries: pids %s)", settings.workers, workers.pids)
     done = threading.Event()
 
     def _stop(signum: int, _frame: FrameType | None) -> None:
@@ -383,4 +418,6 @@ def serve(settings: Settings, listen: str) -> None:
     if running.webhook is not None:
         print(f"gate: admission webhook on {running.webhook.url}", flush=True)
     done.wait()
+    if workers is not None:
+        workers.stop()
     running.stop()

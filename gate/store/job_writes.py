@@ -21,12 +21,12 @@ ORM path, which handles it. Single-flight stays the database's unique active key
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError
 
-from gate.store.direct import FirstStatement, sqlite_time
+from gate.store.direct import FirstStatement, read_time, sqlite_time
 
 __all__ = ["COLUMNS", "JobWrites"]
 
@@ -247,17 +247,6 @@ class JobWrites:
 def _converted(job: dict[str, Any]) -> dict[str, Any]:
     # The columns as the ORM reads them: aware UTC times, a real bool (SQLite stores 0/1).
     for name in ("created_at", "started_at", "finished_at", "db_updated_at"):
-        job[name] = _utc(job[name])
+        job[name] = read_time(job[name])
     job["imported"] = bool(job["imported"])
     return job
-
-
-def _utc(value: Any) -> datetime | None:
-    # A time column as SQLModel's UTCDateTime reads it: SQLite's text is UTC without an offset,
-    # psycopg gives an aware datetime in the session's zone.
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return datetime.fromisoformat(value).replace(tzinfo=UTC)
-    when: datetime = value
-    return when.replace(tzinfo=UTC) if when.utcoffset() is None else when.astimezone(UTC)

@@ -9,6 +9,8 @@ records, head and decisions are written with one executemany each and committed 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import os
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -60,6 +62,7 @@ class SqlJournalStore:
             self._postgres,
         )
         self._record_sql = _placeholders(_insert_sql("audit_records", _RECORD_COLUMNS), self._postgres)
+        self._turn = _WriterTurn.for_engine(engine)
         self._decision_sql = _placeholders(_insert_sql("decisions", _DECISION_COLUMNS), self._postgres)
 
     def _time(self, when: datetime | None) -> object:
@@ -75,7 +78,8 @@ class SqlJournalStore:
         builders = [b for e in entries for b in e.builders()]
         dbapi = self._dbapi
         try:
-            self._direct.run(lambda conn: self._append(conn, builders, decisions))
+            with self._turn:
+                self._direct.run(lambda conn: self._append(conn, builders, decisions))
         except dbapi.IntegrityError as e:
             raise _mismatch() from e
 
@@ -124,6 +128,7 @@ class SqlJournalStore:
     def close(self) -> None:
         """Close the journal's own database connections."""
         self._direct.close()
+        self._turn.close()
 
     def _record_row(self, record: AuditRecord) -> dict[str, Any]:
         values = record_values(record)
@@ -137,6 +142,46 @@ class SqlJournalStore:
         if not self._postgres:
             values["allowed"] = 1 if decision.allowed else 0
         return values
+
+
+class _WriterTurn:
+    """On a SQLite file, the journals of several processes (`gate serve --workers`) take turns on a flock.
+
+    SQLite's own wait for its write lock (busy_timeout) polls: a writer that finds the lock taken
+    sleeps 1, 2, 5, 10... ms before trying again, so a group of callers could sleep a millisecond
+    behind another process's commit of a tenth of that. A blocking flock on a file beside the database
+    wakes the next writer the moment the lock is released. It only orders the journals: BEGIN
+    IMMEDIATE still guards the database against every other writer. PostgreSQL (the head row's lock
+    wakes its waiters itself) and in-memory databases need no turn.
+    """
+
+    def __init__(self, path: str | None) -> None:
+        self._fd: int | None = None
+        if path:
+            self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    @classmethod
+    def for_engine(cls, engine: Engine) -> _WriterTurn:
+        """A turn beside the engine's SQLite file; a no-op turn otherwise."""
+        database = engine.url.database or ""
+        if engine.dialect.name != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
+            return cls(None)
+        # Not "<db>-journal…": SQLite names its own rollback journal so. The file holds nothing.
+        return cls(f"{database}.gate-lock")
+
+    def __enter__(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)  # releases the GIL while it waits
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        """Close the lock file (the lock itself is never held between appends)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def _insert_sql(table: str, columns: Sequence[str]) -> str:

@@ -5,17 +5,21 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, text
+from sqlmodel import Session, col, select
 
 from gate.audit import GENESIS_HASH, AuditLog, digest_of
-from gate.domain import AuditEvent
+from gate.domain import AuditEvent, Decision, Stage, VerdictState, Violation
 from gate.errors import Unavailable
-from gate.journal import Journal
+from gate.journal import Journal, JournalEntry
 from gate.store.audit_store import SqlAuditStore
 from gate.store.db import create_engine_for, migrate
 from gate.store.journal import SqlJournalStore
+from gate.store.repository import SqlRepository
+from gate.store.tables import DecisionRow
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 654321, tzinfo=UTC)
 DIGEST = "sha256:" + "c" * 64
@@ -180,3 +184,114 @@ def test_the_journal_fails_closed_on_a_tampered_head_and_recovers_once_it_is_rep
         assert result.ok and result.checked == 4, result.reason
     finally:
         journal.close()
+
+
+def test_journals_of_several_processes_take_turns_and_keep_one_chain(engine: Engine, db_url: str) -> None:
+    # Four journals on their own engines, as the processes of `gate serve --workers` are: on SQLite
+    # they queue on the flock beside the database file (gate/store/journal.py _WriterTurn).
+    engines = [create_engine_for(db_url, busy_timeout=30.0) for _ in range(4)]
+    journals = [Journal(SqlJournalStore(e)) for e in engines]
+    errors: list[BaseException] = []
+
+    def work(n: int) -> None:
+        try:
+            for i in range(15):
+                journals[n].record(None, [event(n * 100 + i, subject=f"sha256:{n:064d}")])
+        except BaseException as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        for j in journals:
+            j.close()
+        for e in engines:
+            e.dispose()
+    assert not errors, errors
+    result = AuditLog(SqlAuditStore(engine)).verify()
+    assert result.ok and result.checked == 60, result.reason
+
+
+def test_a_sqlite_journal_waits_for_the_turn_another_holds(tmp_path: Path) -> None:
+    from gate.store.journal import _WriterTurn
+
+    engine = create_engine_for(f"sqlite:///{tmp_path / 'g.db'}")
+    first, second = _WriterTurn.for_engine(engine), _WriterTurn.for_engine(engine)
+    assert (tmp_path / "g.db.gate-lock").exists()
+    entered = threading.Event()
+
+    def take_second() -> None:
+        with second:
+            entered.set()
+
+    try:
+        with first:
+            waiter = threading.Thread(target=take_second)
+            waiter.start()
+            assert not entered.wait(0.3), "the second journal wrote while the first held the turn"
+        assert entered.wait(5), "the second journal was not woken when the turn was released"
+        waiter.join(5)
+    finally:
+        first.close()
+        second.close()
+        engine.dispose()
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_journal_needs_no_turn(url: str) -> None:
+    from gate.store.journal import _WriterTurn
+
+    engine = create_engine_for(url)
+    turn = _WriterTurn.for_engine(engine)
+    with turn:  # a no-op: nothing to open, nothing to lock
+        pass
+    turn.close()
+    engine.dispose()
+
+
+def _decision(n: int, scanned: bool) -> Decision:
+    return Decision(
+        allowed=n % 2 == 0,
+        digest=f"sha256:{n:064d}",
+        from_stage=Stage.S2,
+        to_stage=Stage.P,
+        state=VerdictState.EVALUATED,
+        policy_digest="d" * 64,
+        evaluated_at=T0 + timedelta(seconds=n, microseconds=n),
+        violations=(
+            Violation(rule="max_severity", message=f"CVE-{n} is HIGH ☃", vulnerability_id=f"CVE-{n}"),
+        ),
+        warnings=("w1", f"w{n}"),
+        scanned_at=(T0 - timedelta(hours=n)) if scanned else None,
+        summary=f"summary {n}",
+        details=(("image", f"registry/p/app:{n}"),),
+    )
+
+
+def test_the_journal_writes_decision_rows_exactly_as_the_orm_does(engine: Engine) -> None:
+    # The journal writes plain statements, not the ORM (gate/store/journal.py): its rows must be the
+    # ORM's. One group of several entries — decisions with and without a scan time, entries with two
+    # records, an audit-only entry — read back through the ORM next to a row the ORM itself wrote.
+    decisions = [_decision(n, scanned=n % 3 != 0) for n in range(1, 6)]
+    entries = [
+        JournalEntry(d, (event(n), event(n + 50, kind="breakglass"))) for n, d in enumerate(decisions, 1)
+    ]
+    entries.insert(2, JournalEntry(None, (event(99, kind="token"),)))
+    store = SqlJournalStore(engine)
+    try:
+        store.append(entries)
+    finally:
+        store.close()
+    SqlRepository(engine).save_decision(decisions[0])  # the ORM's row, to compare with
+    with Session(engine) as session:
+        rows = session.exec(select(DecisionRow).order_by(col(DecisionRow.id))).all()
+    assert [r.digest for r in rows] == [d.digest for d in decisions] + [decisions[0].digest]  # in order
+    journal_row, orm_row = rows[0].model_dump(exclude={"id"}), rows[-1].model_dump(exclude={"id"})
+    assert journal_row == orm_row
+    assert [r.scanned_at is None for r in rows[:5]] == [d.scanned_at is None for d in decisions]
+    result = AuditLog(SqlAuditStore(engine)).verify()
+    assert result.ok and result.checked == 11, result.reason

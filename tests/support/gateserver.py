@@ -56,6 +56,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
             "GATE_RESCAN_TICK": str(settings.rescan_tick),
         }
     )
+    if settings.workers > 1:
+        env["GATE_WORKERS"] = str(settings.workers)
+    if settings.metrics_listen:
+        env["GATE_METRICS_LISTEN"] = settings.metrics_listen
     if settings.policy_file:
         env["GATE_POLICY"] = settings.policy_file
     if settings.clair_url:

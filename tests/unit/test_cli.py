@@ -674,7 +674,7 @@ def fake_app(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, str]]:
     calls: list[tuple[Any, str]] = []
     module = types.ModuleType("gate.server.app")
 
-    def serve(settings: Any, listen: str) -> None:
+    def serve(settings: Any, listen: str, metrics_dir: Any = None) -> None:
         calls.append((settings, listen))
 
     module.serve = serve  # type: ignore[attr-defined]
@@ -703,7 +703,7 @@ def test_serve_gate_error_maps_to_exit_code(
 ) -> None:
     module = types.ModuleType("gate.server.app")
 
-    def serve(settings: Any, listen: str) -> None:
+    def serve(settings: Any, listen: str, metrics_dir: Any = None) -> None:
         raise Unavailable("cannot open database", "GATE_DATABASE_URL")
 
     module.serve = serve  # type: ignore[attr-defined]

@@ -85,6 +85,69 @@ def test_concurrent_callers_share_commits_and_every_record_is_chained() -> None:
     assert verify_chain(store.records, head, "").ok
 
 
+def test_the_writer_role_passes_between_callers_until_every_entry_is_committed() -> None:
+    # Many callers recording again and again: the writer's role is handed to the oldest waiting caller
+    # after each group, so every hand-over path runs; none may hang, be lost or be chained twice.
+    store = _Store()
+    journal = Journal(store, max_group=3)
+    callers, each = 16, 25
+    failures: list[BaseException] = []
+
+    def many(n: int) -> None:
+        try:
+            for i in range(each):
+                journal.record(None, [_event(f"sha256:{n:02d}-{i:02d}")])
+        except BaseException as e:  # pragma: no cover - reported below
+            failures.append(e)
+
+    threads = [threading.Thread(target=many, args=(n,)) for n in range(callers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not any(t.is_alive() for t in threads), "a caller never woke"
+    assert failures == []
+    assert len(store.records) == callers * each
+    assert len({r.subject for r in store.records}) == callers * each
+    assert max(store.groups) <= 3
+    assert verify_chain(store.records, AuditHead(len(store.records), store.records[-1].hash), "").ok
+
+
+def test_an_interrupted_writer_fails_its_group_and_hands_over() -> None:
+    # A BaseException inside the commit (e.g. KeyboardInterrupt) fails the group it carried; callers
+    # queued behind it still get their entries written by a successor.
+    class _Interrupting(_Store):
+        def append(self, entries: Sequence[JournalEntry]) -> None:
+            if any(e.subject == "sha256:stop" for entry in entries for e in entry.events):
+                time.sleep(0.05)  # let the others queue behind this group
+                raise KeyboardInterrupt
+            super().append(entries)
+
+    store = _Interrupting()
+    journal = Journal(store, max_group=1)
+    subjects = ["sha256:stop", *(f"sha256:{i:02d}" for i in range(6))]
+    outcome: dict[str, BaseException | None] = {}
+    first = threading.Thread(target=lambda: _record_into(journal, "sha256:stop", outcome))
+    first.start()
+    time.sleep(0.01)  # the interrupting caller is the writer before the others arrive
+    others = [threading.Thread(target=_record_into, args=(journal, s, outcome)) for s in subjects[1:]]
+    for t in others:
+        t.start()
+    for t in [first, *others]:
+        t.join(10)
+    assert isinstance(outcome["sha256:stop"], KeyboardInterrupt)
+    assert all(outcome[s] is None for s in subjects[1:])
+    assert sorted(r.subject for r in store.records) == subjects[1:]
+
+
+def _record_into(journal: Journal, subject: str, outcome: dict[str, BaseException | None]) -> None:
+    try:
+        journal.record(None, [_event(subject)])
+        outcome[subject] = None
+    except BaseException as e:
+        outcome[subject] = e
+
+
 def test_a_lone_caller_commits_its_own_entry_at_once() -> None:
     store = _Store()
     Journal(store).record(None, [_event("sha256:aa"), _event("sha256:aa")])
