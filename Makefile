@@ -51,7 +51,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check gate scanners tests bench
 	$(VENV)/bin/mypy
 
-bench: $(STAMP)
+bench: $(STAMP) system-deps
 	$(PY) -m bench.run
 
 clean:

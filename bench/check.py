@@ -27,11 +27,15 @@ import os
 import platform
 import random
 import re
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +55,10 @@ def _ms(values: Sequence[float], q: float) -> float:
     return round(_pct(values, q) * 1000, 3)
 
 
-def _start_echo() -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, "-m", "bench.echo"], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+def _start_echo(port: int = 0) -> tuple[subprocess.Popen[str], str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.echo", str(port)], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     m = re.search(r"listening on (\S+)", line)
@@ -90,6 +96,56 @@ def _client_loop(kind: str, address: str, digests: Sequence[str], seconds: float
     return done
 
 
+def h2load(address: str, path: str, message: bytes, connections: int, seconds: float) -> dict[str, float]:
+    """h2load (nghttp2, C) as the load: `connections` HTTP/2 connections, one gRPC call in flight on each.
+
+    The Python client processes of `_throughput` spend more of the 2 cores than the servers they
+    measure; a load generator in C leaves the cores to the server, as clients on other machines would.
+    Every call carries `message` (one request, so one digest: the hot steady state). h2load counts HTTP
+    statuses only — a gRPC error is HTTP 200 too — so callers check the server's own counts as well.
+    """
+    exe = shutil.which("h2load")
+    if exe is None:
+        raise RuntimeError("h2load not found: run `make system-deps` (Debian package nghttp2-client)")
+    with tempfile.NamedTemporaryFile(suffix=".grpc") as body:
+        body.write(b"\0" + len(message).to_bytes(4, "big") + message)  # gRPC framing: uncompressed
+        body.flush()
+        out = subprocess.run(
+            [exe, "-c", str(connections), "-m", "1", "-D", str(max(1, round(seconds))), "--warm-up-time", "2",
+             "-d", body.name, "-H", "content-type: application/grpc", "-H", "te: trailers",
+             f"http://{address}{path}"],
+            capture_output=True, text=True, timeout=seconds + 120, check=True,
+        ).stdout  # fmt: skip
+    rate = re.search(r"finished in [^,]+, ([\d.]+) req/s", out)
+    counts = re.search(r"requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded", out)
+    if rate is None or counts is None:
+        raise RuntimeError(f"unexpected h2load output: {out[-500:]}")
+    done, ok = int(counts.group(1)), int(counts.group(2))
+    if ok != done:
+        raise RuntimeError(f"h2load: {done - ok} of {done} requests failed: {out[-500:]}")
+    return {"per_s": float(rate.group(1)), "requests": done}
+
+
+def _codes(metrics_url: str, method: str) -> dict[str, float]:
+    """gate_rpc_requests_total for one method, by status code, from gate's /metrics."""
+    text = urllib.request.urlopen(metrics_url, timeout=10).read().decode()
+    pattern = r'gate_rpc_requests_total\{code="(\w+)",method="' + re.escape(method) + r'"\} (\S+)'
+    found = re.findall(pattern, text)
+    return {code: float(value) for code, value in found}
+
+
+def _gate_h2load(gate_address: str, metrics_url: str, message: bytes, clients: int, seconds: float) -> float:
+    """CheckPromotion under h2load; fails unless gate answered every call OK (its own counts say)."""
+    method = "/gate.v1.Gate/CheckPromotion"
+    before = _codes(metrics_url, method)
+    result = h2load(gate_address, method, message, clients, seconds)
+    after = _codes(metrics_url, method)
+    errors = {c: after[c] - before.get(c, 0.0) for c in after if c != "OK" and after[c] != before.get(c, 0.0)}
+    if errors or after.get("OK", 0.0) - before.get("OK", 0.0) < result["requests"]:
+        raise RuntimeError(f"gate did not answer every call OK under h2load: {errors}")
+    return result["per_s"]
+
+
 def _throughput(kind: str, address: str, digests: Sequence[str], clients: int, seconds: float) -> float:
     ctx = mp.get_context("spawn")
     with ctx.Pool(clients) as pool:
@@ -109,12 +165,21 @@ def bench_check_backend(
     seconds: float,
     working_set: int,
     decision_log: str = "durable",
+    workers: int = 1,
 ) -> dict[str, Any]:
-    """Fill (or reuse) the fixture at `url`, then measure CheckPromotion against echo side by side."""
+    """Fill (or reuse) the fixture at `url`, then measure CheckPromotion against echo side by side.
+
+    With `workers` > 1 the h2load throughput is measured again with gate serving in that many processes
+    (`gate serve --workers`) against that many echo processes sharing one port.
+    """
     digests = ensure_filled(url, images, per_image)
     rng = random.Random(7)
+    multi: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(data_dir=Path(tmp), database_url=url, decision_log=decision_log)
+        metrics = f"127.0.0.1:{_free_port()}"
+        settings = Settings(
+            data_dir=Path(tmp), database_url=url, decision_log=decision_log, metrics_listen=metrics
+        )
         gate = start_gate_process(settings, Path(tmp) / "gate.log", deadline=300)
         # The rescan scheduler's first tick runs at start-up (~1.4 s of CPU over 40k images of s2/p,
         # then once per GATE_RESCAN_TICK = 300 s): measure the steady state, not that minute.
@@ -145,11 +210,16 @@ def bench_check_backend(
                 )
             gate_tps = _throughput("gate", gate.address, work, clients, seconds)
             echo_tps = _throughput("echo", echo_addr, work, clients, seconds)
+            metrics_url = f"http://{metrics}/metrics"
+            gate_h2 = _gate_h2load(gate.address, metrics_url, payload, clients, seconds)
+            echo_h2 = h2load(echo_addr, "/bench.Echo/Echo", payload, clients, seconds)["per_s"]
             rss = _rss(gate.proc.pid)
         finally:
             gate.terminate()
             echo.terminate()
             echo.wait(10)
+        if workers > 1:
+            multi = _multi_process(replace(settings, workers=workers), Path(tmp), payload, clients, seconds)
     return {
         "backend": "postgres" if url.startswith("postgresql") else "sqlite",
         "decision_log": decision_log,
@@ -169,7 +239,56 @@ def bench_check_backend(
         "echo_per_s": echo_tps,
         "server_rss_mb": rss,
         "startup_settled_s": settled,
+        "h2load_connections": clients,
+        "h2load_check_per_s": gate_h2,
+        "h2load_echo_per_s": echo_h2,
+        **multi,
     }
+
+
+def _multi_process(
+    settings: Settings, tmp: Path, payload: bytes, clients: int, seconds: float
+) -> dict[str, float]:
+    """h2load throughput of `gate serve --workers N` and of N echo processes on one port."""
+    n = settings.workers
+    gate = start_gate_process(settings, tmp / f"gate-workers-{n}.log", deadline=300)
+    echoes: list[subprocess.Popen[str]] = []
+    try:
+        _wait_idle(gate.proc.pid)
+        first, echo_addr = _start_echo()
+        echoes.append(first)
+        port = int(echo_addr.rsplit(":", 1)[1])
+        for _ in range(n - 1):
+            echoes.append(_start_echo(port)[0])
+        metrics_url = f"http://{settings.metrics_listen}/metrics"
+        # Every process warms its own verdict cache on its first connections' calls.
+        gate_h2 = _gate_h2load(gate.address, metrics_url, payload, clients, seconds)
+        echo_h2 = h2load(echo_addr, "/bench.Echo/Echo", payload, clients, seconds)["per_s"]
+        # Every process of the server: N processes hold N copies of what one holds.
+        pids = [gate.proc.pid, *_child_pids(gate.proc.pid)]
+        rss_total = round(sum(_rss(pid)["VmRSS"] for pid in pids), 1)
+    finally:
+        gate.terminate()
+        for echo in echoes:
+            echo.terminate()
+            echo.wait(10)
+    return {
+        "workers": n,
+        f"h2load_check_per_s_{n}_workers": gate_h2,
+        f"h2load_echo_per_s_{n}_processes": echo_h2,
+        f"server_rss_mb_{n}_workers_total": rss_total,
+    }
+
+
+def _child_pids(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in children.read_text().split()] if children.exists() else []
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -209,6 +328,12 @@ def main() -> int:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--working-set", type=int, default=1000)
     ap.add_argument("--decision-log", choices=("durable", "buffered", "both"), default="both")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="also measure h2load throughput with gate in this many processes (default: one per core)",
+    )
     args = ap.parse_args()
     backends = ("sqlite", "postgres") if args.backend == "both" else (args.backend,)
     results = []
@@ -226,6 +351,7 @@ def main() -> int:
                 args.seconds,
                 args.working_set,
                 mode,
+                args.workers,
             )
             result["machine"] = machine
             print(json.dumps(result), flush=True)

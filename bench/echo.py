@@ -1,8 +1,9 @@
 """A no-op gRPC server built exactly like gate's: the baseline bench/check.py measures against.
 
-`python -m bench.echo` listens on 127.0.0.1 (a free port), prints "listening on ADDR" and serves one
-method, /bench.Echo/Echo, that returns its request bytes. Same framework (grpcio sync server), same
-32-thread pool, message-size options and concurrency bound as gate/server/app.py.
+`python -m bench.echo [PORT]` listens on 127.0.0.1 (a free port, or PORT shared with another process),
+prints "listening on ADDR" and serves one method, /bench.Echo/Echo, that returns its request bytes.
+Same framework (grpcio sync server), same 32-thread pool, message-size options and concurrency bound
+as gate/server/app.py.
 """
 
 from __future__ import annotations
@@ -17,19 +18,24 @@ import grpc
 from gate.config import Settings
 
 
-def build_server(handler: grpc.GenericRpcHandler) -> tuple[grpc.Server, int]:
-    """A started server on 127.0.0.1 (free port) built like gate's, serving `handler`; and its port."""
+def build_server(handler: grpc.GenericRpcHandler, port: int = 0) -> tuple[grpc.Server, int]:
+    """A started server on 127.0.0.1 built like gate's, serving `handler`; and its port.
+
+    `port` 0 takes a free one; another process's port is shared (SO_REUSEPORT), as `gate serve
+    --workers` shares its port among its processes.
+    """
     settings = Settings()
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=32),
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.so_reuseport", 1),
         ],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
     )
     server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     return server, port
 
@@ -53,8 +59,9 @@ def serve_until_signalled(server: grpc.Server, port: int) -> int:
 
 
 def main() -> int:
-    """Serve the echo method until SIGTERM/SIGINT."""
-    return serve_until_signalled(*build_server(echo_handler()))
+    """Serve the echo method until SIGTERM/SIGINT (on the port given as the only argument, if any)."""
+    port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    return serve_until_signalled(*build_server(echo_handler(), port))
 
 
 if __name__ == "__main__":

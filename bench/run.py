@@ -270,7 +270,15 @@ def main() -> int:
             for mode in ("durable", "buffered"):
                 checks.append(
                     bench_check_backend(
-                        url, args.scale_images, args.scale_findings_per_image, args.calls, 8, 20.0, 1000, mode
+                        url,
+                        args.scale_images,
+                        args.scale_findings_per_image,
+                        args.calls,
+                        8,
+                        20.0,
+                        1000,
+                        mode,
+                        workers=os.cpu_count() or 1,  # also gate serve --workers, one per core
                     )
                 )
         results["check"] = checks
