@@ -199,6 +199,31 @@ def test_buffered_answers_first_and_commits_everything_in_order() -> None:
     assert verify_chain(store.records, head, "").ok
 
 
+def test_buffered_writer_lets_a_group_gather_before_committing() -> None:
+    # One client checking in a loop used to make one commit per check: the writer woke for each entry.
+    store = _Store()
+    journal = BufferedJournal(store, linger_seconds=0.3)
+    subjects = [f"sha256:{i:02d}" for i in range(10)]
+    for subject in subjects:
+        journal.record(None, [_event(subject)])
+        time.sleep(0.001)  # entries arrive apart, as from a client's successive calls
+    assert journal.close(10)
+    assert store.groups == [10]
+    assert [r.subject for r in store.records] == subjects
+
+
+def test_buffered_writer_does_not_linger_over_a_full_group() -> None:
+    store = _Store()
+    journal = BufferedJournal(store, max_group=4, linger_seconds=60)
+    for i in range(4):
+        journal.record(None, [_event(f"sha256:{i:02d}")])
+    started = time.monotonic()
+    assert journal.flush(10)
+    assert time.monotonic() - started < 30  # a full group goes at once, not after the linger
+    assert sum(store.groups) == 4
+    assert journal.close(10)
+
+
 def test_buffered_fails_closed_while_the_store_is_down_and_loses_nothing() -> None:
     store = _Flaky()
     journal = BufferedJournal(store, retry_seconds=0.01)
