@@ -295,3 +295,22 @@ def test_the_journal_writes_decision_rows_exactly_as_the_orm_does(engine: Engine
     assert [r.scanned_at is None for r in rows[:5]] == [d.scanned_at is None for d in decisions]
     result = AuditLog(SqlAuditStore(engine)).verify()
     assert result.ok and result.checked == 11, result.reason
+
+
+def test_a_group_larger_than_one_insert_statement_is_written_whole_and_in_order(engine: Engine) -> None:
+    # On PostgreSQL the journal writes multi-row INSERTs of at most 1,000 rows each: a group with more
+    # records than that spans several statements in one transaction, and must come back whole, in order.
+    decisions = [_decision(n, scanned=n % 2 == 0) for n in range(1, 601)]
+    entries = [
+        JournalEntry(d, (event(n), event(n + 1000, kind="breakglass"))) for n, d in enumerate(decisions, 1)
+    ]
+    store = SqlJournalStore(engine)
+    try:
+        store.append(entries)
+    finally:
+        store.close()
+    with Session(engine) as session:
+        rows = session.exec(select(DecisionRow).order_by(col(DecisionRow.id))).all()
+    assert [r.digest for r in rows] == [d.digest for d in decisions]
+    result = AuditLog(SqlAuditStore(engine)).verify()
+    assert result.ok and result.checked == 1200, result.reason

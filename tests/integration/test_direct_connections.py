@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 
 from gate.errors import Unavailable
 from gate.store.db import create_engine_for, migrate
-from gate.store.direct import DirectConnections, FirstStatement
+from gate.store.direct import DirectConnections, FirstStatement, pg_exec, pg_text
 
 
 @pytest.fixture
@@ -234,6 +234,43 @@ def test_lend_retries_its_first_statement_after_the_session_was_killed_while_idl
         with direct.lend(lambda c: c.execute("SELECT 41 + 1").fetchone()[0]) as (conn, value):
             assert value == 42
             assert _backend_pid(conn) != pid
+        direct.close()
+    finally:
+        engine.dispose()
+
+
+def test_pg_exec_raises_what_psycopg_would_and_a_killed_session_is_retried(postgres_url: str) -> None:
+    # pg_exec bypasses psycopg's cursor: its failures must still be the driver's exception classes, or
+    # DirectConnections would neither retry a stale connection nor turn a lost one into Unavailable.
+    engine = create_engine_for(postgres_url)
+    migrate(engine)
+    try:
+        direct = DirectConnections(engine, autocommit=True)
+        result = direct.run(lambda c: pg_exec(c, b"SELECT $1::int + 1, NULL::text", [b"41"]))
+        assert (result.get_value(0, 0), pg_text(result.get_value(0, 1))) == (b"42", None)
+        with pytest.raises(psycopg.errors.UndefinedTable):
+            direct.run(lambda c: pg_exec(c, b"SELECT * FROM no_such_table"))
+        # A unique violation is an IntegrityError, which the journal reads as a chain mismatch.
+        writes = DirectConnections(engine, autocommit=True)
+        writes.run(lambda c: pg_exec(c, b"CREATE TEMP TABLE pg_exec_t (k int PRIMARY KEY)"))
+
+        def insert_twice(conn: Any) -> None:
+            pg_exec(conn, b"INSERT INTO pg_exec_t VALUES (1)")
+            pg_exec(conn, b"INSERT INTO pg_exec_t VALUES (1)")
+
+        with pytest.raises(psycopg.IntegrityError):
+            writes.run(insert_twice)
+        writes.close()
+
+        pid = direct.run(_backend_pid)
+        _terminate(engine, pid)
+        # The stale connection fails as OperationalError, so the read is retried on a fresh one.
+        again = direct.run(lambda c: pg_exec(c, b"SELECT pg_backend_pid()"), idempotent=True)
+        assert int(again.get_value(0, 0)) != pid
+        pid = direct.run(_backend_pid)
+        _terminate(engine, pid)
+        with pytest.raises(Unavailable, match="database unavailable"):
+            direct.run(lambda c: pg_exec(c, b"SELECT 1"))  # not marked safe to retry
         direct.close()
     finally:
         engine.dispose()
