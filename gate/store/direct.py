@@ -108,12 +108,12 @@ def pg_pipeline(conn: Any, statements: Sequence[tuple[bytes, Sequence[bytes | No
     # psycopg keeps its connections non-blocking: send what libpq buffered, waiting (without the GIL)
     # for the socket as needed.
     while pgconn.flush():
-        select.select([pgconn.socket], [pgconn.socket], [])
+        _wait_for(pgconn.socket, select.POLLIN | select.POLLOUT)
     results: list[Any] = []
     failed: Any = None
     while True:
         while pgconn.is_busy():
-            select.select([pgconn.socket], [], [])
+            _wait_for(pgconn.socket, select.POLLIN)
             pgconn.consume_input()
         result = pgconn.get_result()
         if result is None:  # the end of one statement's results
@@ -128,6 +128,14 @@ def pg_pipeline(conn: Any, statements: Sequence[tuple[bytes, Sequence[bytes | No
     if failed is not None:
         raise _pg_errors().error_from_result(failed, conn.info.encoding)
     return results
+
+
+def _wait_for(fd: int, events: int) -> None:
+    # poll, not select: a busy server's descriptors pass select's limit of 1,024. Blocks without the
+    # GIL; an error or hang-up returns too, and libpq's next call reports it.
+    poller = select.poll()
+    poller.register(fd, events)
+    poller.poll()
 
 
 def pg_text(value: bytes | None) -> str | None:

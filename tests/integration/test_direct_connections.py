@@ -7,6 +7,8 @@ server ending the idle session) where nothing could have been applied, and no co
 
 from __future__ import annotations
 
+import os
+import resource
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -19,7 +21,7 @@ from sqlalchemy import Engine
 
 from gate.errors import Unavailable
 from gate.store.db import create_engine_for, migrate
-from gate.store.direct import DirectConnections, FirstStatement, pg_exec, pg_text
+from gate.store.direct import DirectConnections, FirstStatement, pg_exec, pg_pipeline, pg_text
 
 
 @pytest.fixture
@@ -274,3 +276,30 @@ def test_pg_exec_raises_what_psycopg_would_and_a_killed_session_is_retried(postg
         direct.close()
     finally:
         engine.dispose()
+
+
+def test_pg_pipeline_works_on_a_descriptor_past_select_s_limit(postgres_url: str) -> None:
+    # A busy server holds many sockets: the connection's descriptor may be past 1,024, where select()
+    # cannot wait on it. pg_pipeline waits with poll().
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200 and hard >= 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1200, hard))
+    fillers: list[int] = []
+    engine = create_engine_for(postgres_url)
+    try:
+        while len(fillers) < 1100:
+            fillers.append(os.open(os.devnull, os.O_RDONLY))
+        direct = DirectConnections(engine, autocommit=True)
+
+        def high(conn: Any) -> list[Any]:
+            assert conn.pgconn.socket > 1024
+            return pg_pipeline(conn, [(b"SELECT $1::int * 2", [b"21"]), (b"SELECT 1", None)])
+
+        results = direct.run(high)
+        assert [r.get_value(0, 0) for r in results] == [b"42", b"1"]
+        direct.close()
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        engine.dispose()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
