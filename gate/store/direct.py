@@ -35,7 +35,6 @@ __all__ = [
     "FirstStatement",
     "pg_exec",
     "pg_pipeline",
-    "pg_text",
     "placeholders",
     "read_time",
     "sqlite_time",
@@ -136,11 +135,6 @@ def _wait_for(fd: int, events: int) -> None:
     poller = select.poll()
     poller.register(fd, events)
     poller.poll()
-
-
-def pg_text(value: bytes | None) -> str | None:
-    """A text-format column value of a `pg_exec` result as str (NULL → None)."""
-    return None if value is None else value.decode()
 
 
 # libpq's ExecStatus and ConnStatus values (psycopg.pq's enums) as plain ints, so this module imports
