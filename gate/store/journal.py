@@ -125,9 +125,7 @@ class SqlJournalStore:
         except self._driver_errors as e:
             raise FirstStatement(e) from e
         if head.ntuples == 0:
-            raise Unavailable(
-                "the audit head is missing, so nothing can be recorded; run `gate audit verify`"
-            )
+            raise _missing_head()
         seq, prev = int(head.get_value(0, 0)), head.get_value(0, 1).decode()
         records: list[AuditRecord] = []
         for build in builders:
