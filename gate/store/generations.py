@@ -42,9 +42,9 @@ def bump(session: Session, keys: Iterable[str]) -> None:
 
 
 @cache
-def _direct_sql(count: int, postgres: bool) -> str:
+def _sqlite_sql(count: int) -> str:
     # `count` placeholders, never values: the keys are bound parameters.
-    return f'SELECT "key", "value" FROM input_generations WHERE "key" IN ({placeholders(count, postgres)})'  # noqa: S608
+    return f'SELECT "key", "value" FROM input_generations WHERE "key" IN ({placeholders(count, False)})'  # noqa: S608
 
 
 def read_direct(conn: Any, keys: Sequence[str], *, postgres: bool) -> Mapping[str, int]:
@@ -66,7 +66,7 @@ def read_direct(conn: Any, keys: Sequence[str], *, postgres: bool) -> Mapping[st
     else:
         cursor = conn.cursor()
         try:
-            cursor.execute(_direct_sql(len(unique), postgres), unique)
+            cursor.execute(_sqlite_sql(len(unique)), unique)
             rows = cursor.fetchall()
         finally:
             cursor.close()

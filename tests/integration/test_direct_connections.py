@@ -25,6 +25,16 @@ from gate.store.direct import DirectConnections, FirstStatement, pg_exec, pg_pip
 
 
 @pytest.fixture
+def pg_engine(postgres_url: str) -> Iterator[Engine]:
+    e = create_engine_for(postgres_url)
+    migrate(e)
+    try:
+        yield e
+    finally:
+        e.dispose()
+
+
+@pytest.fixture
 def engine(db_url: str) -> Iterator[Engine]:
     e = create_engine_for(db_url)
     migrate(e)
@@ -145,42 +155,37 @@ def test_sqlite_locked_past_the_busy_timeout_is_unavailable_without_retry(tmp_pa
 
 
 @pytest.mark.postgres
-def test_postgres_session_killed_while_idle_costs_one_retry_not_an_error(postgres_url: str) -> None:
-    engine = create_engine_for(postgres_url)
-    migrate(engine)
-    try:
-        direct = DirectConnections(engine, autocommit=True)
-        pid = direct.run(_backend_pid)
-        _terminate(engine, pid)  # as a server restart would
-        # A read is retried on a fresh connection: the caller sees an answer.
-        assert direct.run(lambda c: c.execute("SELECT 41 + 1").fetchone()[0], idempotent=True) == 42
-        assert direct.run(_backend_pid) != pid
+def test_postgres_session_killed_while_idle_costs_one_retry_not_an_error(pg_engine: Engine) -> None:
+    direct = DirectConnections(pg_engine, autocommit=True)
+    pid = direct.run(_backend_pid)
+    _terminate(pg_engine, pid)  # as a server restart would
+    # A read is retried on a fresh connection: the caller sees an answer.
+    assert direct.run(lambda c: c.execute("SELECT 41 + 1").fetchone()[0], idempotent=True) == 42
+    assert direct.run(_backend_pid) != pid
 
-        # A write whose FIRST statement fails is retried too; one that fails later is not.
-        writes = DirectConnections(engine, autocommit=False)
-        pid = writes.run(_backend_pid)
-        writes.run(lambda c: c.rollback())
-        _terminate(engine, pid)
+    # A write whose FIRST statement fails is retried too; one that fails later is not.
+    writes = DirectConnections(pg_engine, autocommit=False)
+    pid = writes.run(_backend_pid)
+    writes.run(lambda c: c.rollback())
+    _terminate(pg_engine, pid)
 
-        def first_fails(conn: Any) -> int:
-            try:
-                value = int(conn.execute("SELECT 7").fetchone()[0])
-            except psycopg.OperationalError as e:
-                raise FirstStatement(e) from e
-            conn.commit()
-            return value
+    def first_fails(conn: Any) -> int:
+        try:
+            value = int(conn.execute("SELECT 7").fetchone()[0])
+        except psycopg.OperationalError as e:
+            raise FirstStatement(e) from e
+        conn.commit()
+        return value
 
-        assert writes.run(first_fails) == 7
-        pid = writes.run(_backend_pid)
-        writes.run(lambda c: c.rollback())
-        _terminate(engine, pid)
-        with pytest.raises(Unavailable, match="database unavailable"):
-            writes.run(lambda c: c.execute("SELECT 1"))  # not marked safe to retry
-        # A read that fails on a fresh connection is not retried forever: Unavailable.
-        direct.close()
-        writes.close()
-    finally:
-        engine.dispose()
+    assert writes.run(first_fails) == 7
+    pid = writes.run(_backend_pid)
+    writes.run(lambda c: c.rollback())
+    _terminate(pg_engine, pid)
+    with pytest.raises(Unavailable, match="database unavailable"):
+        writes.run(lambda c: c.execute("SELECT 1"))  # not marked safe to retry
+    # A read that fails on a fresh connection is not retried forever: Unavailable.
+    direct.close()
+    writes.close()
 
 
 def test_a_lent_connection_streams_and_comes_back_however_the_reader_stops(engine: Engine) -> None:
@@ -226,56 +231,46 @@ def test_a_lent_connection_streams_and_comes_back_however_the_reader_stops(engin
 
 
 @pytest.mark.postgres
-def test_lend_retries_its_first_statement_after_the_session_was_killed_while_idle(postgres_url: str) -> None:
-    engine = create_engine_for(postgres_url)
-    migrate(engine)
-    try:
-        direct = DirectConnections(engine, autocommit=True)
-        pid = direct.run(_backend_pid)
-        _terminate(engine, pid)
-        with direct.lend(lambda c: c.execute("SELECT 41 + 1").fetchone()[0]) as (conn, value):
-            assert value == 42
-            assert _backend_pid(conn) != pid
-        direct.close()
-    finally:
-        engine.dispose()
+def test_lend_retries_its_first_statement_after_the_session_was_killed_while_idle(pg_engine: Engine) -> None:
+    direct = DirectConnections(pg_engine, autocommit=True)
+    pid = direct.run(_backend_pid)
+    _terminate(pg_engine, pid)
+    with direct.lend(lambda c: c.execute("SELECT 41 + 1").fetchone()[0]) as (conn, value):
+        assert value == 42
+        assert _backend_pid(conn) != pid
+    direct.close()
 
 
-def test_pg_exec_raises_what_psycopg_would_and_a_killed_session_is_retried(postgres_url: str) -> None:
+def test_pg_exec_raises_what_psycopg_would_and_a_killed_session_is_retried(pg_engine: Engine) -> None:
     # pg_exec bypasses psycopg's cursor: its failures must still be the driver's exception classes, or
     # DirectConnections would neither retry a stale connection nor turn a lost one into Unavailable.
-    engine = create_engine_for(postgres_url)
-    migrate(engine)
-    try:
-        direct = DirectConnections(engine, autocommit=True)
-        result = direct.run(lambda c: pg_exec(c, b"SELECT $1::int + 1, NULL::text", [b"41"]))
-        assert (result.get_value(0, 0), result.get_value(0, 1)) == (b"42", None)  # text values; NULL
-        with pytest.raises(psycopg.errors.UndefinedTable):
-            direct.run(lambda c: pg_exec(c, b"SELECT * FROM no_such_table"))
-        # A unique violation is an IntegrityError, which the journal reads as a chain mismatch.
-        writes = DirectConnections(engine, autocommit=True)
-        writes.run(lambda c: pg_exec(c, b"CREATE TEMP TABLE pg_exec_t (k int PRIMARY KEY)"))
+    direct = DirectConnections(pg_engine, autocommit=True)
+    result = direct.run(lambda c: pg_exec(c, b"SELECT $1::int + 1, NULL::text", [b"41"]))
+    assert (result.get_value(0, 0), result.get_value(0, 1)) == (b"42", None)  # text values; NULL
+    with pytest.raises(psycopg.errors.UndefinedTable):
+        direct.run(lambda c: pg_exec(c, b"SELECT * FROM no_such_table"))
+    # A unique violation is an IntegrityError, which the journal reads as a chain mismatch.
+    writes = DirectConnections(pg_engine, autocommit=True)
+    writes.run(lambda c: pg_exec(c, b"CREATE TEMP TABLE pg_exec_t (k int PRIMARY KEY)"))
 
-        def insert_twice(conn: Any) -> None:
-            pg_exec(conn, b"INSERT INTO pg_exec_t VALUES (1)")
-            pg_exec(conn, b"INSERT INTO pg_exec_t VALUES (1)")
+    def insert_twice(conn: Any) -> None:
+        pg_exec(conn, b"INSERT INTO pg_exec_t VALUES (1)")
+        pg_exec(conn, b"INSERT INTO pg_exec_t VALUES (1)")
 
-        with pytest.raises(psycopg.IntegrityError):
-            writes.run(insert_twice)
-        writes.close()
+    with pytest.raises(psycopg.IntegrityError):
+        writes.run(insert_twice)
+    writes.close()
 
-        pid = direct.run(_backend_pid)
-        _terminate(engine, pid)
-        # The stale connection fails as OperationalError, so the read is retried on a fresh one.
-        again = direct.run(lambda c: pg_exec(c, b"SELECT pg_backend_pid()"), idempotent=True)
-        assert int(again.get_value(0, 0)) != pid
-        pid = direct.run(_backend_pid)
-        _terminate(engine, pid)
-        with pytest.raises(Unavailable, match="database unavailable"):
-            direct.run(lambda c: pg_exec(c, b"SELECT 1"))  # not marked safe to retry
-        direct.close()
-    finally:
-        engine.dispose()
+    pid = direct.run(_backend_pid)
+    _terminate(pg_engine, pid)
+    # The stale connection fails as OperationalError, so the read is retried on a fresh one.
+    again = direct.run(lambda c: pg_exec(c, b"SELECT pg_backend_pid()"), idempotent=True)
+    assert int(again.get_value(0, 0)) != pid
+    pid = direct.run(_backend_pid)
+    _terminate(pg_engine, pid)
+    with pytest.raises(Unavailable, match="database unavailable"):
+        direct.run(lambda c: pg_exec(c, b"SELECT 1"))  # not marked safe to retry
+    direct.close()
 
 
 def test_pg_pipeline_works_on_a_descriptor_past_select_s_limit(postgres_url: str) -> None:
