@@ -16,10 +16,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Index, Table, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Index, Integer, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 __all__ = [
+    "POSTGRES_ONLY",
+    "AffectedChangeRow",
+    "AffectedChangesMetaRow",
     "AlertRow",
     "ApiTokenRow",
     "AuditHeadRow",
@@ -440,3 +443,45 @@ class InputGenerationRow(SQLModel, table=True):
 
     key: str = Field(primary_key=True)
     value: int = 0
+
+
+class AffectedChangeRow(SQLModel, table=True):
+    """One logged write that may change "affected images" answers: the digest it concerns, or '' for all.
+
+    Written only by the triggers of migration 0011 (on current_scans, images, image_tags,
+    image_platforms and bases), read and pruned by gate/store/changes.py. On SQLite the id is
+    AUTOINCREMENT, so ids are never reused after a prune. On PostgreSQL the table has one more
+    column, `xid` (the writing transaction, xid8, indexed), which this model cannot declare since
+    SQLite has no such thing: see POSTGRES_ONLY.
+    """
+
+    __tablename__ = "affected_changes"
+    __table_args__ = {"sqlite_autoincrement": True}
+
+    # BIGSERIAL on PostgreSQL; on SQLite exactly INTEGER, which AUTOINCREMENT requires.
+    id: int | None = Field(
+        default=None, primary_key=True, sa_type=BigInteger().with_variant(Integer(), "sqlite")
+    )
+    digest: str = Field(sa_type=Text)
+
+
+class AffectedChangesMetaRow(SQLModel, table=True):
+    """The single row (id 1) saying how far affected_changes has been pruned (gate/store/changes.py).
+
+    `pruned_below`: rows below it may be gone — on SQLite an id, on PostgreSQL a transaction id (an
+    xid8's 64-bit value, held as BIGINT so both backends share this model). Never lowered.
+    """
+
+    __tablename__ = "affected_changes_meta"
+
+    id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
+    pruned_below: int = Field(default=0, sa_type=BigInteger)
+
+
+POSTGRES_ONLY: frozenset[tuple[str, str]] = frozenset(
+    {("affected_changes", "xid"), ("affected_changes", "ix_affected_changes_xid")}
+)
+"""(table, column or index) that migrations create on PostgreSQL only, which no model can declare.
+
+Schema comparisons with this metadata (the tests) leave exactly these out.
+"""

@@ -12,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
@@ -37,8 +35,8 @@ from gate.store import repository as repository_module
 from gate.store.db import create_engine_for, migrate, script_heads
 from gate.store.job_writes import JobWrites
 from gate.store.repository import SqlRepository
-from gate.store.tables import metadata
 from scanners.interface import Credentials, ScanResult, ScanTarget, TargetKind
+from tests.support.schema import schema_diff
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 DIGEST_A = "sha256:" + "a" * 64
@@ -157,7 +155,7 @@ def test_migrate_twice_is_harmless_and_matches_tables(db_url: str) -> None:
                 == script_heads()[0]
             )
             # The hand-written migration creates exactly what tables.py declares.
-            diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), metadata)
+            diff = schema_diff(conn)
         assert diff == []
     finally:
         engine.dispose()

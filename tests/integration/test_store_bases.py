@@ -8,8 +8,6 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from alembic import command
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from sqlalchemy import text
 
 from gate.domain import BaseImage, BaseStatus, ImageInfo, ImageRef, RefKind, Stage
@@ -17,7 +15,7 @@ from gate.errors import AlreadyExists, NotFound
 from gate.provenance import chain_id, chain_ids
 from gate.store.db import _alembic_config, create_engine_for, migrate, script_heads, write_engine
 from gate.store.repository import SqlRepository
-from gate.store.tables import metadata
+from tests.support.schema import schema_diff
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
@@ -225,9 +223,7 @@ def test_migration_0001_to_0002_keeps_data_and_backfills_chains(db_url: str) -> 
                 text("SELECT depth, chain_id FROM image_chains WHERE digest = :d ORDER BY depth"),
                 {"d": digest("old-app")},
             ).all()
-            diff = compare_metadata(
-                MigrationContext.configure(connection, opts={"compare_type": True}), metadata
-            )
+            diff = schema_diff(connection)
         assert [tuple(r) for r in depths] == list(enumerate(chain_ids(APP_LAYERS), start=1))
         assert diff == []
         repo = SqlRepository(engine)
