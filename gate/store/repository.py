@@ -59,7 +59,7 @@ from gate.ports import (
     ScanFreshness,
 )
 from gate.provenance import chain_ids
-from gate.store import generations
+from gate.store import changes, generations
 from gate.store.db import create_engine_for, database_errors, migrate
 from gate.store.direct import DirectConnections, placeholders, read_time
 from gate.store.job_writes import JobWrites
@@ -1020,6 +1020,15 @@ class SqlRepository(SessionScope):
         return self._direct_reads.run(
             lambda conn: generations.read_direct(conn, keys, postgres=postgres), idempotent=True
         )
+
+    def prune_affected_changes(self, keep: int = 100_000) -> int:
+        """Trim the affected-images change log to about its newest `keep` rows; return rows deleted.
+
+        For the service's periodic tick: the log (gate/store/changes.py) grows with every image,
+        tag and scan write. A cache mark older than what is kept then reads "recompute".
+        """
+        postgres = self._direct_writes.postgres
+        return self._direct_writes.run(lambda conn: changes.prune(conn, postgres=postgres, keep=keep))
 
     def rescan_flag(self, digest: str) -> RescanFlag | None:
         """The pending rescan flag of a digest, if any."""
