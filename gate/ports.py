@@ -85,6 +85,20 @@ class AffectedRow:
 
 
 @dataclass(frozen=True)
+class AffectedChanges:
+    """What an affected-images read returns (Repository.affected_since): which rows, as of which mark.
+
+    `mark` names the read's snapshot of the database: passed back as `since`, the next read returns
+    only the rows of the images whose inputs changed after it. `digests` is None when the rows are
+    the whole answer; otherwise they are every row of exactly these images (each changed since
+    `since`: rescanned, retagged, renamed, linked to an index, or gone), and nothing else.
+    """
+
+    mark: str
+    digests: frozenset[str] | None
+
+
+@dataclass(frozen=True)
 class ImageOnBase:
     """A stored image whose layers start with a catalogued base's layers."""
 
@@ -185,6 +199,12 @@ class Repository(Protocol):
 
     def affected_images(self, vulnerability_id: str, stage: Stage | None) -> Iterator[AffectedRow]:
         """Every stored image whose current findings include the id (or an alias)."""
+        ...
+
+    def affected_since(
+        self, vulnerability_id: str, stage: Stage | None, since: str | None, limit: int
+    ) -> Iterator[AffectedChanges | AffectedRow]:
+        """An AffectedChanges, then affected_images' rows: all, or only the images changed since `since`."""
         ...
 
     def save_decision(self, decision: Decision) -> None:

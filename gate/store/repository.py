@@ -49,6 +49,7 @@ from gate.domain import (
 from gate.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from gate.ledger import findings_digest
 from gate.ports import (
+    AffectedChanges,
     AffectedRow,
     Alert,
     FindingFilter,
@@ -732,6 +733,23 @@ class SqlRepository(SessionScope):
         until the iterator is exhausted or closed. A platform image of a multi-platform index carries
         the indexes that list it (`AffectedRow.indexes`), since the index's tags name it.
         """
+        rows = self.affected_since(vulnerability_id, stage, None, 0)
+        next(rows)  # the whole answer: the change mark is of no use here
+        for row in rows:
+            assert isinstance(row, AffectedRow)
+            yield row
+
+    def affected_since(
+        self, vulnerability_id: str, stage: Stage | None, since: str | None, limit: int
+    ) -> Iterator[AffectedChanges | AffectedRow]:
+        """affected_images' rows, or only those of the images changed since an earlier read's mark.
+
+        The first item is an AffectedChanges: the mark of this read's snapshot (to pass as `since`
+        next time) and which rows follow — the whole answer (`digests` None: `since` is None, too
+        old, the base catalog changed, or more than `limit` images changed), or every row of exactly
+        the `digests` whose inputs changed since `since` (none, possibly), in the whole answer's
+        order. Mark and rows come from one snapshot, so a row changed after the mark is never missed.
+        """
         # Two steps, each an index probe whatever the planner estimates: the matching current findings
         # (finding_ids by its primary key, which leads with vuln_id -> findings by (job_id, seq) ->
         # current_scans by job_id), then their images by primary key, a batch at a time. Joining images
@@ -743,45 +761,29 @@ class SqlRepository(SessionScope):
         postgres = self._direct_reads.postgres
         key = _search_key(vulnerability_id)
 
-        def first(conn: Any) -> Any:
-            if not postgres:
-                # One read transaction (one snapshot) for both steps, as the ORM session gave.
-                conn.execute("BEGIN")
+        def first(conn: Any) -> tuple[AffectedChanges, Any]:
+            # One read transaction, one snapshot, for the mark, the changes and both steps. On
+            # PostgreSQL REPEATABLE READ pins the snapshot at the first statement (READ COMMITTED
+            # would take a new one per statement, and a batch could see a write the mark missed).
+            changes.begin_snapshot(conn, postgres=postgres)
+            mark = changes.read_mark(conn, postgres=postgres)
+            changed = None
+            if since is not None:
+                changed = changes.changed_since(conn, since, postgres=postgres, limit=limit)
             cursor = conn.cursor()
-            cursor.execute(_AFFECTED_SQL[postgres], (key,))
-            return cursor
+            if changed is None:
+                cursor.execute(_AFFECTED_SQL[postgres], (key,))
+            elif changed:
+                digests = sorted(changed)
+                bound = (key, digests) if postgres else (key, *digests)
+                cursor.execute(_affected_in_sql(len(digests), postgres), bound)
+            return AffectedChanges(mark, changed), cursor
 
-        with database_errors(), self._direct_reads.lend(first) as (conn, matches):
-            images: dict[str, ImageRecord | None] = {}  # None: no image row, or not in `stage`
-            indexes: dict[str, tuple[IndexLink, ...]] = {}  # only platform images have an entry
-            seen: set[tuple[str, str, str]] = set()
-            # Findings are immutable values: rows equal but for the digest (one package in many images
-            # built on one base) share one Finding instead of each building its own.
-            findings: dict[tuple[Any, ...], Finding] = {}
-            # A small first batch, so the first row leaves before hundreds of images are read.
-            size = min(_FIRST_BATCH, _STREAM_BATCH)
-            while batch := matches.fetchmany(size):
-                size = _STREAM_BATCH
-                fresh: dict[str, None] = {}  # this batch's digests not looked up yet, in order
-                for row in batch:
-                    if row[0] not in images:
-                        fresh[row[0]] = None
-                if fresh:
-                    found, links = _affected_batch(conn, postgres, list(fresh), stage)
-                    images.update((d, found.get(d)) for d in fresh)
-                    indexes.update(links)
-                for row in batch:
-                    digest = row[0]
-                    image = images[digest]
-                    pair = (digest, row[2], row[3])  # (digest, package, installed_version)
-                    if image is None or pair in seen:
-                        continue
-                    seen.add(pair)
-                    tail = row[1:]
-                    finding = findings.get(tail)
-                    if finding is None:
-                        finding = findings[tail] = _finding_of(tail)
-                    yield AffectedRow(image=image, finding=finding, indexes=indexes.get(digest, ()))
+        with database_errors(), self._direct_reads.lend(first) as (conn, (head, matches)):
+            yield head
+            if head.digests is not None and not head.digests:
+                return
+            yield from _affected_rows(conn, postgres, matches, stage)
 
     # -- base-image catalog ---------------------------------------------------------------------
 
@@ -1311,19 +1313,72 @@ _IMAGE_NAMES = (
 )
 
 
+def _affected_rows(conn: Any, postgres: bool, matches: Any, stage: Stage | None) -> Iterator[AffectedRow]:
+    # affected_images' second step over the first step's cursor: the images of each batch of rows.
+    images: dict[str, ImageRecord | None] = {}  # None: no image row, or not in `stage`
+    indexes: dict[str, tuple[IndexLink, ...]] = {}  # only platform images have an entry
+    seen: set[tuple[str, str, str]] = set()
+    # Findings are immutable values: rows equal but for the digest (one package in many images
+    # built on one base) share one Finding instead of each building its own.
+    findings: dict[tuple[Any, ...], Finding] = {}
+    # A small first batch, so the first row leaves before hundreds of images are read.
+    size = min(_FIRST_BATCH, _STREAM_BATCH)
+    while batch := matches.fetchmany(size):
+        size = _STREAM_BATCH
+        fresh: dict[str, None] = {}  # this batch's digests not looked up yet, in order
+        for row in batch:
+            if row[0] not in images:
+                fresh[row[0]] = None
+        if fresh:
+            found, links = _affected_batch(conn, postgres, list(fresh), stage)
+            images.update((d, found.get(d)) for d in fresh)
+            indexes.update(links)
+        for row in batch:
+            digest = row[0]
+            image = images[digest]
+            pair = (digest, row[2], row[3])  # (digest, package, installed_version)
+            if image is None or pair in seen:
+                continue
+            seen.add(pair)
+            tail = row[1:]
+            finding = findings.get(tail)
+            if finding is None:
+                finding = findings[tail] = _finding_of(tail)
+            yield AffectedRow(image=image, finding=finding, indexes=indexes.get(digest, ()))
+
+
 def _affected_sql(postgres: bool) -> str:
     # affected_images' first step: the current findings carrying the id, most severe first, with the
     # digest then the columns _finding_of reads, in _FINDING_NAMES order. The order is _FINDING_ORDER
     # with the digest second, so one image's rows are adjacent within a severity.
-    columns = ", ".join(f"f.{name}" for name in ("digest", *_FINDING_NAMES))
     return (
-        f"SELECT {columns} FROM finding_ids AS i"  # noqa: S608 - column names and a placeholder
+        f"SELECT {_AFFECTED_COLUMNS} FROM finding_ids AS i"  # noqa: S608 - column names and a placeholder
         " JOIN findings AS f ON f.job_id = i.job_id AND f.seq = i.seq"
         " JOIN current_scans AS c ON c.job_id = f.job_id"
         f" WHERE i.vuln_id = {'%s' if postgres else '?'}"
-        " ORDER BY f.severity DESC, f.digest, f.vulnerability_id, f.package, f.installed_version,"
-        " f.scanner, f.seq"
+        f" ORDER BY {_AFFECTED_ORDER}"
     )
+
+
+@functools.cache
+def _affected_in_sql(count: int, postgres: bool) -> str:
+    # The first step for `count` named digests only: the rows of the images changed since a cached
+    # answer. Driven from current_scans by digest, so its cost follows the changed images, not the
+    # vulnerability's popularity (SQLite keeps a CROSS JOIN's order; PostgreSQL's planner picks that
+    # order from the short digest list). Same columns and order as _affected_sql.
+    return (
+        f"SELECT {_AFFECTED_COLUMNS} FROM current_scans AS c"  # noqa: S608 - column names and placeholders
+        " CROSS JOIN finding_ids AS i CROSS JOIN findings AS f"
+        " WHERE i.job_id = c.job_id AND f.job_id = i.job_id AND f.seq = i.seq"
+        f" AND i.vuln_id = {'%s' if postgres else '?'} AND {_in_digests('c.digest', count, postgres)}"
+        f" ORDER BY {_AFFECTED_ORDER}"
+    )
+
+
+_AFFECTED_COLUMNS = ", ".join(f"f.{name}" for name in ("digest", *_FINDING_NAMES))
+_AFFECTED_ORDER = (
+    "f.severity DESC, f.digest, f.vulnerability_id, f.package, f.installed_version, f.scanner, f.seq"
+)
 
 
 # Indexed by "is PostgreSQL".
