@@ -12,7 +12,7 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -58,6 +58,7 @@ from gate.policy.overrides import apply_breakglass
 from gate.policy.runtime import RuntimeVerdict, runtime_verdict
 from gate.ports import (
     GLOBAL_INPUTS,
+    AffectedChanges,
     AffectedRow,
     AuditSink,
     Clock,
@@ -271,6 +272,32 @@ def validate_tier(text: str) -> str:
 def _attribution(base: BaseImage | None) -> Attribution:
     # A layer of the image: the base that brought it in, else the image's own (APP_TIER).
     return Attribution(who(base), base.tier) if base is not None else Attribution("", APP_TIER)
+
+
+def check_affected_page_size(page_size: int) -> None:
+    """InvalidArgument unless `page_size` is 0 (the server's choice) or 1 to MAX_AFFECTED_PAGE."""
+    if not 0 <= page_size <= MAX_AFFECTED_PAGE:
+        raise InvalidArgument(
+            f"must be between 1 and {MAX_AFFECTED_PAGE}, or 0 for the server's choice; got {page_size}",
+            "page_size",
+        )
+
+
+def affected_pages(rows: Iterator[T], page_size: int) -> Iterator[list[T]]:
+    """Affected rows in pages as FindAffectedImagesPages sends them (`page_size` 0: the server's choice)."""
+    return _pages(rows, page_size or AFFECTED_FIRST_PAGE, page_size or AFFECTED_PAGE)
+
+
+def _only_rows(items: Iterator[AffectedChanges | AffectedRow]) -> Iterator[AffectedRow]:
+    # The rows after affected_since's AffectedChanges; closing this closes the store's read too.
+    try:
+        for item in items:
+            if isinstance(item, AffectedRow):
+                yield item
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
 
 
 def _pages(rows: Iterator[T], first: int, size: int) -> Iterator[list[T]]:
@@ -1199,15 +1226,30 @@ class GateService:
         `page_size` bounds every page (1 to MAX_AFFECTED_PAGE); 0 means AFFECTED_FIRST_PAGE rows in the
         first page and AFFECTED_PAGE in each later one. The arguments are checked before any row is read.
         """
-        if not 0 <= page_size <= MAX_AFFECTED_PAGE:
-            raise InvalidArgument(
-                f"must be between 1 and {MAX_AFFECTED_PAGE}, or 0 for the server's choice; got {page_size}",
-                "page_size",
-            )
+        check_affected_page_size(page_size)
         rows = self.affected_images(vulnerability_id, stage)
-        return _pages(rows, page_size or AFFECTED_FIRST_PAGE, page_size or AFFECTED_PAGE)
+        return affected_pages(rows, page_size)
 
-    def _attribute_rows(self, rows: Iterator[AffectedRow]) -> Iterator[AffectedFinding]:
+    def affected_since(
+        self, vulnerability_id: str, stage: str, since: str | None, limit: int
+    ) -> tuple[AffectedChanges, Generator[AffectedFinding, None, None]]:
+        """affected_images' rows, all or only those of the images changed since an earlier mark.
+
+        Returns the read's AffectedChanges (its mark, and None or the changed digests: see
+        Repository.affected_since) and the rows, in affected_images' order. The rows hold a database
+        read open until they are exhausted or closed. Arguments are checked before anything is read.
+        """
+        vid = vulnerability_id.strip()
+        if not vid:
+            raise InvalidArgument("a vulnerability id is required (e.g. CVE-2024-3094)", "vulnerability_id")
+        stage_filter = Stage.parse(stage, "stage") if stage else None
+        rows = self._repo.affected_since(vid, stage_filter, since, limit)
+        head = next(rows)
+        if not isinstance(head, AffectedChanges):
+            raise TypeError("Repository.affected_since must yield its AffectedChanges first")
+        return head, self._attribute_rows(_only_rows(rows))
+
+    def _attribute_rows(self, rows: Iterator[AffectedRow]) -> Generator[AffectedFinding, None, None]:
         # The base catalog is read once per call (at the first row that needs it, so an empty answer
         # reads nothing): a catalog query per image cost ~1 ms each, while the catalog is a few
         # curated bases. Only the rows' own layers are attributed, not every layer of each image as

@@ -362,6 +362,36 @@ def affected_page_to_pb(page: Sequence[AffectedFinding]) -> pb.AffectedImagesPag
     return pb.AffectedImagesPage(images=[_affected_fields(affected) for affected in page])
 
 
+def affected_row_bytes(affected: AffectedFinding) -> bytes:
+    """One affected row as it sits inside an AffectedImagesPage: field 1, length-delimited.
+
+    Pages built from such rows (affected_page_of) are what a ready answer keeps: joining bytes costs
+    a fraction of building thousands of messages again for every call.
+    """
+    body = pb.AffectedImage(**_affected_fields(affected)).SerializeToString()
+    return _PAGE_IMAGES_TAG + _varint(len(body)) + body
+
+
+def affected_page_of(rows: Sequence[bytes]) -> pb.AffectedImagesPage:
+    """The page holding these affected_row_bytes rows, in order."""
+    # A repeated message field's encoding is its elements' encodings, one after another.
+    return pb.AffectedImagesPage.FromString(b"".join(rows))
+
+
+# Field 1 (images), wire type 2 (length-delimited).
+_PAGE_IMAGES_TAG = bytes([(1 << 3) | 2])
+
+
+def _varint(value: int) -> bytes:
+    # Protobuf's base-128 varint: seven bits a byte, low bits first, the high bit set on all but the last.
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
 # Enum names and values by plain dict lookup: the enum descriptors were a fifth of building a page.
 _SEVERITY_NAMES = {m: m.name for m in Severity}
 _STAGE_VALUES = {m: m.value for m in Stage}

@@ -13,6 +13,7 @@ import grpc
 
 from gate.server import convert
 from gate.server.actor import actor_of
+from gate.server.affected_answers import AffectedAnswers
 from gate.server.status import status_for
 from gate.service import UNATTRIBUTED, GateService
 from gate.v1 import gate_pb2 as pb
@@ -58,6 +59,7 @@ class GateServicer(pb_grpc.GateServicer):
 
     def __init__(self, service: GateService) -> None:
         self._service = service
+        self._affected = AffectedAnswers(service)
 
     @_guard
     def SubmitScan(
@@ -144,9 +146,8 @@ class GateServicer(pb_grpc.GateServicer):
         self, request: pb.FindAffectedImagesRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.AffectedImagesPage]:
         """Stream the same affected images as FindAffectedImages, a page of rows per message."""
-        pages = self._service.affected_image_pages(request.vulnerability_id, request.stage, request.page_size)
-        for page in pages:
-            yield convert.affected_page_to_pb(page)
+        # From a ready answer patched by what changed since it was read (gate/server/affected_answers.py).
+        yield from self._affected.pages(request.vulnerability_id, request.stage, request.page_size)
 
     @_guard
     def ImportReport(

@@ -555,6 +555,15 @@ class FailingRepo:
                 raise Unavailable("database connection lost")
             yield row
 
+    def affected_since(
+        self, vulnerability_id: str, stage: Stage | None, since: str | None, limit: int
+    ) -> Iterator[Any]:
+        # The first item is the read's AffectedChanges, not a row.
+        for n, row in enumerate(self.inner.affected_since(vulnerability_id, stage, since, limit)):
+            if n == self.rows + 1:
+                raise Unavailable("database connection lost")
+            yield row
+
 
 def serve(repo: Any) -> Iterator[Any]:
     """A real gRPC server, as gate serve wires it (auth interceptor, GateServicer); yields a stub."""

@@ -1,0 +1,183 @@
+"""Ready FindAffectedImagesPages answers (gate/server/affected_answers.py) stay exact, on both backends.
+
+A kept answer is patched, call by call, with the rows of the images the change feed says changed since
+it was read. After each kind of write that can change an answer — a rescan that adds, removes or
+re-rates the vulnerability, a new tag, a move to another stage, an index listing a platform image, a
+base added to the catalog, an unrelated image — the pages from the kept answer must equal, row for row
+and in order, the pages computed from scratch by the service; and the call must have been a patch (or,
+for the catalog, a full read), so the test proves the cheap path is the one that was exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from gate.domain import BaseImage, ImageInfo, Severity
+from gate.provenance import chain_id
+from gate.server import convert
+from gate.server.affected_answers import AffectedAnswers
+from gate.service import GateService
+from gate.store.repository import SqlRepository
+from gate.v1 import gate_pb2 as pb
+from scanners.interface import ScanResult
+from tests.integration.test_affected_images import (
+    AMD,
+    INDEX_1,
+    OS_LAYERS,
+    T0,
+    diff_ids,
+    digest,
+    finding,
+    findings_of,
+    index_ref,
+    ref,
+    service,
+)
+from tests.integration.test_affected_images import (
+    repo as repo,
+)
+
+RESULT = ScanResult(scanner="trivy", scanner_version="test", findings=())
+
+
+@pytest.fixture
+def gate(repo: SqlRepository) -> GateService:
+    return service(repo)
+
+
+def fresh(gate: GateService, vid: str, stage: str) -> list[pb.AffectedImage]:
+    """The answer computed from scratch, as rows of the reply."""
+    return [convert.affected_to_pb(r) for r in gate.affected_images(vid, stage)]
+
+
+def kept(answers: AffectedAnswers, vid: str, stage: str, page_size: int = 3) -> list[pb.AffectedImage]:
+    pages = list(answers.pages(vid, stage, page_size))
+    assert all(0 < len(p.images) <= page_size for p in pages)
+    return [row for page in pages for row in page.images]
+
+
+def rescan(repo: SqlRepository, i: int, findings: list[Any], days: int) -> None:
+    repo.record_import(digest(i), "trivy", digest(i), RESULT, findings, T0 + timedelta(days))
+
+
+def check(answers: AffectedAnswers, gate: GateService, *, patched: bool = True) -> None:
+    """Every kept answer the tests hold equals the fresh one, and was answered by a patch (or not)."""
+    for vid, stage in (("CVE-1", ""), ("CVE-1", "p"), ("CVE-2", "")):
+        before = (answers.patches, answers.full_reads)
+        assert kept(answers, vid, stage) == fresh(gate, vid, stage), (vid, stage)
+        if patched:
+            assert (answers.patches, answers.full_reads) == (before[0] + 1, before[1]), (vid, stage)
+        else:
+            assert answers.full_reads == before[1] + 1, (vid, stage)
+
+
+def test_kept_answers_follow_every_kind_of_change(repo: SqlRepository, gate: GateService) -> None:
+    answers = AffectedAnswers(gate)
+    check(answers, gate, patched=False)  # first calls read whole answers
+    check(answers, gate)  # nothing changed: patched with nothing, the same answer
+
+    # Image 3 had been rescanned without CVE-1: a rescan brings it back, now critical.
+    rescan(repo, 3, [finding("CVE-1", "openssl", Severity.CRITICAL, diff_ids(3)[0])], 2)
+    check(answers, gate)
+    # Image 1 loses CVE-1 (and keeps CVE-2); image 2 is re-rated, so its group moves in the order.
+    rescan(repo, 1, [finding("CVE-2", "noise", Severity.HIGH, diff_ids(1)[0])], 3)
+    rescan(repo, 2, [replace(f, severity=Severity.LOW) for f in findings_of(2, "trivy")], 3)
+    check(answers, gate)
+    # A new tag on image 4 (in the answer): its rows carry the tag.
+    repo.upsert_image(_info(4), replace(ref(4), tag="hotfix"), T0)
+    check(answers, gate)
+    # Image 5 moves from stage d to p: it joins the stage-p answer.
+    repo.upsert_image(_info(5), replace(ref(5), repository="p/app-5"), T0)
+    check(answers, gate)
+    # An index now lists a platform image with CVE-1: the child's rows name the index.
+    repo.record_import(
+        AMD.digest, "trivy", AMD.digest, RESULT, [finding("CVE-1", "libc", Severity.HIGH, "")], T0
+    )
+    check(answers, gate)
+    repo.upsert_image(INDEX_1, index_ref("p/multi", "v1"), T0)
+    check(answers, gate)
+    assert any(r.indexes for r in fresh(gate, "CVE-1", "")), "the index must be in the answer"
+    # A tag added to the index names its platform images: their rows change through the index.
+    repo.upsert_image(INDEX_1, index_ref("p/multi", "v2"), T0)
+    check(answers, gate)
+    # An image that does not have the vulnerability changes: the answer does not.
+    repo.upsert_image(_info(11), replace(ref(11), tag="other"), T0)
+    check(answers, gate)
+    # The catalog changes: every row's attribution may, so the answer is read whole.
+    layers = (*OS_LAYERS,)
+    repo.add_base(
+        BaseImage(
+            name="osbase 2",
+            tier="prod-osbase",
+            digest="sha256:" + "0e" * 32,
+            diff_ids=layers[:1],
+            chain_id=chain_id(layers[:1]),
+            registered_at=T0,
+        )
+    )
+    check(answers, gate, patched=False)
+    check(answers, gate)
+
+
+def _info(i: int) -> ImageInfo:
+    return ImageInfo(
+        digest=digest(i), config_digest="sha256:" + f"{i + 50:02d}" * 32, diff_ids=diff_ids(i), os="linux"
+    )
+
+
+def test_too_many_changed_images_read_the_answer_whole(repo: SqlRepository, gate: GateService) -> None:
+    answers = AffectedAnswers(gate, max_changed=2)
+    assert kept(answers, "CVE-1", "") == fresh(gate, "CVE-1", "")
+    for i in (0, 4, 8):  # three changed images, over the limit of two
+        repo.upsert_image(_info(i), replace(ref(i), tag="again"), T0)
+    assert kept(answers, "CVE-1", "") == fresh(gate, "CVE-1", "")
+    assert (answers.full_reads, answers.patches) == (2, 0)
+
+
+def test_an_answer_cut_off_mid_stream_is_not_kept(repo: SqlRepository, gate: GateService) -> None:
+    answers = AffectedAnswers(gate)
+    pages = answers.pages("CVE-1", "", 1)
+    next(pages)
+    pages.close()  # the caller went away after the first page
+    assert kept(answers, "CVE-1", "") == fresh(gate, "CVE-1", "")
+    assert answers.full_reads == 2  # the cut-off read kept nothing
+    kept(answers, "CVE-1", "")
+    assert answers.patches == 1
+
+
+def test_kept_rows_are_bounded(repo: SqlRepository, gate: GateService) -> None:
+    rows = len(fresh(gate, "CVE-1", ""))
+    assert rows > 4
+    # Room for two answers of that size, not three: the least recently used one goes.
+    answers = AffectedAnswers(gate, max_rows=2 * rows)
+    kept(answers, "CVE-1", "")
+    kept(answers, "cve-1", "")  # another spelling is another entry, with the same rows
+    kept(answers, "Cve-1", "")
+    assert (answers.full_reads, answers.patches) == (3, 0)
+    kept(answers, "Cve-1", "")  # still kept
+    assert (answers.full_reads, answers.patches) == (3, 1)
+    kept(answers, "CVE-1", "")  # the first one went
+    assert (answers.full_reads, answers.patches) == (4, 1)
+    # An answer bigger than half the room is sent, never kept.
+    small = AffectedAnswers(gate, max_rows=rows)
+    assert kept(small, "CVE-1", "") == kept(small, "CVE-1", "")
+    assert (small.full_reads, small.patches) == (2, 0)
+
+
+def test_arguments_are_checked_before_anything_is_read(repo: SqlRepository, gate: GateService) -> None:
+    from gate.errors import InvalidArgument
+
+    answers = AffectedAnswers(gate)
+    for args, field in (
+        (("", "", 0), "vulnerability_id"),
+        (("CVE-1", "prod", 0), "stage"),
+        (("CVE-1", "", 1001), "page_size"),
+    ):
+        with pytest.raises(InvalidArgument) as refused:
+            answers.pages(*args)
+        assert refused.value.field == field
+    assert answers.full_reads == 0
