@@ -225,11 +225,12 @@ def _db_text(state: tuple[str, datetime | None]) -> str:
 class SchedulerThread:
     """Calls `tick` every `every` seconds on a daemon thread until stopped (started by the server)."""
 
-    def __init__(self, tick: Callable[[], object], every: float) -> None:
+    def __init__(self, tick: Callable[[], object], every: float, *, name: str = "gate-rescans") -> None:
         self._tick = tick
         self._every = every
+        self._name = name
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="gate-rescans", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         """Start ticking (the first tick runs at once)."""
@@ -246,5 +247,5 @@ class SchedulerThread:
                 self._tick()
             except Exception:
                 # A database outage must not end the schedule; the next tick tries again.
-                log.exception("rescan tick failed")
+                log.exception("%s: tick failed", self._name)
             self._stop.wait(self._every)

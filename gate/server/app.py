@@ -60,6 +60,8 @@ from scanners.interface import Scanner
 from scanners.trivy import TrivyScanner, TrivyServer
 
 log = logging.getLogger(__name__)
+# Seconds between trims of the affected-answers change feed (SqlRepository.prune_affected_changes).
+_PRUNE_EVERY = 60.0
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Gate"].full_name
 # The default of GATE_MAX_MESSAGE_BYTES (Settings.max_message_bytes): imported reports can be large.
@@ -87,6 +89,7 @@ class RunningGate:
     serving: threading.Event = field(default_factory=threading.Event)  # what /healthz reports
     journal: Journal | None = None  # decisions and audit records (flushed on stop when buffered)
     checkpointer: WalCheckpointer | None = None  # SQLite WAL checkpoints, off the request path
+    pruner: SchedulerThread | None = None  # trims the affected-answers change feed (primary only)
 
     def stop(self, grace: float = 2.0) -> None:
         """Stop accepting calls, let in-flight ones finish, stop the workers, close the store and engine."""
@@ -98,6 +101,8 @@ class RunningGate:
             self.notifier.stop()
         if self.rescans is not None:
             self.rescans.stop()
+        if self.pruner is not None:
+            self.pruner.stop()
         self.server.stop(grace).wait(grace + 1)
         self.runner.stop()
         if self.journal is not None and not self.journal.close(grace + 5):
@@ -333,6 +338,12 @@ def create_server(
     if settings.rescan_tick > 0 and primary:
         rescans = SchedulerThread(lambda: (scheduler.tick(), alerter.deliver()), settings.rescan_tick)
         rescans.start()
+    # The change feed behind FindAffectedImagesPages' ready answers grows by a row per image write;
+    # one process trims it for all (a kept answer whose mark predates the trim is read whole again).
+    pruner = None
+    if primary:
+        pruner = SchedulerThread(repo.prune_affected_changes, _PRUNE_EVERY, name="gate-prune")
+        pruner.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     serving.set()
@@ -364,6 +375,7 @@ def create_server(
         journal=journal,
         serving=serving,
         checkpointer=checkpointer,
+        pruner=pruner,
     )
 
 
