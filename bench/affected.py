@@ -13,6 +13,10 @@ RPCs side by side (calls alternate between them, so load changes hit both alike)
   the first one (p50/p99);
 - paged (FindAffectedImagesPages, the server's default pages: 50 rows, then 500): full = call to the
   last page, first = call to the first page;
+- paged_first_call_ms: the first FindAffectedImagesPages call of a case, which reads the whole answer
+  (later calls patch the answer the server kept from it: gate/server/affected_answers.py);
+- paged_churn: FindAffectedImagesPages with 10 images of the answer rescanned (same findings, new scan)
+  before each call, so every call patches the kept answer with rows read again;
 - repo: in-process, the store's `affected_images` iterated to the end (p50), to separate the query from
   the service's attribution and the protobuf/gRPC cost;
 and every statement one `affected_images` call issues, with its plan (EXPLAIN ANALYZE on PostgreSQL,
@@ -29,11 +33,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import random
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,8 +54,11 @@ from gate.store.bulk import BulkRepository
 from gate.store.db import create_engine_for
 from gate.v1 import gate_pb2 as pb
 from gate.v1 import gate_pb2_grpc as pb_grpc
+from scanners.interface import ScanResult
 from tests.support.gateserver import start_gate_process
 
+# Images of the answer rescanned before each call of the churn measurement (see _churn).
+RESCANS_PER_CALL = 10
 # (rank, stage): the popularities bench.scale reports, plus its stage-filtered case.
 CASES: tuple[tuple[int, str], ...] = ((4999, ""), (2000, ""), (1000, ""), (100, ""), (0, ""), (1000, "p"))
 
@@ -141,7 +150,8 @@ def _timed(call: Any) -> tuple[float, float, int]:
 def _side_by_side(client: Any, request: pb.FindAffectedImagesRequest, calls: int) -> dict[str, Any]:
     """Both RPCs for one request, calls alternating, each checked to return the same number of rows."""
     rows = _timed(client.FindAffectedImages(request, timeout=120))[2]  # warm-up and row count
-    _timed(client.FindAffectedImagesPages(request, timeout=120))
+    # The paged RPC's first call reads the whole answer; later ones patch the answer kept from it.
+    first_call = _timed(client.FindAffectedImagesPages(request, timeout=120))
     n = calls if rows < 2000 else max(5, calls // 5)
     lat: dict[str, tuple[list[float], list[float]]] = {"per_row": ([], []), "paged": ([], [])}
     methods = (("per_row", client.FindAffectedImages), ("paged", client.FindAffectedImagesPages))
@@ -153,7 +163,7 @@ def _side_by_side(client: Any, request: pb.FindAffectedImagesRequest, calls: int
             if got:
                 lat[name][0].append(first)
             lat[name][1].append(full)
-    out: dict[str, Any] = {"rows": rows, "calls": n}
+    out: dict[str, Any] = {"rows": rows, "calls": n, "paged_first_call_ms": round(first_call[1] * 1000, 1)}
     for name, (first_lat, full_lat) in lat.items():
         out[name] = {
             "full_p50_ms": _ms(full_lat, 0.5),
@@ -162,6 +172,51 @@ def _side_by_side(client: Any, request: pb.FindAffectedImagesRequest, calls: int
             "first_p99_ms": _ms(first_lat, 0.99) if first_lat else None,
         }
     return out
+
+
+def _churn(
+    client: Any, request: pb.FindAffectedImagesRequest, url: str, calls: int, rescans: int
+) -> dict[str, Any]:
+    """FindAffectedImagesPages while images of its answer are being rescanned.
+
+    Before each call `rescans` images of the answer are rescanned (their current findings imported
+    again, in this process, on the same database), so every call patches the kept answer with those
+    images' rows read again: the incident case, an answer asked for repeatedly while rebuilt images
+    are scanned. Each answer is checked to keep its row count (a rescan with the same findings).
+    """
+    digests = list(dict.fromkeys(r.digest for r in client.FindAffectedImages(request, timeout=120)))
+    if not digests:
+        return {}
+    repo = BulkRepository(create_engine_for(url))
+    rng = random.Random(7)
+    result = ScanResult(scanner="trivy", scanner_version="bench", findings=())
+    full: list[float] = []
+    first: list[float] = []
+    try:
+        rows = _timed(client.FindAffectedImagesPages(request, timeout=120))[2]
+        for n in range(calls):
+            for digest in rng.sample(digests, min(rescans, len(digests))):
+                by_scanner: dict[str, list[Any]] = {}
+                for f in repo.current_findings(digest):
+                    by_scanner.setdefault(f.scanner, []).append(f)
+                for scanner, found in by_scanner.items():
+                    repo.record_import(digest, scanner, digest, result, found, datetime.now(UTC))
+            t_first, t_full, got = _timed(client.FindAffectedImagesPages(request, timeout=120))
+            if got != rows:
+                raise AssertionError(
+                    f"{request.vulnerability_id}: {got} rows after rescans, not {rows} (call {n})"
+                )
+            first.append(t_first)
+            full.append(t_full)
+    finally:
+        repo.close()
+    return {
+        "rescans_per_call": min(rescans, len(digests)),
+        "calls": calls,
+        "full_p50_ms": _ms(full, 0.5),
+        "full_p99_ms": _ms(full, 0.99),
+        "first_p50_ms": _ms(first, 0.5),
+    }
 
 
 def over_grpc(url: str, log_dir: Path, calls: int) -> dict[str, Any]:
@@ -176,6 +231,7 @@ def over_grpc(url: str, log_dir: Path, calls: int) -> dict[str, Any]:
             request = pb.FindAffectedImagesRequest(vulnerability_id=cve_id(rank), stage=stage)
             key = cve_id(rank) + (f" stage={stage}" if stage else "")
             out[key] = {"rank": rank, **_side_by_side(client, request, calls)}
+            out[key]["paged_churn"] = _churn(client, request, url, calls, RESCANS_PER_CALL)
     finally:
         server.terminate()
     return out
@@ -281,15 +337,19 @@ def summary(results: dict[str, Any]) -> list[str]:
         return f"{entry['full_p50_ms']} / {entry['first_p50_ms']}"
 
     lines = [
-        "backend case rows: per-row full / first | paged full / first | floor per-row | floor paged (p50 ms)"
+        "backend case rows: per-row full / first | paged full / first | floor per-row | floor paged |"
+        " paged first call (whole read) | paged with 10 rescans before each call (p50 ms)"
     ]
     floors = results.get("floor", {})
     for backend in ("sqlite", "postgres"):
         for case, c in results.get(backend, {}).get("affected", {}).items():
             f = floors.get(str(c["rows"]), {})
+            churn = c.get("paged_churn") or {}
             lines.append(
                 f"{backend} {case} {c['rows']}: {fig(c['per_row'])} | {fig(c['paged'])} | "
-                f"{fig(f['per_row']) if f else '-'} | {fig(f['paged']) if f else '-'}"
+                f"{fig(f['per_row']) if f else '-'} | {fig(f['paged']) if f else '-'} | "
+                f"paged first call {c.get('paged_first_call_ms')} | "
+                f"paged with rescans {fig(churn) if churn else '-'}"
             )
     return lines
 
