@@ -1356,7 +1356,7 @@ def _affected_sql(postgres: bool) -> str:
         " JOIN findings AS f ON f.job_id = i.job_id AND f.seq = i.seq"
         " JOIN current_scans AS c ON c.job_id = f.job_id"
         f" WHERE i.vuln_id = {'%s' if postgres else '?'}"
-        f" ORDER BY {_AFFECTED_ORDER}"
+        f" ORDER BY {_AFFECTED_ORDER[postgres]}"
     )
 
 
@@ -1371,13 +1371,18 @@ def _affected_in_sql(count: int, postgres: bool) -> str:
         " CROSS JOIN finding_ids AS i CROSS JOIN findings AS f"
         " WHERE i.job_id = c.job_id AND f.job_id = i.job_id AND f.seq = i.seq"
         f" AND i.vuln_id = {'%s' if postgres else '?'} AND {_in_digests('c.digest', count, postgres)}"
-        f" ORDER BY {_AFFECTED_ORDER}"
+        f" ORDER BY {_AFFECTED_ORDER[postgres]}"
     )
 
 
 _AFFECTED_COLUMNS = ", ".join(f"f.{name}" for name in ("digest", *_FINDING_NAMES))
-_AFFECTED_ORDER = (
-    "f.severity DESC, f.digest, f.vulnerability_id, f.package, f.installed_version, f.scanner, f.seq"
+# Most severe first, then by digest: gate/server/affected_answers.py patches kept answers by
+# (severity, digest) in Python's string order, so PostgreSQL compares digests bytewise whatever the
+# database's collation (SQLite's default collation is bytewise already). Indexed by "is PostgreSQL".
+_AFFECTED_ORDER = tuple(
+    f"f.severity DESC, f.digest{collate}, f.vulnerability_id, f.package, f.installed_version,"
+    " f.scanner, f.seq"
+    for collate in ("", ' COLLATE "C"')
 )
 
 
