@@ -345,6 +345,9 @@ class Settings:
     # Precomputed verdicts kept in memory (gate/verdicts.py), least recently used dropped first; 0 turns
     # the cache off. Each holds one Decision (a few KB at most), so the default stays well under 100 MB.
     verdict_cache_size: int = 10_000
+    # Rows of ready FindAffectedImagesPages answers kept in memory (gate/server/affected_answers.py),
+    # ~300-400 bytes each; 0 reads every answer whole.
+    affected_cache_rows: int = 50_000
     # How decisions and audit records are written (gate/journal.py): "durable" — every answer waits for
     # the commit that holds its record (group commit); "buffered" — answers return at once and records
     # are committed behind, in order; a crash can lose the records of the last few milliseconds.
@@ -460,6 +463,7 @@ class Settings:
             max_queued_jobs=int(_number(e, "GATE_MAX_QUEUED_JOBS", 1000, 0)),
             max_concurrent_rpcs=int(_number(e, "GATE_MAX_CONCURRENT_RPCS", 512, 0)),
             verdict_cache_size=int(_number(e, "GATE_VERDICT_CACHE_SIZE", 10_000, 0)),
+            affected_cache_rows=int(_number(e, "GATE_AFFECTED_CACHE_ROWS", 50_000, 0)),
             decision_log=_decision_log(e),
             workers=parse_workers(e["GATE_WORKERS"]) if e.get("GATE_WORKERS", "").strip() else 1,
         )

@@ -34,7 +34,7 @@ from gate.v1 import gate_pb2 as pb
 __all__ = ["MAX_CHANGED", "MAX_ROWS", "AffectedAnswers", "ReadyAnswer", "group_rows"]
 
 MAX_ROWS = 50_000
-"""Rows kept over all ready answers, per process (~15-20 MB of encoded rows)."""
+"""Rows kept over all ready answers, per process (~15-20 MB of encoded rows); GATE_AFFECTED_CACHE_ROWS."""
 
 MAX_CHANGED = 1_000
 """Above this many changed images since a kept answer, reading it whole is as cheap as patching it."""
@@ -154,6 +154,8 @@ class AffectedAnswers:
 
     def _keep(self, key: tuple[str, str], answer: ReadyAnswer) -> None:
         size = len(answer.rows)
+        if not self._max_rows:
+            return  # keeping answers is off (GATE_AFFECTED_CACHE_ROWS=0)
         with self._lock:
             old = self._answers.pop(key, None)
             if old is not None:

@@ -255,7 +255,7 @@ def create_server(
         ],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
     )
-    register(server, service)
+    register(server, service, affected_cache_rows=settings.affected_cache_rows)
     ledger_servicer.register(server, PromotionLedger(service, repo, signer, audit))
     exceptions_servicer.register(server, ExceptionService(exception_store, repo, policy, clock, audit))
     audit_servicer.register_audit(server, audit)

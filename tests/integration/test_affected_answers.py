@@ -162,6 +162,10 @@ def test_kept_rows_are_bounded(repo: SqlRepository, gate: GateService) -> None:
     assert (answers.full_reads, answers.patches) == (3, 1)
     kept(answers, "CVE-1", "")  # the first one went
     assert (answers.full_reads, answers.patches) == (4, 1)
+    # Off: every call reads the answer whole.
+    off = AffectedAnswers(gate, max_rows=0)
+    assert kept(off, "CVE-404", "") == [] and kept(off, "CVE-1", "") == kept(off, "CVE-1", "")
+    assert (off.full_reads, off.patches) == (3, 0)
     # An answer bigger than half the room is sent, never kept.
     small = AffectedAnswers(gate, max_rows=rows)
     assert kept(small, "CVE-1", "") == kept(small, "CVE-1", "")

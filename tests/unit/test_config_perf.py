@@ -1,4 +1,4 @@
-"""Settings for precomputed verdicts and the decision journal: defaults and bad values."""
+"""Settings for precomputed verdicts, kept affected answers and the decision journal: defaults, bad values."""
 
 from __future__ import annotations
 
@@ -11,18 +11,27 @@ from gate.errors import InvalidArgument
 def test_defaults_keep_verdicts_and_write_records_durably() -> None:
     settings = Settings.from_env({})
     assert settings.verdict_cache_size == 10_000
+    assert settings.affected_cache_rows == 50_000
     assert settings.decision_log == "durable"
 
 
 def test_values_are_read_and_normalized() -> None:
-    settings = Settings.from_env({"GATE_VERDICT_CACHE_SIZE": "0", "GATE_DECISION_LOG": " Buffered "})
+    settings = Settings.from_env(
+        {"GATE_VERDICT_CACHE_SIZE": "0", "GATE_AFFECTED_CACHE_ROWS": "0", "GATE_DECISION_LOG": " Buffered "}
+    )
     assert settings.verdict_cache_size == 0
+    assert settings.affected_cache_rows == 0
     assert settings.decision_log == "buffered"
 
 
 @pytest.mark.parametrize(
     ("name", "value"),
-    [("GATE_DECISION_LOG", "async"), ("GATE_VERDICT_CACHE_SIZE", "-1"), ("GATE_VERDICT_CACHE_SIZE", "many")],
+    [
+        ("GATE_DECISION_LOG", "async"),
+        ("GATE_VERDICT_CACHE_SIZE", "-1"),
+        ("GATE_VERDICT_CACHE_SIZE", "many"),
+        ("GATE_AFFECTED_CACHE_ROWS", "-5"),
+    ],
 )
 def test_a_bad_value_names_its_variable(name: str, value: str) -> None:
     with pytest.raises(InvalidArgument) as err:
