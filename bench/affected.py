@@ -51,7 +51,7 @@ from bench.scale import DEFAULT_PG_URL, _is_filled, _ms, cve_id, sqlite_cache_ur
 from gate.config import Settings
 from gate.service import AFFECTED_FIRST_PAGE, AFFECTED_PAGE
 from gate.store.bulk import BulkRepository
-from gate.store.db import create_engine_for
+from gate.store.db import create_engine_for, migrate
 from gate.v1 import gate_pb2 as pb
 from gate.v1 import gate_pb2_grpc as pb_grpc
 from scanners.interface import ScanResult
@@ -219,6 +219,24 @@ def _churn(
     }
 
 
+def _fill_kept_answers(client: Any, pid: int) -> dict[str, Any]:
+    """The server's memory once its kept answers are at their bound: the ten most common CVEs asked.
+
+    Together they hold more rows than the server keeps (50,000), so the least recently used answers
+    are dropped as the later ones are kept; VmRSS / VmHWM then show what the bound costs.
+    """
+    rows = 0
+    for rank in range(10):
+        request = pb.FindAffectedImagesRequest(vulnerability_id=cve_id(rank))
+        rows += _timed(client.FindAffectedImagesPages(request, timeout=120))[2]
+    out: dict[str, Any] = {"rows_asked": rows}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[f"{key}_mb"] = round(int(value.split()[0]) / 1024, 1)
+    return out
+
+
 def over_grpc(url: str, log_dir: Path, calls: int) -> dict[str, Any]:
     """Full-result and first-result latency of both RPCs against `gate serve`, per case."""
     backend = make_url(url).get_backend_name()
@@ -232,6 +250,7 @@ def over_grpc(url: str, log_dir: Path, calls: int) -> dict[str, Any]:
             key = cve_id(rank) + (f" stage={stage}" if stage else "")
             out[key] = {"rank": rank, **_side_by_side(client, request, calls)}
             out[key]["paged_churn"] = _churn(client, request, url, calls, RESCANS_PER_CALL)
+        out["rss_with_kept_answers"] = _fill_kept_answers(client, server.proc.pid)
     finally:
         server.terminate()
     return out
@@ -318,8 +337,10 @@ def bench_affected(
                 raise SystemExit(
                     f"{backend}: no filled fixture at {url}; run python -m bench.scale --fill-only"
                 )
+            migrate(url)  # a fixture filled by an older tree gets this tree's schema (as gate serve would)
             entry: dict[str, Any] = {"plans": plans(url, cve_id(1000))}
             entry["affected"] = over_grpc(url, Path(tmp), calls)
+            entry["rss_with_kept_answers"] = entry["affected"].pop("rss_with_kept_answers")
             entry["repo_p50_ms"] = {
                 cve_id(rank): repo_ms(url, cve_id(rank), 5 if rank < 500 else calls // 2)
                 for rank in (4999, 1000, 0)
@@ -342,6 +363,9 @@ def summary(results: dict[str, Any]) -> list[str]:
     ]
     floors = results.get("floor", {})
     for backend in ("sqlite", "postgres"):
+        if "rss_with_kept_answers" in results.get(backend, {}):
+            memory = results[backend]["rss_with_kept_answers"]
+            lines.append(f"{backend} server memory with kept answers at their bound: {memory}")
         for case, c in results.get(backend, {}).get("affected", {}).items():
             f = floors.get(str(c["rows"]), {})
             churn = c.get("paged_churn") or {}
