@@ -15,8 +15,9 @@ RPCs side by side (calls alternate between them, so load changes hit both alike)
   last page, first = call to the first page;
 - paged_first_call_ms: the first FindAffectedImagesPages call of a case, which reads the whole answer
   (later calls patch the answer the server kept from it: gate/server/affected_answers.py);
-- paged_churn: FindAffectedImagesPages with 10 images of the answer rescanned (same findings, new scan)
-  before each call, so every call patches the kept answer with rows read again;
+- paged_churn: FindAffectedImagesPages with 10 images of the answer changed before each call (their
+  current-scan rows rewritten, which the change feed records as it records a rescan), so every call
+  patches the kept answer with those images' rows read again;
 - repo: in-process, the store's `affected_images` iterated to the end (p50), to separate the query from
   the service's attribution and the protobuf/gRPC cost;
 and every statement one `affected_images` call issues, with its plan (EXPLAIN ANALYZE on PostgreSQL,
@@ -44,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from sqlalchemy import make_url
+from sqlalchemy import make_url, update
 
 from bench.echo import build_server, serve_until_signalled
 from bench.scale import DEFAULT_PG_URL, _is_filled, _ms, cve_id, sqlite_cache_url
@@ -52,13 +53,13 @@ from gate.config import Settings
 from gate.service import AFFECTED_FIRST_PAGE, AFFECTED_PAGE
 from gate.store.bulk import BulkRepository
 from gate.store.db import create_engine_for, migrate
+from gate.store.tables import CurrentScanRow, table_of
 from gate.v1 import gate_pb2 as pb
 from gate.v1 import gate_pb2_grpc as pb_grpc
-from scanners.interface import ScanResult
 from tests.support.gateserver import start_gate_process
 
-# Images of the answer rescanned before each call of the churn measurement (see _churn).
-RESCANS_PER_CALL = 10
+# Images of the answer changed before each call of the churn measurement (see _churn).
+CHANGED_PER_CALL = 10
 # (rank, stage): the popularities bench.scale reports, plus its stage-filtered case.
 CASES: tuple[tuple[int, str], ...] = ((4999, ""), (2000, ""), (1000, ""), (100, ""), (0, ""), (1000, "p"))
 
@@ -175,43 +176,42 @@ def _side_by_side(client: Any, request: pb.FindAffectedImagesRequest, calls: int
 
 
 def _churn(
-    client: Any, request: pb.FindAffectedImagesRequest, url: str, calls: int, rescans: int
+    client: Any, request: pb.FindAffectedImagesRequest, url: str, calls: int, changed: int
 ) -> dict[str, Any]:
-    """FindAffectedImagesPages while images of its answer are being rescanned.
+    """FindAffectedImagesPages while images of its answer keep changing.
 
-    Before each call `rescans` images of the answer are rescanned (their current findings imported
-    again, in this process, on the same database), so every call patches the kept answer with those
-    images' rows read again: the incident case, an answer asked for repeatedly while rebuilt images
-    are scanned. Each answer is checked to keep its row count (a rescan with the same findings).
+    Before each call `changed` images of the answer have their current-scan rows rewritten in place
+    (from this process, on the same database), which the change feed's triggers record exactly as
+    they record a rescan; so every call patches the kept answer with those images' rows read again —
+    the incident case, an answer asked for repeatedly while images are rescanned. (A real rescan
+    would also add jobs and findings, and the fixture must keep the counts it was filled with.) Each
+    answer is checked to keep its row count.
     """
     digests = list(dict.fromkeys(r.digest for r in client.FindAffectedImages(request, timeout=120)))
     if not digests:
         return {}
-    repo = BulkRepository(create_engine_for(url))
+    engine = create_engine_for(url)
     rng = random.Random(7)
-    result = ScanResult(scanner="trivy", scanner_version="bench", findings=())
+    table = table_of(CurrentScanRow)
     full: list[float] = []
     first: list[float] = []
     try:
         rows = _timed(client.FindAffectedImagesPages(request, timeout=120))[2]
         for n in range(calls):
-            for digest in rng.sample(digests, min(rescans, len(digests))):
-                by_scanner: dict[str, list[Any]] = {}
-                for f in repo.current_findings(digest):
-                    by_scanner.setdefault(f.scanner, []).append(f)
-                for scanner, found in by_scanner.items():
-                    repo.record_import(digest, scanner, digest, result, found, datetime.now(UTC))
+            picked = rng.sample(digests, min(changed, len(digests)))
+            with engine.begin() as connection:
+                connection.execute(
+                    update(table).where(table.c.digest.in_(picked)).values(updated_at=datetime.now(UTC))
+                )
             t_first, t_full, got = _timed(client.FindAffectedImagesPages(request, timeout=120))
             if got != rows:
-                raise AssertionError(
-                    f"{request.vulnerability_id}: {got} rows after rescans, not {rows} (call {n})"
-                )
+                raise AssertionError(f"{request.vulnerability_id}: {got} rows, not {rows} (call {n})")
             first.append(t_first)
             full.append(t_full)
     finally:
-        repo.close()
+        engine.dispose()
     return {
-        "rescans_per_call": min(rescans, len(digests)),
+        "changed_per_call": min(changed, len(digests)),
         "calls": calls,
         "full_p50_ms": _ms(full, 0.5),
         "full_p99_ms": _ms(full, 0.99),
@@ -249,7 +249,7 @@ def over_grpc(url: str, log_dir: Path, calls: int) -> dict[str, Any]:
             request = pb.FindAffectedImagesRequest(vulnerability_id=cve_id(rank), stage=stage)
             key = cve_id(rank) + (f" stage={stage}" if stage else "")
             out[key] = {"rank": rank, **_side_by_side(client, request, calls)}
-            out[key]["paged_churn"] = _churn(client, request, url, calls, RESCANS_PER_CALL)
+            out[key]["paged_churn"] = _churn(client, request, url, calls, CHANGED_PER_CALL)
         out["rss_with_kept_answers"] = _fill_kept_answers(client, server.proc.pid)
     finally:
         server.terminate()
@@ -359,7 +359,7 @@ def summary(results: dict[str, Any]) -> list[str]:
 
     lines = [
         "backend case rows: per-row full / first | paged full / first | floor per-row | floor paged |"
-        " paged first call (whole read) | paged with 10 rescans before each call (p50 ms)"
+        " paged first call (whole read) | paged with 10 images changed before each call (p50 ms)"
     ]
     floors = results.get("floor", {})
     for backend in ("sqlite", "postgres"):
@@ -373,7 +373,7 @@ def summary(results: dict[str, Any]) -> list[str]:
                 f"{backend} {case} {c['rows']}: {fig(c['per_row'])} | {fig(c['paged'])} | "
                 f"{fig(f['per_row']) if f else '-'} | {fig(f['paged']) if f else '-'} | "
                 f"paged first call {c.get('paged_first_call_ms')} | "
-                f"paged with rescans {fig(churn) if churn else '-'}"
+                f"paged with changes {fig(churn) if churn else '-'}"
             )
     return lines
 
