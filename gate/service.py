@@ -86,8 +86,8 @@ an answer ("deprecated, 3d left") may get. Correctness does not depend on it (ga
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 100
 AFFECTED_FIRST_PAGE = 50
-"""Rows in the first page of affected_image_pages when the caller names no page size: small, so the
-first rows leave after the store's first (50-row) batch instead of waiting for hundreds more."""
+"""Rows in the first page of FindAffectedImagesPages (affected_pages) when the caller names no page size:
+small, so the first rows leave after the store's first (50-row) batch instead of waiting for hundreds."""
 AFFECTED_PAGE = 500
 """Rows in each later page when the caller names no page size (the store's later batch size)."""
 MAX_AFFECTED_PAGE = 1000
@@ -1217,18 +1217,6 @@ class GateService:
             raise InvalidArgument("a vulnerability id is required (e.g. CVE-2024-3094)", "vulnerability_id")
         stage_filter = Stage.parse(stage, "stage") if stage else None
         return self._attribute_rows(self._repo.affected_images(vid, stage_filter))
-
-    def affected_image_pages(
-        self, vulnerability_id: str, stage: str, page_size: int
-    ) -> Iterator[list[AffectedFinding]]:
-        """The rows of `affected_images`, in the same order, in consecutive non-empty pages.
-
-        `page_size` bounds every page (1 to MAX_AFFECTED_PAGE); 0 means AFFECTED_FIRST_PAGE rows in the
-        first page and AFFECTED_PAGE in each later one. The arguments are checked before any row is read.
-        """
-        check_affected_page_size(page_size)
-        rows = self.affected_images(vulnerability_id, stage)
-        return affected_pages(rows, page_size)
 
     def affected_since(
         self, vulnerability_id: str, stage: str, since: str | None, limit: int

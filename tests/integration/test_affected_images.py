@@ -43,7 +43,7 @@ from gate.policy import default_policy
 from gate.provenance import ANNOTATION_BASE_DIGEST, ANNOTATION_BASE_NAME, chain_id
 from gate.scanning.jobs import JobRunner
 from gate.server.auth import Authenticator, AuthInterceptor
-from gate.server.convert import affected_page_to_pb, affected_to_pb
+from gate.server.convert import affected_page_of, affected_row_bytes, affected_to_pb
 from gate.server.servicer import register
 from gate.service import APP_TIER, UNATTRIBUTED, Attribution, GateService
 from gate.store import repository as repository_module
@@ -514,8 +514,9 @@ def test_service_and_reply_carry_the_index_of_a_platform_image(indexed: SqlRepos
     ]
     plain = next(f for f in found if f.row.image.digest == digest(0))
     assert list(affected_to_pb(plain).indexes) == []
-    # A page holds exactly the messages affected_to_pb builds, in order.
-    assert list(affected_page_to_pb(found).images) == [affected_to_pb(f) for f in found]
+    # A page of kept rows holds exactly the messages affected_to_pb builds, in order.
+    page = affected_page_of([affected_row_bytes(f) for f in found])
+    assert list(page.images) == [affected_to_pb(f) for f in found]
 
 
 # ---- FindAffectedImagesPages over a real gRPC server (with the auth interceptor) ----------------------
