@@ -57,6 +57,13 @@ VERDICT_CACHE = Counter(
     ["kind", "result"],
     registry=REGISTRY,
 )
+AFFECTED_ANSWERS = Counter(
+    "gate_affected_answers",
+    "FindAffectedImagesPages calls by how the answer was read: patched (a kept answer and the images "
+    "changed since) or whole.",
+    ["read"],
+    registry=REGISTRY,
+)
 SCAN_DURATION = Histogram(
     "gate_scan_duration_seconds",
     "Wall time of one scanner run on one image, by scanner and outcome (succeeded, failed).",
@@ -116,6 +123,11 @@ def record_decision(decision: Decision) -> None:
 def observe_verdict_lookup(kind: str, hit: bool) -> None:
     """Count one precomputed-verdict lookup: a falling hit ratio means inputs churn or the cache is small."""
     _child(VERDICT_CACHE, kind, "hit" if hit else "miss").inc()
+
+
+def observe_affected_answer(patched: bool) -> None:
+    """Count one FindAffectedImagesPages call by how its answer was read (patched, or whole)."""
+    _child(AFFECTED_ANSWERS, "patched" if patched else "whole").inc()
 
 
 def failure_reason(error: BaseException) -> str:

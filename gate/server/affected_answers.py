@@ -27,6 +27,7 @@ from collections import OrderedDict
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
+from gate import metrics
 from gate.server import convert
 from gate.service import AffectedFinding, GateService, affected_pages, check_affected_page_size
 from gate.v1 import gate_pb2 as pb
@@ -122,12 +123,14 @@ class AffectedAnswers:
         head, rows = self._service.affected_since(vulnerability_id, stage, since, self._max_changed)
         if head.digests is None or ready is None:
             self.full_reads += 1
+            metrics.observe_affected_answer(patched=False)
             return self._full(key, head.mark, rows, page_size)
         try:
             fresh = group_rows(_encoded(rows))
         finally:
             rows.close()
         self.patches += 1
+        metrics.observe_affected_answer(patched=True)
         answer = ready.patched(head.mark, head.digests, fresh)
         self._keep(key, answer)
         return _paged(answer.rows, page_size)

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from gate import metrics
 from gate.domain import BaseImage, ImageInfo, Severity
 from gate.provenance import chain_id
 from gate.server import convert
@@ -75,8 +76,13 @@ def check(answers: AffectedAnswers, gate: GateService, *, patched: bool = True) 
             assert answers.full_reads == before[1] + 1, (vid, stage)
 
 
+def counted(read: str) -> float:
+    return metrics.REGISTRY.get_sample_value("gate_affected_answers_total", {"read": read}) or 0.0
+
+
 def test_kept_answers_follow_every_kind_of_change(repo: SqlRepository, gate: GateService) -> None:
     answers = AffectedAnswers(gate)
+    before = counted("patched"), counted("whole")
     check(answers, gate, patched=False)  # first calls read whole answers
     check(answers, gate)  # nothing changed: patched with nothing, the same answer
 
@@ -121,6 +127,9 @@ def test_kept_answers_follow_every_kind_of_change(repo: SqlRepository, gate: Gat
     )
     check(answers, gate, patched=False)
     check(answers, gate)
+    # /metrics counts every call by how it was read.
+    counts = counted("patched") - before[0], counted("whole") - before[1]
+    assert counts == (answers.patches, answers.full_reads)
 
 
 def _info(i: int) -> ImageInfo:
