@@ -135,11 +135,10 @@ class AffectedAnswers:
         self._keep(key, answer)
         return _paged(answer.rows, page_size)
 
-    def clear(self) -> None:
-        """Forget every ready answer."""
+    def kept(self) -> tuple[int, int]:
+        """(answers, rows) kept now; an empty answer counts as one row."""
         with self._lock:
-            self._answers.clear()
-            self._kept_rows = 0
+            return len(self._answers), self._kept_rows
 
     def _full(
         self, key: tuple[str, str], mark: str, rows: Generator[AffectedFinding, None, None], page_size: int
@@ -156,20 +155,26 @@ class AffectedAnswers:
         self._keep(key, ReadyAnswer(mark, tuple(group_rows(encoded))))
 
     def _keep(self, key: tuple[str, str], answer: ReadyAnswer) -> None:
-        size = len(answer.rows)
+        size = _weight(answer)
         if not self._max_rows:
             return  # keeping answers is off (GATE_AFFECTED_CACHE_ROWS=0)
         with self._lock:
             old = self._answers.pop(key, None)
             if old is not None:
-                self._kept_rows -= len(old.rows)
+                self._kept_rows -= _weight(old)
             if size * 2 > self._max_rows:
                 return  # too big to keep beside others: sent, not kept
             self._answers[key] = answer
             self._kept_rows += size
             while self._kept_rows > self._max_rows:
                 _, evicted = self._answers.popitem(last=False)
-                self._kept_rows -= len(evicted.rows)
+                self._kept_rows -= _weight(evicted)
+
+
+def _weight(answer: ReadyAnswer) -> int:
+    # An empty answer counts as a row: its entry costs memory too, so asking for a million unknown ids
+    # cannot grow the kept answers past the bound.
+    return max(1, len(answer.rows))
 
 
 def _encoded(rows: Iterable[AffectedFinding]) -> Iterator[tuple[GroupKey, bytes]]:

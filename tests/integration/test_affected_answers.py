@@ -171,6 +171,11 @@ def test_kept_rows_are_bounded(repo: SqlRepository, gate: GateService) -> None:
     assert (answers.full_reads, answers.patches) == (3, 1)
     kept(answers, "CVE-1", "")  # the first one went
     assert (answers.full_reads, answers.patches) == (4, 1)
+    # Empty answers count too: unknown ids cannot grow the kept answers past the bound.
+    few = AffectedAnswers(gate, max_rows=4)
+    for n in range(10):
+        assert kept(few, f"CVE-404-{n}", "") == []
+    assert few.kept() == (4, 4)
     # Off: every call reads the answer whole.
     off = AffectedAnswers(gate, max_rows=0)
     assert kept(off, "CVE-404", "") == [] and kept(off, "CVE-1", "") == kept(off, "CVE-1", "")
