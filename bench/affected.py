@@ -15,6 +15,8 @@ RPCs side by side (calls alternate between them, so load changes hit both alike)
   last page, first = call to the first page;
 - paged_first_call_ms: the first FindAffectedImagesPages call of a case, which reads the whole answer
   (later calls patch the answer the server kept from it: gate/server/affected_answers.py);
+- paged_whole: FindAffectedImagesPages against a second server that keeps no answers
+  (GATE_AFFECTED_CACHE_ROWS=0), so every call reads the whole answer (p50/p99);
 - paged_churn: FindAffectedImagesPages with 10 images of the answer changed before each call (their
   current-scan rows rewritten, which the change feed records as it records a rescan), so every call
   patches the kept answer with those images' rows read again;
@@ -40,6 +42,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -253,6 +256,24 @@ def over_grpc(url: str, log_dir: Path, calls: int) -> dict[str, Any]:
         out["rss_with_kept_answers"] = _fill_kept_answers(client, server.proc.pid)
     finally:
         server.terminate()
+    # The same paged calls with nothing kept (GATE_AFFECTED_CACHE_ROWS=0): every call reads the whole
+    # answer, as a CVE's first call does — comparable with the sessions before answers were kept.
+    settings = replace(settings, data_dir=log_dir / f"serve-{backend}-whole", affected_cache_rows=0)
+    server = start_gate_process(settings, log_dir / f"serve-{backend}-whole.log")
+    try:
+        client = pb_grpc.GateStub(grpc.insecure_channel(server.address))
+        for rank, stage in CASES:
+            request = pb.FindAffectedImagesRequest(vulnerability_id=cve_id(rank), stage=stage)
+            key = cve_id(rank) + (f" stage={stage}" if stage else "")
+            n = calls if out[key]["rows"] < 2000 else max(5, calls // 5)
+            lat = [_timed(client.FindAffectedImagesPages(request, timeout=120))[1] for _ in range(n)]
+            out[key]["paged_whole"] = {
+                "calls": n,
+                "full_p50_ms": _ms(lat, 0.5),
+                "full_p99_ms": _ms(lat, 0.99),
+            }
+    finally:
+        server.terminate()
     return out
 
 
@@ -359,7 +380,8 @@ def summary(results: dict[str, Any]) -> list[str]:
 
     lines = [
         "backend case rows: per-row full / first | paged full / first | floor per-row | floor paged |"
-        " paged first call (whole read) | paged with 10 images changed before each call (p50 ms)"
+        " paged first call (whole read) | paged, nothing kept (whole read every call) |"
+        " paged with 10 images changed before each call (p50 ms)"
     ]
     floors = results.get("floor", {})
     for backend in ("sqlite", "postgres"):
@@ -373,6 +395,7 @@ def summary(results: dict[str, Any]) -> list[str]:
                 f"{backend} {case} {c['rows']}: {fig(c['per_row'])} | {fig(c['paged'])} | "
                 f"{fig(f['per_row']) if f else '-'} | {fig(f['paged']) if f else '-'} | "
                 f"paged first call {c.get('paged_first_call_ms')} | "
+                f"paged, nothing kept {c['paged_whole']['full_p50_ms'] if 'paged_whole' in c else '-'} | "
                 f"paged with changes {fig(churn) if churn else '-'}"
             )
     return lines
