@@ -10,6 +10,9 @@ for the catalog, a full read), so the test proves the cheap path is the one that
 
 from __future__ import annotations
 
+import random
+import threading
+import time
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -199,3 +202,50 @@ def test_arguments_are_checked_before_anything_is_read(repo: SqlRepository, gate
             answers.pages(*args)
         assert refused.value.field == field
     assert answers.full_reads == 0
+
+
+def test_kept_answers_stay_exact_under_concurrent_rescans(repo: SqlRepository, gate: GateService) -> None:
+    """Writers rescan images (adding, dropping, re-rating CVE-1) while readers patch kept answers.
+
+    A change the feed failed to report — a write landing between a read's mark and its rows, or a
+    transaction that committed out of order — would leave the kept answer wrong for good, since
+    later patches re-read only images that change again. So once the writers stop, one more patched
+    call must equal a fresh read.
+    """
+    answers = AffectedAnswers(gate)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def write(seed: int) -> None:
+        rng = random.Random(seed)
+        day = 10 + seed * 10_000
+        try:
+            while not stop.is_set():
+                i = rng.randrange(12)
+                sev = rng.choice([Severity.LOW, Severity.HIGH, Severity.CRITICAL])
+                found = [finding("CVE-2", "noise", Severity.HIGH, diff_ids(i)[0])]
+                if rng.random() < 0.6:
+                    found.append(finding("CVE-1", "openssl", sev, diff_ids(i)[0]))
+                day += 1
+                rescan(repo, i, found, day)
+        except BaseException as e:
+            errors.append(e)
+
+    def read() -> None:
+        try:
+            while not stop.is_set():
+                kept(answers, "CVE-1", "", page_size=5)
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(2)]
+    threads += [threading.Thread(target=read) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    time.sleep(3)
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    assert not errors, errors
+    assert answers.patches > 10, "the readers must have patched kept answers while writes landed"
+    assert kept(answers, "CVE-1", "") == fresh(gate, "CVE-1", "")
