@@ -21,7 +21,7 @@ from alembic import command
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from gate.domain import BaseImage, BaseStatus, ImageInfo, ImageRef, PlatformImage, RefKind
+from gate.domain import BaseImage, BaseStatus, ImageInfo, ImageRef, PlatformImage
 from gate.provenance import chain_id
 from gate.store import changes
 from gate.store.bulk import BulkRepository, ImportedScan
@@ -29,6 +29,7 @@ from gate.store.db import _alembic_config, create_engine_for, migrate, script_he
 from gate.store.direct import read_time
 from gate.store.repository import SqlRepository
 from scanners.interface import ScanResult, ScanTarget, TargetKind
+from tests.support.refs import registry_ref
 from tests.support.schema import schema_diff
 
 T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -52,13 +53,7 @@ def info(d: str, *, layer: str = "l1") -> ImageInfo:
 
 
 def ref(repository: str = "s2/payments", tag: str = "") -> ImageRef:
-    return ImageRef(
-        kind=RefKind.REGISTRY,
-        original=f"127.0.0.1:5000/{repository}:{tag}",
-        registry="127.0.0.1:5000",
-        repository=repository,
-        tag=tag,
-    )
+    return registry_ref(repository, tag)
 
 
 def index_info() -> ImageInfo:

@@ -36,6 +36,7 @@ from gate.store.db import create_engine_for, migrate, script_heads
 from gate.store.job_writes import JobWrites
 from gate.store.repository import SqlRepository
 from scanners.interface import Credentials, ScanResult, ScanTarget, TargetKind
+from tests.support.refs import registry_ref
 from tests.support.schema import schema_diff
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -107,14 +108,7 @@ def registry_target(digest: str = DIGEST_A) -> ScanTarget:
 
 
 def ref(repository: str, tag: str = "", digest: str = "") -> ImageRef:
-    return ImageRef(
-        kind=RefKind.REGISTRY,
-        original=f"127.0.0.1:5000/{repository}:{tag}",
-        registry="127.0.0.1:5000",
-        repository=repository,
-        tag=tag,
-        digest=digest,
-    )
+    return registry_ref(repository, tag, digest)
 
 
 def info(digest: str = DIGEST_A, config: str = CONFIG_A) -> ImageInfo:

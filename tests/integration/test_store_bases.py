@@ -10,11 +10,12 @@ import pytest
 from alembic import command
 from sqlalchemy import text
 
-from gate.domain import BaseImage, BaseStatus, ImageInfo, ImageRef, RefKind, Stage
+from gate.domain import BaseImage, BaseStatus, ImageInfo, ImageRef, Stage
 from gate.errors import AlreadyExists, NotFound
 from gate.provenance import chain_id, chain_ids
 from gate.store.db import _alembic_config, create_engine_for, migrate, script_heads, write_engine
 from gate.store.repository import SqlRepository
+from tests.support.refs import registry_ref
 from tests.support.schema import schema_diff
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -35,13 +36,7 @@ OTHER_LAYERS = (layer(9), layer(4))
 
 
 def ref(repository: str, tag: str) -> ImageRef:
-    return ImageRef(
-        kind=RefKind.REGISTRY,
-        original=f"127.0.0.1:5000/{repository}:{tag}",
-        registry="127.0.0.1:5000",
-        repository=repository,
-        tag=tag,
-    )
+    return registry_ref(repository, tag)
 
 
 def image(

@@ -19,12 +19,12 @@ from gate.domain import (
     ImageRef,
     JobState,
     PlatformImage,
-    RefKind,
     Severity,
 )
 from gate.store.bulk import BulkRepository, ImportedScan
 from gate.store.db import create_engine_for, migrate
 from scanners.interface import ScanResult
+from tests.support.refs import registry_ref
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 T1 = T0 + timedelta(minutes=5)
@@ -35,13 +35,7 @@ def digest(label: str) -> str:
 
 
 def ref(repository: str, tag: str) -> ImageRef:
-    return ImageRef(
-        kind=RefKind.REGISTRY,
-        original=f"127.0.0.1:5000/{repository}:{tag}",
-        registry="127.0.0.1:5000",
-        repository=repository,
-        tag=tag,
-    )
+    return registry_ref(repository, tag)
 
 
 def info(label: str, **fields: Any) -> ImageInfo:

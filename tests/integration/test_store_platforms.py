@@ -7,11 +7,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from gate.domain import ImageInfo, ImageRef, JobState, PlatformImage, RefKind, Stage
+from gate.domain import ImageInfo, ImageRef, JobState, PlatformImage, Stage
 from gate.provenance import chain_id
 from gate.store.repository import SqlRepository
 from scanners.interface import ScanTarget, TargetKind
 from tests.integration.test_store_bases import OS_LAYERS, base, digest, layer
+from tests.support.refs import registry_ref
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 AMD_LAYERS = (*OS_LAYERS, layer(20))
@@ -19,14 +20,7 @@ ARM_LAYERS = (layer(30), layer(31))
 
 
 def ref(repository: str, tag: str = "", at: str = "") -> ImageRef:
-    return ImageRef(
-        kind=RefKind.REGISTRY,
-        original=f"127.0.0.1:5000/{repository}:{tag}",
-        registry="127.0.0.1:5000",
-        repository=repository,
-        tag=tag,
-        digest=at,
-    )
+    return registry_ref(repository, tag, at)
 
 
 def child(name: str, diff_ids: tuple[str, ...], arch: str) -> ImageInfo:
