@@ -348,6 +348,12 @@ class Settings:
     # Rows of ready FindAffectedImagesPages answers kept in memory (gate/server/affected_answers.py),
     # ~300-400 bytes each; 0 reads every answer whole.
     affected_cache_rows: int = 50_000
+    # Answers of at least this many rows are also stored in the database, so every process (workers,
+    # replicas, a restarted server) starts from them instead of reading them whole; 0 stores none.
+    affected_store_min_rows: int = 500
+    # Seconds between the primary's passes storing the most common ids' answers before anyone asks
+    # (the first pass at start); 0: no such passes (answers are still stored once read).
+    affected_warm_every: float = 600.0
     # How decisions and audit records are written (gate/journal.py): "durable" — every answer waits for
     # the commit that holds its record (group commit); "buffered" — answers return at once and records
     # are committed behind, in order; a crash can lose the records of the last few milliseconds.
@@ -464,6 +470,8 @@ class Settings:
             max_concurrent_rpcs=int(_number(e, "GATE_MAX_CONCURRENT_RPCS", 512, 0)),
             verdict_cache_size=int(_number(e, "GATE_VERDICT_CACHE_SIZE", 10_000, 0)),
             affected_cache_rows=int(_number(e, "GATE_AFFECTED_CACHE_ROWS", 50_000, 0)),
+            affected_store_min_rows=int(_number(e, "GATE_AFFECTED_STORE_MIN_ROWS", 500, 0)),
+            affected_warm_every=_number(e, "GATE_AFFECTED_WARM_EVERY", 600.0, 0.0),
             decision_log=_decision_log(e),
             workers=parse_workers(e["GATE_WORKERS"]) if e.get("GATE_WORKERS", "").strip() else 1,
         )

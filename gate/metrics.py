@@ -60,7 +60,7 @@ VERDICT_CACHE = Counter(
 AFFECTED_ANSWERS = Counter(
     "gate_affected_answers",
     "FindAffectedImagesPages calls by how the answer was read: patched (a kept answer and the images "
-    "changed since) or whole.",
+    "changed since), stored (the answer stored in the database and the images changed since) or whole.",
     ["read"],
     registry=REGISTRY,
 )
@@ -125,9 +125,9 @@ def observe_verdict_lookup(kind: str, hit: bool) -> None:
     _child(VERDICT_CACHE, kind, "hit" if hit else "miss").inc()
 
 
-def observe_affected_answer(patched: bool) -> None:
-    """Count one FindAffectedImagesPages call by how its answer was read (patched, or whole)."""
-    _child(AFFECTED_ANSWERS, "patched" if patched else "whole").inc()
+def observe_affected_answer(read: str) -> None:
+    """Count one FindAffectedImagesPages call by how its answer was read: patched, stored or whole."""
+    _child(AFFECTED_ANSWERS, read).inc()
 
 
 def failure_reason(error: BaseException) -> str:

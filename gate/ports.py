@@ -99,6 +99,20 @@ class AffectedChanges:
 
 
 @dataclass(frozen=True)
+class StoredAnswer:
+    """A ready affected-images answer as stored for every server process (Repository.stored_answer).
+
+    `body` holds the encoded rows in `format` (gate/server/affected_answers.py owns both); `mark` is the
+    change-feed mark of the snapshot they were read in, so a reader patches what changed since.
+    """
+
+    format: str
+    mark: str
+    row_count: int
+    body: bytes
+
+
+@dataclass(frozen=True)
 class ImageOnBase:
     """A stored image whose layers start with a catalogued base's layers."""
 
@@ -205,6 +219,18 @@ class Repository(Protocol):
         self, vulnerability_id: str, stage: Stage | None, since: str | None, limit: int
     ) -> Iterator[AffectedChanges | AffectedRow]:
         """An AffectedChanges, then affected_images' rows: all, or only the images changed since `since`."""
+        ...
+
+    def stored_answer(self, vulnerability_id: str) -> StoredAnswer | None:
+        """The stored affected-images answer for the id (upper-cased like a search), if any."""
+        ...
+
+    def store_answer(self, vulnerability_id: str, answer: StoredAnswer) -> None:
+        """Store (or replace) the affected-images answer for the id."""
+        ...
+
+    def popular_vulnerabilities(self, min_rows: int) -> list[str]:
+        """Search keys with at least `min_rows` current findings, most common first."""
         ...
 
     def save_decision(self, decision: Decision) -> None:

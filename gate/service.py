@@ -68,6 +68,7 @@ from gate.ports import (
     ImageResolver,
     NullAudit,
     Repository,
+    StoredAnswer,
 )
 from gate.provenance import Lineage
 from gate.scanning.convert import findings_of
@@ -1236,6 +1237,18 @@ class GateService:
         if not isinstance(head, AffectedChanges):
             raise TypeError("Repository.affected_since must yield its AffectedChanges first")
         return head, self._attribute_rows(_only_rows(rows))
+
+    def stored_affected_answer(self, vulnerability_id: str) -> StoredAnswer | None:
+        """The affected-images answer over every stage as stored for all server processes, if any."""
+        return self._repo.stored_answer(vulnerability_id.strip())
+
+    def store_affected_answer(self, vulnerability_id: str, answer: StoredAnswer) -> None:
+        """Store the answer over every stage for other processes (gate/server/affected_answers.py)."""
+        self._repo.store_answer(vulnerability_id.strip(), answer)
+
+    def popular_vulnerabilities(self, min_rows: int) -> list[str]:
+        """Ids with at least `min_rows` current findings, most common first: the answers to keep stored."""
+        return self._repo.popular_vulnerabilities(min_rows)
 
     def _attribute_rows(self, rows: Iterator[AffectedRow]) -> Generator[AffectedFinding, None, None]:
         # The base catalog is read once per call (at the first row that needs it, so an empty answer

@@ -17,22 +17,55 @@ collation stays the database's business).
 
 Memory is bounded by the rows kept (least recently used answers go first); an answer larger than half
 of that is sent but not kept.
+
+Large answers are also stored in the database (table affected_answers, over every stage, with their
+mark), so that a process which has not read an answer itself — just started, another `--workers`
+process, another replica — starts from the stored one and patches it like a kept one, instead of
+reading thousands of rows. A stored answer is only ever a starting point: whatever changed since its
+mark is re-read, so an old one costs time, never exactness. Stored answers are written off the
+request path (a writer thread), when a whole read finds at least `store_min_rows` rows and again once
+enough images changed since; the primary also stores the answers of the most common ids before anyone
+asks (`warm`, on a slow schedule), which is what makes the first question of an incident fast.
 """
 
 from __future__ import annotations
 
 import bisect
+import hashlib
+import itertools
+import logging
+import struct
+import sys
 import threading
+import time
+from array import array
 from collections import OrderedDict
-from collections.abc import Generator, Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
+import gate
 from gate import metrics
+from gate.ports import StoredAnswer
 from gate.server import convert
 from gate.service import AffectedFinding, GateService, affected_pages, check_affected_page_size
 from gate.v1 import gate_pb2 as pb
 
-__all__ = ["MAX_CHANGED", "MAX_ROWS", "AffectedAnswers", "ReadyAnswer", "group_rows"]
+__all__ = [
+    "FORMAT",
+    "MAX_CHANGED",
+    "MAX_ROWS",
+    "MIN_DRIFT",
+    "STORE_MIN_ROWS",
+    "AffectedAnswers",
+    "Group",
+    "ReadyAnswer",
+    "decode_answer",
+    "encode_answer",
+    "group_rows",
+]
+
+log = logging.getLogger(__name__)
 
 MAX_ROWS = 50_000
 """Rows kept over all ready answers, per process (~15-20 MB of encoded rows); GATE_AFFECTED_CACHE_ROWS."""
@@ -40,30 +73,49 @@ MAX_ROWS = 50_000
 MAX_CHANGED = 1_000
 """Above this many changed images since a kept answer, reading it whole is as cheap as patching it."""
 
+STORE_MIN_ROWS = 500
+"""Answers of at least this many rows are stored for every process (GATE_AFFECTED_STORE_MIN_ROWS; 0 =
+none). Around here reading an answer whole stops fitting in tens of milliseconds."""
+
+_PROTO = hashlib.sha256(pb.DESCRIPTOR.serialized_pb).hexdigest()[:16]
+FORMAT = f"gaa1 gate {gate.__version__} proto {_PROTO}"
+"""The stored answers' format: the body layout, and what encoded the rows (gate's version, the proto).
+A stored answer of another format is ignored and replaced, never decoded into rows of another shape."""
+
 GroupKey = tuple[int, str]  # (-severity, digest): the answer's order of groups
 
 
-@dataclass(frozen=True)
-class Group:
-    """The rows of one image at one severity, each encoded (convert.affected_row_bytes), in order."""
+class Group(NamedTuple):
+    """The rows of one image at one severity, each encoded (convert.affected_row_bytes), in order.
+
+    `stage` is the image's stage ("" if none), so an answer over every stage filters to one stage.
+    A named tuple, not a dataclass: a stored answer of thousands of groups is rebuilt per first call.
+    """
 
     key: GroupKey
     rows: tuple[bytes, ...]
+    stage: str = ""
 
 
-def group_rows(rows: Iterable[tuple[GroupKey, bytes]]) -> list[Group]:
-    """Consecutive rows with one key, as groups, in the order given."""
+def group_rows(
+    rows: Iterable[tuple[GroupKey, bytes]], stages: Mapping[str, str] | None = None
+) -> list[Group]:
+    """Consecutive rows with one key, as groups, in the order given; `stages`: each digest's stage."""
     groups: list[Group] = []
     key: GroupKey | None = None
     current: list[bytes] = []
+
+    def close(k: GroupKey) -> None:
+        groups.append(Group(k, tuple(current), stages.get(k[1], "") if stages else ""))
+
     for k, row in rows:
         if k != key:
             if key is not None:
-                groups.append(Group(key, tuple(current)))
+                close(key)
             key, current = k, []
         current.append(row)
     if key is not None:
-        groups.append(Group(key, tuple(current)))
+        close(key)
     return groups
 
 
@@ -73,6 +125,10 @@ class ReadyAnswer:
 
     mark: str
     groups: tuple[Group, ...]
+    # Whether a version of this answer is stored, and how many images changed since that version (so
+    # a process starting from it would re-read them): past a threshold the answer is stored again.
+    stored: bool = False
+    drift: int = 0
     rows: tuple[bytes, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -82,7 +138,7 @@ class ReadyAnswer:
     def patched(self, mark: str, changed: frozenset[str], fresh: Sequence[Group]) -> ReadyAnswer:
         """The answer with every row of the `changed` images replaced by `fresh` (their rows now)."""
         if not changed:
-            return self if mark == self.mark else ReadyAnswer(mark, self.groups)
+            return self if mark == self.mark else ReadyAnswer(mark, self.groups, self.stored, self.drift)
         kept = [g for g in self.groups if g.key[1] not in changed]
         keys = [g.key for g in kept]
         for group in fresh:
@@ -92,25 +148,113 @@ class ReadyAnswer:
             at = bisect.bisect_left(keys, group.key)
             keys.insert(at, group.key)
             kept.insert(at, group)
-        return ReadyAnswer(mark, tuple(kept))
+        return ReadyAnswer(mark, tuple(kept), self.stored, self.drift + len(changed))
+
+    def only(self, stage: str) -> ReadyAnswer:
+        """The answer restricted to images in `stage` (as the store filters: by each image's stage)."""
+        return ReadyAnswer(self.mark, tuple(g for g in self.groups if g.stage == stage), self.stored)
+
+
+def encode_answer(answer: ReadyAnswer) -> StoredAnswer:
+    """The answer (over every stage) as stored: FORMAT's body, its mark, its row count.
+
+    Body: magic, group and row counts (little-endian u32), the groups' "severity TAB digest TAB stage"
+    lines, then each group's row count and each row's length (u32 arrays), then the rows. Everything
+    a reader needs to rebuild the groups with C-speed splits and slices, no per-row parsing.
+    """
+    groups = answer.groups
+    keys = "\n".join(f"{-g.key[0]}\t{g.key[1]}\t{g.stage}" for g in groups).encode()
+    counts = array("I", (len(g.rows) for g in groups))
+    lengths = array("I", (len(r) for r in answer.rows))
+    if sys.byteorder != "little":
+        counts.byteswap()
+        lengths.byteswap()
+    body = b"".join(
+        (
+            struct.pack("<4sIII", b"GAA1", len(groups), len(answer.rows), len(keys)),
+            keys,
+            counts.tobytes(),
+            lengths.tobytes(),
+            *answer.rows,
+        )
+    )
+    return StoredAnswer(format=FORMAT, mark=answer.mark, row_count=len(answer.rows), body=body)
+
+
+def decode_answer(stored: StoredAnswer, stage: str) -> ReadyAnswer:
+    """The stored answer's groups (only those in `stage`, unless ""), at its mark.
+
+    ValueError for another FORMAT or a body that does not hold together (lengths, counts, text).
+    """
+    if stored.format != FORMAT:
+        raise ValueError(f"stored in format {stored.format!r}, this server reads {FORMAT!r}")
+    body = stored.body
+    head = struct.calcsize("<4sIII")
+    if len(body) < head:
+        raise ValueError("stored answer shorter than its header")
+    magic, n_groups, n_rows, n_keys = struct.unpack_from("<4sIII", body)
+    if magic != b"GAA1" or n_rows != stored.row_count:
+        raise ValueError("stored answer header does not match")
+    at = head + n_keys
+    keys = body[head:at].decode().split("\n") if n_groups else []
+    counts = array("I")
+    lengths = array("I")
+    if counts.itemsize != 4:
+        raise ValueError("this platform's array('I') is not 32-bit")  # never on CPython's platforms
+    counts.frombytes(body[at : at + 4 * n_groups])
+    at += 4 * n_groups
+    lengths.frombytes(body[at : at + 4 * n_rows])
+    at += 4 * n_rows
+    if sys.byteorder != "little":
+        counts.byteswap()
+        lengths.byteswap()
+    offsets = list(itertools.accumulate(lengths, initial=at))
+    if len(keys) != n_groups or len(counts) != n_groups or sum(counts) != n_rows or offsets[-1] != len(body):
+        raise ValueError("stored answer lengths do not add up")
+    rows = [body[a:b] for a, b in itertools.pairwise(offsets)]
+    groups: list[Group] = []
+    start = 0
+    for text, count in zip(keys, counts, strict=True):
+        severity, digest, group_stage = text.split("\t")
+        end = start + count
+        if not stage or group_stage == stage:
+            groups.append(Group((-int(severity), digest), tuple(rows[start:end]), group_stage))
+        start = end
+    return ReadyAnswer(stored.mark, tuple(groups), stored=True)
 
 
 class AffectedAnswers:
     """FindAffectedImagesPages over GateService, from ready answers patched per call."""
 
     def __init__(
-        self, service: GateService, *, max_rows: int = MAX_ROWS, max_changed: int = MAX_CHANGED
+        self,
+        service: GateService,
+        *,
+        max_rows: int = MAX_ROWS,
+        max_changed: int = MAX_CHANGED,
+        store_min_rows: int = STORE_MIN_ROWS,
     ) -> None:
-        """Answer through `service`; keep at most `max_rows` rows of ready answers."""
+        """Answer through `service`, keeping ready answers in memory and in the database.
+
+        At most `max_rows` rows are kept in memory; answers of at least `store_min_rows` rows are stored
+        in the database for every process (0: none).
+        """
         self._service = service
         self._max_rows = max(0, max_rows)
         self._max_changed = max(1, max_changed)
+        self._store_min = max(0, store_min_rows)
         self._lock = threading.Lock()
         self._answers: OrderedDict[tuple[str, str], ReadyAnswer] = OrderedDict()
         self._kept_rows = 0
-        # Observability and tests: how each call was answered.
+        # Answers waiting to be stored by the writer thread, newest per id; None: read it, then store.
+        self._to_store: OrderedDict[str, ReadyAnswer | None] = OrderedDict()
+        self._writer: threading.Thread | None = None
+        self._idle = threading.Condition(self._lock)
+        # Observability and tests: how each call was answered, and what was stored.
         self.full_reads = 0
         self.patches = 0
+        self.from_store = 0
+        self.stored = 0
 
     def pages(self, vulnerability_id: str, stage: str, page_size: int) -> Iterator[pb.AffectedImagesPage]:
         """The answer's pages; arguments are checked, and the database read, before the first page."""
@@ -119,19 +263,29 @@ class AffectedAnswers:
         key = (vulnerability_id, stage)
         with self._lock:
             ready = self._answers.get(key)
+            if ready is None and stage:
+                # The answer over every stage holds this one: its groups in `stage`.
+                every = self._answers.get((vulnerability_id, ""))
+                ready = every.only(stage) if every is not None else None
+        stored = ready is None and self._store_min > 0
+        if stored:
+            ready = self._stored_answer(vulnerability_id, stage)
         since = ready.mark if ready is not None else None
         head, rows = self._service.affected_since(vulnerability_id, stage, since, self._max_changed)
         if head.digests is None or ready is None:
             self.full_reads += 1
-            metrics.observe_affected_answer(patched=False)
+            metrics.observe_affected_answer("whole")
             return self._full(key, head.mark, rows, page_size)
         try:
-            fresh = group_rows(_encoded(rows))
+            fresh = group_rows(*_encoded(rows))
         finally:
             rows.close()
         self.patches += 1
-        metrics.observe_affected_answer(patched=True)
+        if stored:
+            self.from_store += 1
+        metrics.observe_affected_answer("stored" if stored else "patched")
         answer = ready.patched(head.mark, head.digests, fresh)
+        answer = self._store_if_drifted(vulnerability_id, stage, answer)
         self._keep(key, answer)
         return _paged(answer.rows, page_size)
 
@@ -140,19 +294,123 @@ class AffectedAnswers:
         with self._lock:
             return len(self._answers), self._kept_rows
 
+    def warm(self, pause: float = 0.0, stop: threading.Event | None = None) -> int:
+        """Store the answers of the most common ids that are missing or drifted; return how many.
+
+        The most common: at least `store_min_rows` current findings. For the primary's slow schedule
+        (gate/server/app.py).
+
+        Runs on the caller's thread, one id at a time. With a `pause`, it waits after each id at least
+        that long and at least as long as the id took, so a pass takes at most half a core from the
+        requests it shares the process with; `stop` ends it early.
+        """
+        if not self._store_min:
+            return 0
+        written = 0
+        for vid in self._service.popular_vulnerabilities(self._store_min):
+            if stop is not None and stop.is_set():
+                break
+            began = time.monotonic()
+            if self._refresh(vid, only_if_drifted=True):
+                written += 1
+            if pause and stop is not None and stop.wait(max(pause, time.monotonic() - began)):
+                break
+        return written
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every answer queued for storing is stored (tests, shutdown); False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._to_store and self._writer is None, timeout)
+
+    def _stored_answer(self, vulnerability_id: str, stage: str) -> ReadyAnswer | None:
+        # The stored answer over every stage, restricted to `stage`; None when there is none, or it is
+        # of another format or damaged (then the read is whole and stores a good one).
+        stored = self._service.stored_affected_answer(vulnerability_id)
+        if stored is None:
+            return None
+        try:
+            return decode_answer(stored, stage)
+        except (ValueError, UnicodeDecodeError, struct.error) as e:
+            log.warning("ignoring the stored affected answer for %s: %s", vulnerability_id, e)
+            return None
+
+    def _store_if_drifted(self, vid: str, stage: str, answer: ReadyAnswer) -> ReadyAnswer:
+        # Once enough images changed since the stored version, store this one (over every stage: as
+        # read here, or re-read by the writer for a stage's answer) and count the drift from it.
+        if not self._store_min or not answer.stored or answer.drift < _drift_limit(answer, self._max_changed):
+            return answer
+        self._queue(vid, answer if not stage else None)
+        return ReadyAnswer(answer.mark, answer.groups, stored=True)
+
     def _full(
         self, key: tuple[str, str], mark: str, rows: Generator[AffectedFinding, None, None], page_size: int
     ) -> Iterator[pb.AffectedImagesPage]:
         # Pages leave as the store streams them (the first page after the store's first batch); the
         # answer is kept only once every row has been read, never a part of one.
         encoded: list[tuple[GroupKey, bytes]] = []
+        stages: dict[str, str] = {}
         try:
-            for page in affected_pages(_encoded(rows), page_size):
+            for page in affected_pages(_encoded_into(rows, stages), page_size):
                 encoded.extend(page)
                 yield convert.affected_page_of([row for _, row in page])
         finally:
             rows.close()
-        self._keep(key, ReadyAnswer(mark, tuple(group_rows(encoded))))
+        answer = ReadyAnswer(mark, tuple(group_rows(encoded, stages)))
+        if self._store_min and len(answer.rows) >= self._store_min:
+            vid, stage = key
+            self._queue(vid, answer if not stage else None)
+            answer = ReadyAnswer(answer.mark, answer.groups, stored=True)
+        self._keep(key, answer)
+
+    def _refresh(self, vid: str, *, only_if_drifted: bool) -> bool:
+        # Bring the stored answer over every stage up to date (patched from the stored one, or read
+        # whole) and store it; with `only_if_drifted`, leave one that few images changed since.
+        ready = self._stored_answer(vid, "")
+        since = ready.mark if ready is not None else None
+        head, rows = self._service.affected_since(vid, "", since, self._max_changed)
+        try:
+            if ready is not None and head.digests is not None:
+                if only_if_drifted and len(head.digests) < _drift_limit(ready, self._max_changed):
+                    return False
+                answer = ready.patched(head.mark, head.digests, group_rows(*_encoded(rows)))
+            else:
+                stages: dict[str, str] = {}
+                answer = ReadyAnswer(head.mark, tuple(group_rows(_encoded_into(rows, stages), stages)))
+        finally:
+            rows.close()
+        self._service.store_affected_answer(vid, encode_answer(answer))
+        self.stored += 1
+        return True
+
+    def _queue(self, vid: str, answer: ReadyAnswer | None) -> None:
+        with self._lock:
+            if answer is not None or vid not in self._to_store:
+                self._to_store[vid] = answer
+                self._to_store.move_to_end(vid)
+            if self._writer is None:
+                self._writer = threading.Thread(
+                    target=self._write_queued, name="gate-affected-store", daemon=True
+                )
+                self._writer.start()
+
+    def _write_queued(self) -> None:
+        # The writer thread: stores queued answers until none is left, then ends (started again by the
+        # next _queue). A failure is logged and skipped: a stored answer is an optimisation.
+        while True:
+            with self._lock:
+                if not self._to_store:
+                    self._writer = None
+                    self._idle.notify_all()
+                    return
+                vid, answer = self._to_store.popitem(last=False)
+            try:
+                if answer is None:
+                    self._refresh(vid, only_if_drifted=False)
+                else:
+                    self._service.store_affected_answer(vid, encode_answer(answer))
+                    self.stored += 1
+            except Exception:
+                log.exception("storing the affected answer for %s failed", vid)
 
     def _keep(self, key: tuple[str, str], answer: ReadyAnswer) -> None:
         size = _weight(answer)
@@ -171,15 +429,37 @@ class AffectedAnswers:
                 self._kept_rows -= _weight(evicted)
 
 
+MIN_DRIFT = 50
+"""The fewest changed images after which a stored answer is stored again (see _drift_limit)."""
+
+
+def _drift_limit(answer: ReadyAnswer, max_changed: int) -> int:
+    # Changed images after which the stored version is replaced: a quarter of the answer's images
+    # (re-reading them costs about a quarter of a whole read), at least MIN_DRIFT, and well under the
+    # count that makes a reader give up patching.
+    return max(MIN_DRIFT, min(len(answer.groups) // 4, max_changed // 2))
+
+
 def _weight(answer: ReadyAnswer) -> int:
     # An empty answer counts as a row: its entry costs memory too, so asking for a million unknown ids
     # cannot grow the kept answers past the bound.
     return max(1, len(answer.rows))
 
 
-def _encoded(rows: Iterable[AffectedFinding]) -> Iterator[tuple[GroupKey, bytes]]:
+def _encoded(rows: Iterable[AffectedFinding]) -> tuple[list[tuple[GroupKey, bytes]], dict[str, str]]:
+    # Every row encoded, with each image's stage (for group_rows(*...)).
+    stages: dict[str, str] = {}
+    return list(_encoded_into(rows, stages)), stages
+
+
+def _encoded_into(
+    rows: Iterable[AffectedFinding], stages: dict[str, str]
+) -> Iterator[tuple[GroupKey, bytes]]:
+    # The rows encoded as they stream, noting each image's stage in `stages` on the way.
     for row in rows:
-        yield (-int(row.row.finding.severity), row.row.image.digest), convert.affected_row_bytes(row)
+        image = row.row.image
+        stages[image.digest] = image.stage.value if image.stage is not None else ""
+        yield (-int(row.row.finding.severity), image.digest), convert.affected_row_bytes(row)
 
 
 def _paged(rows: Sequence[bytes], page_size: int) -> Iterator[pb.AffectedImagesPage]:

@@ -38,6 +38,7 @@ from gate.scanning.jobs import JobRunner
 from gate.scanning.notifier import ClairNotifier, NotifierServer
 from gate.scanning.rescans import RescanScheduler, SchedulerThread
 from gate.server import audit_servicer, exceptions_servicer, ledger_servicer, policy_servicer
+from gate.server.affected_answers import AffectedAnswers
 from gate.server.auth import build_auth, server_credentials
 from gate.server.limits import LimitsInterceptor, ScanLimits
 from gate.server.metrics_interceptor import MetricsInterceptor
@@ -62,6 +63,8 @@ from scanners.trivy import TrivyScanner, TrivyServer
 log = logging.getLogger(__name__)
 # Seconds between trims of the affected-answers change feed (SqlRepository.prune_affected_changes).
 _PRUNE_EVERY = 60.0
+# Seconds a warm-up pass of stored affected answers waits between ids (AffectedAnswers.warm).
+_WARM_PAUSE = 0.05
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Gate"].full_name
 # The default of GATE_MAX_MESSAGE_BYTES (Settings.max_message_bytes): imported reports can be large.
@@ -90,6 +93,8 @@ class RunningGate:
     journal: Journal | None = None  # decisions and audit records (flushed on stop when buffered)
     checkpointer: WalCheckpointer | None = None  # SQLite WAL checkpoints, off the request path
     pruner: SchedulerThread | None = None  # trims the affected-answers change feed (primary only)
+    warmer: SchedulerThread | None = None  # stores common ids' affected answers (primary only)
+    warm_stop: threading.Event = field(default_factory=threading.Event)  # ends a warm pass early
 
     def stop(self, grace: float = 2.0) -> None:
         """Stop accepting calls, let in-flight ones finish, stop the workers, close the store and engine."""
@@ -103,6 +108,9 @@ class RunningGate:
             self.rescans.stop()
         if self.pruner is not None:
             self.pruner.stop()
+        self.warm_stop.set()
+        if self.warmer is not None:
+            self.warmer.stop()
         self.server.stop(grace).wait(grace + 1)
         self.runner.stop()
         if self.journal is not None and not self.journal.close(grace + 5):
@@ -255,7 +263,12 @@ def create_server(
         ],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs or None,
     )
-    register(server, service, affected_cache_rows=settings.affected_cache_rows)
+    register(
+        server,
+        service,
+        affected_cache_rows=settings.affected_cache_rows,
+        affected_store_min_rows=settings.affected_store_min_rows,
+    )
     ledger_servicer.register(server, PromotionLedger(service, repo, signer, audit))
     exceptions_servicer.register(server, ExceptionService(exception_store, repo, policy, clock, audit))
     audit_servicer.register_audit(server, audit)
@@ -344,6 +357,19 @@ def create_server(
     if primary:
         pruner = SchedulerThread(repo.prune_affected_changes, _PRUNE_EVERY, name="gate-prune")
         pruner.start()
+    # The answers of the most common ids, stored before anyone asks, so that the first question of an
+    # incident ("which images have CVE-X?") starts from a stored answer in every process. Paced: after
+    # each id a pause at least as long as its work, so a pass takes at most half a core from requests.
+    warmer = None
+    warm_stop = threading.Event()
+    if primary and settings.affected_warm_every > 0 and settings.affected_store_min_rows > 0:
+        warming = AffectedAnswers(service, max_rows=0, store_min_rows=settings.affected_store_min_rows)
+        warmer = SchedulerThread(
+            lambda: warming.warm(pause=_WARM_PAUSE, stop=warm_stop),
+            settings.affected_warm_every,
+            name="gate-warm",
+        )
+        warmer.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     serving.set()
@@ -376,6 +402,8 @@ def create_server(
         serving=serving,
         checkpointer=checkpointer,
         pruner=pruner,
+        warmer=warmer,
+        warm_stop=warm_stop,
     )
 
 

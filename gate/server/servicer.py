@@ -13,7 +13,7 @@ import grpc
 
 from gate.server import convert
 from gate.server.actor import actor_of
-from gate.server.affected_answers import MAX_ROWS, AffectedAnswers
+from gate.server.affected_answers import MAX_ROWS, STORE_MIN_ROWS, AffectedAnswers
 from gate.server.status import status_for
 from gate.service import UNATTRIBUTED, GateService
 from gate.v1 import gate_pb2 as pb
@@ -57,9 +57,16 @@ def _guard_stream(fn: Handler[Iterator[T]]) -> Handler[Iterator[T]]:
 class GateServicer(pb_grpc.GateServicer):
     """Implements gate.v1.Gate on top of GateService."""
 
-    def __init__(self, service: GateService, affected_cache_rows: int = MAX_ROWS) -> None:
+    def __init__(
+        self,
+        service: GateService,
+        affected_cache_rows: int = MAX_ROWS,
+        affected_store_min_rows: int = STORE_MIN_ROWS,
+    ) -> None:
         self._service = service
-        self._affected = AffectedAnswers(service, max_rows=affected_cache_rows)
+        self._affected = AffectedAnswers(
+            service, max_rows=affected_cache_rows, store_min_rows=affected_store_min_rows
+        )
 
     @_guard
     def SubmitScan(
@@ -208,6 +215,13 @@ class GateServicer(pb_grpc.GateServicer):
             yield convert.image_summary_to_pb(item, listing)
 
 
-def register(server: grpc.Server, service: GateService, *, affected_cache_rows: int = MAX_ROWS) -> None:
-    """Attach the servicer to a server (keeping up to `affected_cache_rows` rows of affected answers)."""
-    cast(Any, pb_grpc).add_GateServicer_to_server(GateServicer(service, affected_cache_rows), server)
+def register(
+    server: grpc.Server,
+    service: GateService,
+    *,
+    affected_cache_rows: int = MAX_ROWS,
+    affected_store_min_rows: int = STORE_MIN_ROWS,
+) -> None:
+    """Attach the servicer to a server (affected answers: rows kept in memory, least rows to store)."""
+    servicer = GateServicer(service, affected_cache_rows, affected_store_min_rows)
+    cast(Any, pb_grpc).add_GateServicer_to_server(servicer, server)

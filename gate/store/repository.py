@@ -58,6 +58,7 @@ from gate.ports import (
     IndexLink,
     Repository,
     ScanFreshness,
+    StoredAnswer,
 )
 from gate.provenance import chain_ids
 from gate.store import changes, generations
@@ -66,6 +67,7 @@ from gate.store.direct import DirectConnections, placeholders, read_time
 from gate.store.job_writes import JobWrites
 from gate.store.sessions import SessionScope
 from gate.store.tables import (
+    AffectedAnswerRow,
     AlertRow,
     BaseRow,
     CurrentScanRow,
@@ -1032,6 +1034,62 @@ class SqlRepository(SessionScope):
         postgres = self._direct_writes.postgres
         return self._direct_writes.run(lambda conn: changes.prune(conn, postgres=postgres, keep=keep))
 
+    def stored_answer(self, vulnerability_id: str) -> StoredAnswer | None:
+        """The stored affected-images answer for the id (upper-cased like a search), if any."""
+        postgres = self._direct_reads.postgres
+        sql = _STORED_ANSWER_SQL[postgres]
+
+        def read(conn: Any) -> Any:
+            cursor = conn.cursor()
+            try:
+                cursor.execute(sql, (_search_key(vulnerability_id),))
+                return cursor.fetchone()
+            finally:
+                cursor.close()
+
+        with database_errors():
+            row = self._direct_reads.run(read, idempotent=True)
+        if row is None:
+            return None
+        return StoredAnswer(format=row[0], mark=row[1], row_count=row[2], body=bytes(row[3]))
+
+    def store_answer(self, vulnerability_id: str, answer: StoredAnswer) -> None:
+        """Store (or replace) the affected-images answer for the id: body and mark in one statement."""
+        key = _search_key(vulnerability_id)
+        if not key:
+            raise ValueError("a stored affected answer needs a vulnerability id")
+        with self._write() as session:
+            session.merge(
+                AffectedAnswerRow(
+                    vuln_id=key,
+                    format=answer.format,
+                    mark=answer.mark,
+                    row_count=answer.row_count,
+                    body=answer.body,
+                )
+            )
+
+    def popular_vulnerabilities(self, min_rows: int) -> list[str]:
+        """Search keys with at least `min_rows` current findings, most common first.
+
+        For the server's warm-up of stored answers: these are the ids whose answers are too large to
+        read whole within an admission-time budget. One pass over finding_ids (seconds at millions of
+        findings), so it runs on a slow schedule, never per request.
+        """
+        postgres = self._direct_reads.postgres
+        sql = _POPULAR_SQL[postgres]
+
+        def read(conn: Any) -> list[str]:
+            cursor = conn.cursor()
+            try:
+                cursor.execute(sql, (max(1, min_rows),))
+                return [r[0] for r in cursor.fetchall()]
+            finally:
+                cursor.close()
+
+        with database_errors():
+            return self._direct_reads.run(read, idempotent=True)
+
     def rescan_flag(self, digest: str) -> RescanFlag | None:
         """The pending rescan flag of a digest, if any."""
         with self._read() as session:
@@ -1385,6 +1443,17 @@ _AFFECTED_ORDER = tuple(
     for collate in ("", ' COLLATE "C"')
 )
 
+
+# Indexed by "is PostgreSQL": a stored answer by key; the keys with at least N current findings.
+_STORED_ANSWER_SQL = tuple(
+    f"SELECT format, mark, row_count, body FROM affected_answers WHERE vuln_id = {p}"  # noqa: S608 - a placeholder
+    for p in ("?", "%s")
+)
+_POPULAR_SQL = tuple(
+    "SELECT i.vuln_id FROM finding_ids AS i JOIN current_scans AS c ON c.job_id = i.job_id"  # noqa: S608
+    f" GROUP BY i.vuln_id HAVING count(*) >= {p} ORDER BY count(*) DESC, i.vuln_id"
+    for p in ("?", "%s")
+)
 
 # Indexed by "is PostgreSQL".
 _AFFECTED_SQL = (_affected_sql(False), _affected_sql(True))

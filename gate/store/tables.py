@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Index, Integer, Table, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Index, Integer, LargeBinary, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 __all__ = [
@@ -476,6 +476,24 @@ class AffectedChangesMetaRow(SQLModel, table=True):
 
     id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     pruned_below: int = Field(default=0, sa_type=BigInteger)
+
+
+class AffectedAnswerRow(SQLModel, table=True):
+    """A stored FindAffectedImagesPages answer over every stage (gate/server/affected_answers.py).
+
+    `vuln_id` is the upper-cased search key; `body` the encoded rows and their groups in `format`;
+    `mark` the change-feed mark (gate/store/changes.py) of the snapshot the rows were read in. A reader
+    patches the images changed since `mark`, so a stored answer is never wrong, only more or less
+    work to bring up to date. Written whole, one statement, so body and mark always belong together.
+    """
+
+    __tablename__ = "affected_answers"
+
+    vuln_id: str = Field(primary_key=True, sa_type=Text)
+    format: str = Field(sa_type=Text)
+    mark: str = Field(sa_type=Text)
+    row_count: int
+    body: bytes = Field(sa_type=LargeBinary)
 
 
 POSTGRES_ONLY: frozenset[tuple[str, str]] = frozenset(

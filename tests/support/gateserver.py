@@ -51,6 +51,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
             "GATE_INSECURE_REGISTRIES": ",".join(settings.insecure_registries),
             "GATE_VERDICT_CACHE_SIZE": str(settings.verdict_cache_size),
             "GATE_AFFECTED_CACHE_ROWS": str(settings.affected_cache_rows),
+            "GATE_AFFECTED_STORE_MIN_ROWS": str(settings.affected_store_min_rows),
+            "GATE_AFFECTED_WARM_EVERY": str(settings.affected_warm_every),
             "GATE_DECISION_LOG": settings.decision_log,
             # Benches and tests that set rescan_tick=0 mean "no scheduler": without this the server ran
             # its default schedule, whose first tick walks every stored image at start-up.

@@ -1,0 +1,242 @@
+"""Stored FindAffectedImagesPages answers (gate/server/affected_answers.py), on both backends.
+
+A process that has not read an answer itself (just started, another worker, another replica) starts
+from the answer stored in the database and patches the images changed since its mark. Each test uses a
+new AffectedAnswers for the reads it checks, so nothing comes from memory: after every kind of write,
+the answer built from the stored one must equal, row for row and in order, the answer computed from
+scratch — and must have been built from the stored one, so the test proves that path is exact. A
+stored answer that is stale, of another format or damaged is never used for rows; the read is whole
+and stores a good one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from gate import metrics
+from gate.domain import BaseImage, Severity
+from gate.ports import StoredAnswer
+from gate.provenance import chain_id
+from gate.server import affected_answers
+from gate.server.affected_answers import FORMAT, AffectedAnswers
+from gate.service import GateService
+from gate.store.repository import SqlRepository
+from tests.integration.test_affected_answers import RESULT, _info, fresh, kept, rescan
+from tests.integration.test_affected_images import (
+    AMD,
+    INDEX_1,
+    OS_LAYERS,
+    T0,
+    diff_ids,
+    finding,
+    findings_of,
+    index_ref,
+    ref,
+    service,
+)
+from tests.integration.test_affected_images import (
+    repo as repo,
+)
+
+QUERIES = (("CVE-1", ""), ("CVE-1", "p"), ("CVE-1", "d"), ("CVE-2", ""))
+
+
+@pytest.fixture
+def gate(repo: SqlRepository) -> GateService:
+    return service(repo)
+
+
+def stored_rows(repo: SqlRepository, vid: str) -> int | None:
+    answer = repo.stored_answer(vid)
+    return None if answer is None else answer.row_count
+
+
+def store_all(gate: GateService) -> AffectedAnswers:
+    """A process that reads every answer whole and stores it (every answer counts as large here)."""
+    answers = AffectedAnswers(gate, store_min_rows=1)
+    for vid, _ in QUERIES:
+        kept(answers, vid, "")
+    assert answers.flush(10)
+    return answers
+
+
+def check_from_store(gate: GateService, *, whole: tuple[str, ...] = ()) -> None:
+    """Each query, in a new process, equals the fresh answer and was built from the stored one.
+
+    For the ids in `whole` the stored answer is stale: the first query of each reads whole and stores
+    a good answer, which the next queries of that id (other stages) start from.
+    """
+    stale = set(whole)
+    for vid, stage in QUERIES:
+        answers = AffectedAnswers(gate, store_min_rows=1)
+        assert kept(answers, vid, stage) == fresh(gate, vid, stage), (vid, stage)
+        if vid in stale:
+            stale.discard(vid)
+            assert (answers.full_reads, answers.from_store) == (1, 0), (vid, stage)
+        else:
+            assert (answers.full_reads, answers.from_store) == (0, 1), (vid, stage)
+        assert answers.flush(10)
+
+
+def test_a_new_process_starts_from_the_stored_answer_after_every_kind_of_change(
+    repo: SqlRepository, gate: GateService
+) -> None:
+    assert stored_rows(repo, "CVE-1") is None
+    store_all(gate)
+    assert stored_rows(repo, "cve-1 ") == len(fresh(gate, "CVE-1", "")) > 0  # keyed like a search
+    before = metrics.REGISTRY.get_sample_value("gate_affected_answers_total", {"read": "stored"}) or 0.0
+    check_from_store(gate)
+    after = metrics.REGISTRY.get_sample_value("gate_affected_answers_total", {"read": "stored"}) or 0.0
+    assert after - before == len(QUERIES)
+
+    # The same writes as the kept answers' test: each new process patches the stored answer.
+    rescan(repo, 3, [finding("CVE-1", "openssl", Severity.CRITICAL, diff_ids(3)[0])], 2)
+    check_from_store(gate)
+    rescan(repo, 1, [finding("CVE-2", "noise", Severity.HIGH, diff_ids(1)[0])], 3)
+    rescan(repo, 2, [replace(f, severity=Severity.LOW) for f in findings_of(2, "trivy")], 3)
+    check_from_store(gate)
+    repo.upsert_image(_info(4), replace(ref(4), tag="hotfix"), T0)
+    check_from_store(gate)
+    repo.upsert_image(_info(5), replace(ref(5), repository="p/app-5"), T0)  # d -> p
+    check_from_store(gate)
+    repo.record_import(
+        AMD.digest, "trivy", AMD.digest, RESULT, [finding("CVE-1", "libc", Severity.HIGH, "")], T0
+    )
+    repo.upsert_image(INDEX_1, index_ref("p/multi", "v1"), T0)
+    check_from_store(gate)
+    assert any(r.indexes for r in fresh(gate, "CVE-1", ""))
+    repo.upsert_image(_info(11), replace(ref(11), tag="other"), T0)
+    check_from_store(gate)
+
+    # The catalog changes: every stored answer is stale, so reads are whole and store good ones.
+    repo.add_base(
+        BaseImage(
+            name="osbase 2",
+            tier="prod-osbase",
+            digest="sha256:" + "0e" * 32,
+            diff_ids=OS_LAYERS[:1],
+            chain_id=chain_id(OS_LAYERS[:1]),
+            registered_at=T0,
+        )
+    )
+    stale = repo.stored_answer("CVE-1")
+    check_from_store(gate, whole=("CVE-1", "CVE-2"))
+    restored = repo.stored_answer("CVE-1")
+    assert restored is not None and stale is not None and restored.mark != stale.mark
+    check_from_store(gate)
+
+
+def test_small_answers_are_not_stored_and_storing_can_be_off(repo: SqlRepository, gate: GateService) -> None:
+    rows = len(fresh(gate, "CVE-1", ""))
+    answers = AffectedAnswers(gate, store_min_rows=rows + 1)
+    kept(answers, "CVE-1", "")
+    assert answers.flush(10) and stored_rows(repo, "CVE-1") is None
+    off = AffectedAnswers(gate, store_min_rows=0)
+    kept(off, "CVE-1", "")
+    assert off.flush(10) and stored_rows(repo, "CVE-1") is None and off.warm() == 0
+    answers = AffectedAnswers(gate, store_min_rows=rows)
+    kept(answers, "CVE-1", "")
+    assert answers.flush(10) and stored_rows(repo, "CVE-1") == rows
+
+
+def test_a_stage_query_stores_the_answer_over_every_stage(repo: SqlRepository, gate: GateService) -> None:
+    answers = AffectedAnswers(gate, store_min_rows=1)
+    assert kept(answers, "CVE-1", "p") == fresh(gate, "CVE-1", "p")
+    assert answers.flush(10)
+    assert stored_rows(repo, "CVE-1") == len(fresh(gate, "CVE-1", ""))
+    check_from_store(gate, whole=("CVE-2",))  # never asked: nothing stored
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda s: replace(s, format="gaa0 an older gate"),
+        lambda s: replace(s, body=s.body[:-3]),
+        lambda s: replace(s, body=s.body[:10]),
+        lambda s: replace(s, row_count=s.row_count + 1),
+        lambda s: replace(s, body=s.body[:16] + b"\xff\xfe" + s.body[18:]),
+    ],
+    ids=["other-format", "truncated-rows", "truncated-header", "count", "text"],
+)
+def test_a_damaged_or_foreign_stored_answer_is_never_used(
+    repo: SqlRepository, gate: GateService, damage: Any
+) -> None:
+    store_all(gate)
+    good = repo.stored_answer("CVE-1")
+    assert good is not None
+    repo.store_answer("CVE-1", damage(good))
+    answers = AffectedAnswers(gate, store_min_rows=1)
+    assert kept(answers, "CVE-1", "") == fresh(gate, "CVE-1", "")
+    assert (answers.full_reads, answers.from_store) == (1, 0)
+    assert answers.flush(10)
+    replaced = repo.stored_answer("CVE-1")
+    assert replaced is not None and (replaced.format, replaced.row_count) == (FORMAT, good.row_count)
+    check_from_store(gate)
+
+
+def test_an_answer_is_stored_again_once_enough_images_changed(
+    repo: SqlRepository, gate: GateService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(affected_answers, "_drift_limit", lambda answer, max_changed: 2)
+    store_all(gate)
+    first = repo.stored_answer("CVE-1")
+    answers = AffectedAnswers(gate, store_min_rows=1)
+    kept(answers, "CVE-1", "")  # from the stored answer, nothing changed: not stored again
+    rescan(repo, 0, findings_of(0, "trivy"), 5)  # one image changed: under the limit
+    kept(answers, "CVE-1", "")
+    assert answers.flush(10) and answers.stored == 0
+    assert repo.stored_answer("CVE-1") == first
+    rescan(repo, 2, findings_of(2, "trivy"), 5)  # two images since the stored one: stored again
+    kept(answers, "CVE-1", "")
+    assert answers.flush(10) and answers.stored == 1
+    second = repo.stored_answer("CVE-1")
+    assert second is not None and first is not None and second.mark != first.mark
+    # The drift counts from the answer stored last.
+    rescan(repo, 4, findings_of(4, "trivy"), 6)
+    kept(answers, "CVE-1", "")
+    assert answers.flush(10) and answers.stored == 1
+    check_from_store(gate)
+
+
+def test_warm_stores_the_common_answers_before_anyone_asks(
+    repo: SqlRepository, gate: GateService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(affected_answers, "_drift_limit", lambda answer, max_changed: 2)
+    cve1 = len(fresh(gate, "CVE-1", ""))
+    cve2 = len(fresh(gate, "CVE-2", ""))
+    assert cve1 > cve2 > 0
+    # Only ids with at least that many current findings count as common.
+    assert gate.popular_vulnerabilities(cve1)[0] == "CVE-1"
+    assert "CVE-2" not in gate.popular_vulnerabilities(cve1 + 5)
+    warming = AffectedAnswers(gate, max_rows=0, store_min_rows=cve2)
+    written = warming.warm()
+    assert written == len(gate.popular_vulnerabilities(cve2)) >= 2
+    assert stored_rows(repo, "CVE-1") == cve1 and stored_rows(repo, "CVE-2") == cve2
+    check_from_store(gate)
+    assert warming.warm() == 0  # nothing drifted: nothing written
+    rescan(repo, 0, findings_of(0, "trivy"), 5)
+    rescan(repo, 2, findings_of(2, "trivy"), 5)
+    assert warming.warm() >= 1  # CVE-1's images drifted past the limit: stored again
+    check_from_store(gate)
+
+
+def test_stored_answers_survive_in_the_database_across_repositories(db_url: str) -> None:
+    # Two repositories on one database stand for two processes: what one stores, the other reads.
+    body = b"not rows at all"
+    first = SqlRepository.open(db_url)
+    try:
+        first.store_answer("cve-9", StoredAnswer("x", "1", 0, body))
+        first.store_answer("CVE-9", StoredAnswer("y", "2", 0, body + b"!"))  # one key: replaced
+    finally:
+        first.close()
+    second = SqlRepository.open(db_url)
+    try:
+        assert second.stored_answer(" Cve-9") == StoredAnswer("y", "2", 0, body + b"!")
+        assert second.stored_answer("CVE-10") is None
+        with pytest.raises(ValueError, match="vulnerability id"):
+            second.store_answer("  ", StoredAnswer("x", "1", 0, body))
+    finally:
+        second.close()
