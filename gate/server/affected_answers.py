@@ -41,7 +41,6 @@ import time
 from array import array
 from collections import OrderedDict
 from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import gate
@@ -78,7 +77,7 @@ STORE_MIN_ROWS = 500
 none). Around here reading an answer whole stops fitting in tens of milliseconds."""
 
 _PROTO = hashlib.sha256(pb.DESCRIPTOR.serialized_pb).hexdigest()[:16]
-FORMAT = f"gaa1 gate {gate.__version__} proto {_PROTO}"
+FORMAT = f"gaa2 gate {gate.__version__} proto {_PROTO}"
 """The stored answers' format: the body layout, and what encoded the rows (gate's version, the proto).
 A stored answer of another format is ignored and replaced, never decoded into rows of another shape."""
 
@@ -119,61 +118,167 @@ def group_rows(
     return groups
 
 
-@dataclass(frozen=True)
 class ReadyAnswer:
-    """One whole answer as of the snapshot `mark`: its groups in the answer's order."""
+    """One whole answer as of the snapshot `mark`: its groups in the answer's order, held as columns.
+
+    Columns rather than a Group object per image: an answer read back from the database holds
+    thousands of groups, and building (then filtering, then flattening) an object for each was most of
+    a first call's time. `keys[i]`, `stages[i]` and `rows[bounds[i]:bounds[i + 1]]` are group i.
+    Immutable once built (every change makes a new answer), so calls may share one.
+    """
+
+    __slots__ = ("bounds", "drift", "keys", "mark", "rows", "stages", "stored")
 
     mark: str
-    groups: tuple[Group, ...]
+    keys: tuple[GroupKey, ...]
+    stages: tuple[str, ...]
+    bounds: tuple[int, ...]
+    rows: tuple[bytes, ...]
     # Whether a version of this answer is stored, and how many images changed since that version (so
     # a process starting from it would re-read them): past a threshold the answer is stored again.
-    stored: bool = False
-    drift: int = 0
-    rows: tuple[bytes, ...] = field(init=False)
+    stored: bool
+    drift: int
 
-    def __post_init__(self) -> None:
-        """Flatten the groups once: every call pages through the rows."""
-        object.__setattr__(self, "rows", tuple(r for g in self.groups for r in g.rows))
+    def __init__(self, mark: str, groups: Iterable[Group] = (), stored: bool = False, drift: int = 0) -> None:
+        """The answer made of `groups`, in the answer's order."""
+        listed = list(groups)
+        rows = [r for g in listed for r in g.rows]
+        bounds = tuple(itertools.accumulate((len(g.rows) for g in listed), initial=0))
+        self._set(mark, [g.key for g in listed], [g.stage for g in listed], bounds, rows, stored, drift)
+
+    @classmethod
+    def of_columns(
+        cls,
+        mark: str,
+        keys: Sequence[GroupKey],
+        stages: Sequence[str],
+        bounds: Sequence[int],
+        rows: Sequence[bytes],
+        stored: bool = False,
+        drift: int = 0,
+    ) -> ReadyAnswer:
+        """The answer from its columns (bounds: each group's first row, then the row count)."""
+        answer = cls.__new__(cls)
+        answer._set(mark, keys, stages, bounds, rows, stored, drift)
+        return answer
+
+    def _set(
+        self,
+        mark: str,
+        keys: Sequence[GroupKey],
+        stages: Sequence[str],
+        bounds: Sequence[int],
+        rows: Sequence[bytes],
+        stored: bool,
+        drift: int,
+    ) -> None:
+        if not len(keys) == len(stages) == len(bounds) - 1 or bounds[-1] != len(rows):
+            raise ValueError("an answer's columns must agree in length")
+        self.mark, self.stored, self.drift = mark, stored, drift
+        self.keys, self.stages, self.bounds, self.rows = (
+            tuple(keys),
+            tuple(stages),
+            tuple(bounds),
+            tuple(rows),
+        )
+
+    @property
+    def groups(self) -> tuple[Group, ...]:
+        """The groups, as objects (for tests and the odd caller; the answer itself keeps columns)."""
+        b, rows = self.bounds, self.rows
+        return tuple(
+            Group(k, rows[b[i] : b[i + 1]], s)
+            for i, (k, s) in enumerate(zip(self.keys, self.stages, strict=True))
+        )
+
+    def with_mark(self, mark: str, *, stored: bool | None = None, drift: int | None = None) -> ReadyAnswer:
+        """The same rows under another mark (and stored flag and drift, if given)."""
+        return ReadyAnswer.of_columns(
+            mark,
+            self.keys,
+            self.stages,
+            self.bounds,
+            self.rows,
+            self.stored if stored is None else stored,
+            self.drift if drift is None else drift,
+        )
 
     def patched(self, mark: str, changed: frozenset[str], fresh: Sequence[Group]) -> ReadyAnswer:
         """The answer with every row of the `changed` images replaced by `fresh` (their rows now)."""
         if not changed:
-            return self if mark == self.mark else ReadyAnswer(mark, self.groups, self.stored, self.drift)
-        kept = [g for g in self.groups if g.key[1] not in changed]
-        keys = [g.key for g in kept]
+            return self if mark == self.mark else self.with_mark(mark)
         for group in fresh:
             if group.key[1] not in changed:
                 raise ValueError(f"a fresh row of {group.key[1]}, which is not among the changed images")
-            # A fresh group's key is never among the kept ones: those are of other images.
+        keys, stages, rows = list(self.keys), list(self.stages), list(self.rows)
+        counts = [b - a for a, b in itertools.pairwise(self.bounds)]
+        # Out first, last group first, so the old bounds still locate every group not yet removed.
+        gone = [i for i, key in enumerate(keys) if key[1] in changed]
+        for i in reversed(gone):
+            del rows[self.bounds[i] : self.bounds[i + 1]]
+            del keys[i], stages[i], counts[i]
+        # Then in, largest key first: each insertion shifts only groups after it, so the positions
+        # and bounds computed below for the smaller keys stay right. A fresh group's key is never among
+        # the kept ones: those are of other images.
+        bounds = list(itertools.accumulate(counts, initial=0))
+        for group in sorted(fresh, key=lambda g: g.key, reverse=True):
             at = bisect.bisect_left(keys, group.key)
+            rows[bounds[at] : bounds[at]] = group.rows
             keys.insert(at, group.key)
-            kept.insert(at, group)
-        return ReadyAnswer(mark, tuple(kept), self.stored, self.drift + len(changed))
+            stages.insert(at, group.stage)
+            counts.insert(at, len(group.rows))
+            bounds.insert(at, bounds[at])  # placeholder: only smaller positions are read from here on
+        return ReadyAnswer.of_columns(
+            mark,
+            keys,
+            stages,
+            tuple(itertools.accumulate(counts, initial=0)),
+            rows,
+            self.stored,
+            self.drift + len(changed),
+        )
 
     def only(self, stage: str) -> ReadyAnswer:
         """The answer restricted to images in `stage` (as the store filters: by each image's stage)."""
-        return ReadyAnswer(self.mark, tuple(g for g in self.groups if g.stage == stage), self.stored)
+        keep = [i for i, s in enumerate(self.stages) if s == stage]
+        b = self.bounds
+        counts = [b[i + 1] - b[i] for i in keep]
+        return ReadyAnswer.of_columns(
+            self.mark,
+            [self.keys[i] for i in keep],
+            [stage] * len(keep),
+            tuple(itertools.accumulate(counts, initial=0)),
+            [r for i in keep for r in self.rows[b[i] : b[i + 1]]],
+            self.stored,
+        )
+
+
+_HEADER = struct.Struct("<4sIIII")  # magic, groups, rows, digests' text length, stages' text length
 
 
 def encode_answer(answer: ReadyAnswer) -> StoredAnswer:
     """The answer (over every stage) as stored: FORMAT's body, its mark, its row count.
 
-    Body: magic, group and row counts (little-endian u32), the groups' "severity TAB digest TAB stage"
-    lines, then each group's row count and each row's length (u32 arrays), then the rows. Everything
-    a reader needs to rebuild the groups with C-speed splits and slices, no per-row parsing.
+    Body: a header (magic, counts and text lengths, little-endian u32), the groups' digests and stages
+    as newline-separated text, their negated severities (i8), their first-row bounds and the rows'
+    lengths (u32 arrays), then the rows. A reader rebuilds the columns with C-speed splits and array
+    reads and one slice per row: no per-row parsing.
     """
-    groups = answer.groups
-    keys = "\n".join(f"{-g.key[0]}\t{g.key[1]}\t{g.stage}" for g in groups).encode()
-    counts = array("I", (len(g.rows) for g in groups))
-    lengths = array("I", (len(r) for r in answer.rows))
+    digests = "\n".join(k[1] for k in answer.keys).encode()
+    stages = "\n".join(answer.stages).encode()
+    severities = array("b", (k[0] for k in answer.keys))
+    bounds = array("I", answer.bounds)
+    lengths = array("I", map(len, answer.rows))
     if sys.byteorder != "little":
-        counts.byteswap()
+        bounds.byteswap()
         lengths.byteswap()
     body = b"".join(
         (
-            struct.pack("<4sIII", b"GAA1", len(groups), len(answer.rows), len(keys)),
-            keys,
-            counts.tobytes(),
+            _HEADER.pack(b"GAA2", len(answer.keys), len(answer.rows), len(digests), len(stages)),
+            digests,
+            stages,
+            severities.tobytes(),
+            bounds.tobytes(),
             lengths.tobytes(),
             *answer.rows,
         )
@@ -182,45 +287,51 @@ def encode_answer(answer: ReadyAnswer) -> StoredAnswer:
 
 
 def decode_answer(stored: StoredAnswer, stage: str) -> ReadyAnswer:
-    """The stored answer's groups (only those in `stage`, unless ""), at its mark.
+    """The stored answer (only the images in `stage`, unless ""), at its mark, marked as stored.
 
     ValueError for another FORMAT or a body that does not hold together (lengths, counts, text).
     """
     if stored.format != FORMAT:
         raise ValueError(f"stored in format {stored.format!r}, this server reads {FORMAT!r}")
     body = stored.body
-    head = struct.calcsize("<4sIII")
-    if len(body) < head:
+    if len(body) < _HEADER.size:
         raise ValueError("stored answer shorter than its header")
-    magic, n_groups, n_rows, n_keys = struct.unpack_from("<4sIII", body)
-    if magic != b"GAA1" or n_rows != stored.row_count:
+    magic, n_groups, n_rows, n_digests, n_stages = _HEADER.unpack_from(body)
+    if magic != b"GAA2" or n_rows != stored.row_count:
         raise ValueError("stored answer header does not match")
-    at = head + n_keys
-    keys = body[head:at].decode().split("\n") if n_groups else []
-    counts = array("I")
-    lengths = array("I")
-    if counts.itemsize != 4:
+    at = _HEADER.size
+    digests = body[at : at + n_digests].decode().split("\n") if n_groups else []
+    at += n_digests
+    stages = body[at : at + n_stages].decode().split("\n") if n_groups else []
+    at += n_stages
+    severities = array("b", body[at : at + n_groups])
+    at += n_groups
+    bounds, lengths = array("I"), array("I")
+    if bounds.itemsize != 4:
         raise ValueError("this platform's array('I') is not 32-bit")  # never on CPython's platforms
-    counts.frombytes(body[at : at + 4 * n_groups])
-    at += 4 * n_groups
+    bounds.frombytes(body[at : at + 4 * (n_groups + 1)])
+    at += 4 * (n_groups + 1)
     lengths.frombytes(body[at : at + 4 * n_rows])
     at += 4 * n_rows
     if sys.byteorder != "little":
-        counts.byteswap()
+        bounds.byteswap()
         lengths.byteswap()
     offsets = list(itertools.accumulate(lengths, initial=at))
-    if len(keys) != n_groups or len(counts) != n_groups or sum(counts) != n_rows or offsets[-1] != len(body):
+    if (
+        not len(digests) == len(stages) == len(severities) == n_groups
+        or len(bounds) != n_groups + 1
+        or len(lengths) != n_rows
+        or offsets[-1] != len(body)
+        or bounds[0] != 0
+        or bounds[-1] != n_rows
+        or any(a > b for a, b in itertools.pairwise(bounds))
+    ):
         raise ValueError("stored answer lengths do not add up")
     rows = [body[a:b] for a, b in itertools.pairwise(offsets)]
-    groups: list[Group] = []
-    start = 0
-    for text, count in zip(keys, counts, strict=True):
-        severity, digest, group_stage = text.split("\t")
-        end = start + count
-        if not stage or group_stage == stage:
-            groups.append(Group((-int(severity), digest), tuple(rows[start:end]), group_stage))
-        start = end
-    return ReadyAnswer(stored.mark, tuple(groups), stored=True)
+    answer = ReadyAnswer.of_columns(
+        stored.mark, list(zip(severities, digests, strict=True)), stages, bounds, rows, stored=True
+    )
+    return answer.only(stage) if stage else answer
 
 
 class AffectedAnswers:
@@ -306,8 +417,10 @@ class AffectedAnswers:
         """
         if not self._store_min:
             return 0
+        started = time.monotonic()
+        ids = self._service.popular_vulnerabilities(self._store_min)
         written = 0
-        for vid in self._service.popular_vulnerabilities(self._store_min):
+        for vid in ids:
             if stop is not None and stop.is_set():
                 break
             began = time.monotonic()
@@ -315,6 +428,12 @@ class AffectedAnswers:
                 written += 1
             if pause and stop is not None and stop.wait(max(pause, time.monotonic() - began)):
                 break
+        log.info(
+            "affected answers: warm pass stored %d of %d common ids in %.1f s",
+            written,
+            len(ids),
+            time.monotonic() - started,
+        )
         return written
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -340,7 +459,7 @@ class AffectedAnswers:
         if not self._store_min or not answer.stored or answer.drift < _drift_limit(answer, self._max_changed):
             return answer
         self._queue(vid, answer if not stage else None)
-        return ReadyAnswer(answer.mark, answer.groups, stored=True)
+        return answer.with_mark(answer.mark, stored=True, drift=0)
 
     def _full(
         self, key: tuple[str, str], mark: str, rows: Generator[AffectedFinding, None, None], page_size: int
@@ -355,11 +474,11 @@ class AffectedAnswers:
                 yield convert.affected_page_of([row for _, row in page])
         finally:
             rows.close()
-        answer = ReadyAnswer(mark, tuple(group_rows(encoded, stages)))
+        answer = ReadyAnswer(mark, group_rows(encoded, stages))
         if self._store_min and len(answer.rows) >= self._store_min:
             vid, stage = key
             self._queue(vid, answer if not stage else None)
-            answer = ReadyAnswer(answer.mark, answer.groups, stored=True)
+            answer = answer.with_mark(mark, stored=True)
         self._keep(key, answer)
 
     def _refresh(self, vid: str, *, only_if_drifted: bool) -> bool:
@@ -375,7 +494,7 @@ class AffectedAnswers:
                 answer = ready.patched(head.mark, head.digests, group_rows(*_encoded(rows)))
             else:
                 stages: dict[str, str] = {}
-                answer = ReadyAnswer(head.mark, tuple(group_rows(_encoded_into(rows, stages), stages)))
+                answer = ReadyAnswer(head.mark, group_rows(_encoded_into(rows, stages), stages))
         finally:
             rows.close()
         self._service.store_affected_answer(vid, encode_answer(answer))
@@ -437,7 +556,7 @@ def _drift_limit(answer: ReadyAnswer, max_changed: int) -> int:
     # Changed images after which the stored version is replaced: a quarter of the answer's images
     # (re-reading them costs about a quarter of a whole read), at least MIN_DRIFT, and well under the
     # count that makes a reader give up patching.
-    return max(MIN_DRIFT, min(len(answer.groups) // 4, max_changed // 2))
+    return max(MIN_DRIFT, min(len(answer.keys) // 4, max_changed // 2))
 
 
 def _weight(answer: ReadyAnswer) -> int:
