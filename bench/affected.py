@@ -13,10 +13,15 @@ RPCs side by side (calls alternate between them, so load changes hit both alike)
   the first one (p50/p99);
 - paged (FindAffectedImagesPages, the server's default pages: 50 rows, then 500): full = call to the
   last page, first = call to the first page;
-- paged_first_call_ms: the first FindAffectedImagesPages call of a case, which reads the whole answer
-  (later calls patch the answer the server kept from it: gate/server/affected_answers.py);
-- paged_whole: FindAffectedImagesPages against a second server that keeps no answers
-  (GATE_AFFECTED_CACHE_ROWS=0), so every call reads the whole answer (p50/p99);
+- warm_pass: first, a server's warm pass from no stored answers (GATE_AFFECTED_STORE_MIN_ROWS, 250): its
+  time, the answers and rows it stored, their size; the measured server then starts without one
+  (`--keep-stored`: no warm pass, the answers stored already are used);
+- paged_first_call_ms: the first FindAffectedImagesPages call of a case in the measured server, which
+  starts from the answer the warm pass stored (at least 250 rows), or reads the whole answer (smaller
+  ones); later calls patch the answer the server kept from it (gate/server/affected_answers.py);
+  paged_first_calls: p50 and max of 7 such first calls (the id as written, then other spellings);
+- paged_whole: FindAffectedImagesPages against a second server that keeps and stores no answers
+  (GATE_AFFECTED_CACHE_ROWS=0, GATE_AFFECTED_STORE_MIN_ROWS=0), so every call reads the whole answer;
 - paged_churn: FindAffectedImagesPages with 10 images of the answer changed before each call (their
   current-scan rows rewritten, which the change feed records as it records a rescan), so every call
   patches the kept answer with those images' rows read again;
@@ -37,6 +42,7 @@ import argparse
 import contextlib
 import json
 import random
+import re
 import subprocess
 import sys
 import tempfile
@@ -48,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from sqlalchemy import make_url, update
+from sqlalchemy import make_url, text, update
 
 from bench.echo import build_server, serve_until_signalled
 from bench.scale import DEFAULT_PG_URL, _is_filled, _ms, cve_id, sqlite_cache_url
@@ -154,8 +160,17 @@ def _timed(call: Any) -> tuple[float, float, int]:
 def _side_by_side(client: Any, request: pb.FindAffectedImagesRequest, calls: int) -> dict[str, Any]:
     """Both RPCs for one request, calls alternating, each checked to return the same number of rows."""
     rows = _timed(client.FindAffectedImages(request, timeout=120))[2]  # warm-up and row count
-    # The paged RPC's first call reads the whole answer; later ones patch the answer kept from it.
+    # The paged RPC's first call starts from the stored answer (or reads the whole answer, when none is
+    # stored); later ones patch the answer kept from it. Kept answers are keyed by the id as sent and
+    # stored ones by the id upper-cased, so other spellings of the id are further first calls.
     first_call = _timed(client.FindAffectedImagesPages(request, timeout=120))
+    firsts = [first_call[1]]
+    for spelled in _spellings(request.vulnerability_id, FIRST_CALLS - 1):
+        other = pb.FindAffectedImagesRequest(vulnerability_id=spelled, stage=request.stage)
+        firsts.append(_timed(client.FindAffectedImagesPages(other, timeout=120))[1])
+    # Those spellings' answers are kept too and may have pushed the id's own out of the bounded memory:
+    # one untimed call keeps it again, so the calls timed below are the repeated-query case.
+    _timed(client.FindAffectedImagesPages(request, timeout=120))
     n = calls if rows < 2000 else max(5, calls // 5)
     lat: dict[str, tuple[list[float], list[float]]] = {"per_row": ([], []), "paged": ([], [])}
     methods = (("per_row", client.FindAffectedImages), ("paged", client.FindAffectedImagesPages))
@@ -167,7 +182,12 @@ def _side_by_side(client: Any, request: pb.FindAffectedImagesRequest, calls: int
             if got:
                 lat[name][0].append(first)
             lat[name][1].append(full)
-    out: dict[str, Any] = {"rows": rows, "calls": n, "paged_first_call_ms": round(first_call[1] * 1000, 1)}
+    out: dict[str, Any] = {
+        "rows": rows,
+        "calls": n,
+        "paged_first_call_ms": round(first_call[1] * 1000, 1),
+        "paged_first_calls": {"calls": len(firsts), "p50_ms": _ms(firsts, 0.5), "max_ms": _ms(firsts, 1.0)},
+    }
     for name, (first_lat, full_lat) in lat.items():
         out[name] = {
             "full_p50_ms": _ms(full_lat, 0.5),
@@ -175,6 +195,25 @@ def _side_by_side(client: Any, request: pb.FindAffectedImagesRequest, calls: int
             "first_p50_ms": _ms(first_lat, 0.5) if first_lat else None,
             "first_p99_ms": _ms(first_lat, 0.99) if first_lat else None,
         }
+    return out
+
+
+FIRST_CALLS = 7
+"""First FindAffectedImagesPages calls timed per case (the id as written, then other spellings)."""
+
+
+def _spellings(vulnerability_id: str, count: int) -> list[str]:
+    """`count` other spellings of the id (letters' case changed): one answer, distinct kept keys."""
+    letters = [i for i, c in enumerate(vulnerability_id) if c.isalpha()]
+    out: list[str] = []
+    for n in range(1, 2 ** len(letters)):
+        if len(out) == count:
+            break
+        chars = list(vulnerability_id)
+        for bit, i in enumerate(letters):
+            if n >> bit & 1:
+                chars[i] = chars[i].swapcase()
+        out.append("".join(chars))
     return out
 
 
@@ -240,10 +279,69 @@ def _fill_kept_answers(client: Any, pid: int) -> dict[str, Any]:
     return out
 
 
+_WARMED = re.compile(r"warm pass stored (\d+) of (\d+) common ids in ([0-9.]+) s")
+
+
+def stored_totals(url: str) -> dict[str, Any]:
+    """The stored answers now: how many, their rows, their bodies' size."""
+    engine = create_engine_for(url)
+    try:
+        with engine.connect() as conn:
+            count, rows, size = conn.execute(
+                text("SELECT count(*), sum(row_count), sum(length(body)) FROM affected_answers")
+            ).one()
+    finally:
+        engine.dispose()
+    return {"answers": count, "rows": int(rows or 0), "body_mb": round(int(size or 0) / 2**20, 1)}
+
+
+def warm_pass(url: str, log_dir: Path) -> dict[str, Any]:
+    """A server's first warm pass over the fixture, from no stored answers: how long, how much stored.
+
+    The stored answers are deleted first, so every run measures the same pass; a server is started with
+    the default threshold (GATE_AFFECTED_STORE_MIN_ROWS) and its log read until the pass reports.
+    """
+    engine = create_engine_for(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("DELETE FROM affected_answers"))
+    finally:
+        engine.dispose()
+    backend = make_url(url).get_backend_name()
+    settings = Settings(
+        data_dir=log_dir / f"warm-{backend}", database_url=url, rescan_tick=0.0, affected_warm_every=3600.0
+    )
+    log_path = log_dir / f"warm-{backend}.log"
+    server = start_gate_process(settings, log_path)
+    try:
+        deadline = time.monotonic() + 1800
+        while (found := _WARMED.search(log_path.read_text())) is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no warm pass reported in 30 minutes: {log_path.read_text()[-2000:]}")
+            time.sleep(1.0)
+        out: dict[str, Any] = {
+            "stored": int(found[1]),
+            "common_ids": int(found[2]),
+            "pass_s": float(found[3]),
+        }
+        for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key == "VmHWM":
+                out["server_VmHWM_mb"] = round(int(value.split()[0]) / 1024, 1)
+    finally:
+        server.terminate()
+    out.update(stored_totals(url))
+    return out
+
+
 def over_grpc(url: str, log_dir: Path, calls: int) -> dict[str, Any]:
     """Full-result and first-result latency of both RPCs against `gate serve`, per case."""
     backend = make_url(url).get_backend_name()
-    settings = Settings(data_dir=log_dir / f"serve-{backend}", database_url=url, rescan_tick=0.0)
+    # No warm pass in the measured server (warm_pass ran one before): the answers it finds stored are
+    # what a restarted server, another worker or another replica finds.
+    settings = Settings(
+        data_dir=log_dir / f"serve-{backend}", database_url=url, rescan_tick=0.0, affected_warm_every=0.0
+    )
     server = start_gate_process(settings, log_dir / f"serve-{backend}.log")
     out: dict[str, Any] = {}
     try:
@@ -256,9 +354,15 @@ def over_grpc(url: str, log_dir: Path, calls: int) -> dict[str, Any]:
         out["rss_with_kept_answers"] = _fill_kept_answers(client, server.proc.pid)
     finally:
         server.terminate()
-    # The same paged calls with nothing kept (GATE_AFFECTED_CACHE_ROWS=0): every call reads the whole
-    # answer, as a CVE's first call does — comparable with the sessions before answers were kept.
-    settings = replace(settings, data_dir=log_dir / f"serve-{backend}-whole", affected_cache_rows=0)
+    # The same paged calls with nothing kept or stored (GATE_AFFECTED_CACHE_ROWS=0,
+    # GATE_AFFECTED_STORE_MIN_ROWS=0): every call reads the whole answer, as a CVE's first call did
+    # before answers were stored — comparable with the sessions before.
+    settings = replace(
+        settings,
+        data_dir=log_dir / f"serve-{backend}-whole",
+        affected_cache_rows=0,
+        affected_store_min_rows=0,
+    )
     server = start_gate_process(settings, log_dir / f"serve-{backend}-whole.log")
     try:
         client = pb_grpc.GateStub(grpc.insecure_channel(server.address))
@@ -347,7 +451,7 @@ def floor(rows: Sequence[int], calls: int) -> dict[str, Any]:
 
 
 def bench_affected(
-    backends: Sequence[str], images: int, per_image: int, calls: int, pg_url: str
+    backends: Sequence[str], images: int, per_image: int, calls: int, pg_url: str, keep_stored: bool = False
 ) -> dict[str, Any]:
     """Measure every backend on its cached fixture; refuse a missing one rather than fill it."""
     results: dict[str, Any] = {"images": images, "findings_per_image": per_image}
@@ -360,6 +464,10 @@ def bench_affected(
                 )
             migrate(url)  # a fixture filled by an older tree gets this tree's schema (as gate serve would)
             entry: dict[str, Any] = {"plans": plans(url, cve_id(1000))}
+            if keep_stored:
+                entry["stored_before"] = stored_totals(url)
+            else:
+                entry["warm_pass"] = warm_pass(url, Path(tmp))
             entry["affected"] = over_grpc(url, Path(tmp), calls)
             entry["rss_with_kept_answers"] = entry["affected"].pop("rss_with_kept_answers")
             entry["repo_p50_ms"] = {
@@ -380,11 +488,14 @@ def summary(results: dict[str, Any]) -> list[str]:
 
     lines = [
         "backend case rows: per-row full / first | paged full / first | floor per-row | floor paged |"
-        " paged first call (whole read) | paged, nothing kept (whole read every call) |"
+        " paged first call (from the stored answer, or whole read under 250 rows) |"
+        " paged, nothing kept or stored (whole read every call) |"
         " paged with 10 images changed before each call (p50 ms)"
     ]
     floors = results.get("floor", {})
     for backend in ("sqlite", "postgres"):
+        if "warm_pass" in results.get(backend, {}):
+            lines.append(f"{backend} warm pass from nothing stored: {results[backend]['warm_pass']}")
         if "rss_with_kept_answers" in results.get(backend, {}):
             memory = results[backend]["rss_with_kept_answers"]
             lines.append(f"{backend} server memory with kept answers at their bound: {memory}")
@@ -394,7 +505,9 @@ def summary(results: dict[str, Any]) -> list[str]:
             lines.append(
                 f"{backend} {case} {c['rows']}: {fig(c['per_row'])} | {fig(c['paged'])} | "
                 f"{fig(f['per_row']) if f else '-'} | {fig(f['paged']) if f else '-'} | "
-                f"paged first call {c.get('paged_first_call_ms')} | "
+                f"paged first call {c.get('paged_first_call_ms')}"
+                f" (p50 of {c.get('paged_first_calls', {}).get('calls')}:"
+                f" {c.get('paged_first_calls', {}).get('p50_ms')}) | "
                 f"paged, nothing kept {c['paged_whole']['full_p50_ms'] if 'paged_whole' in c else '-'} | "
                 f"paged with changes {fig(churn) if churn else '-'}"
             )
@@ -410,11 +523,16 @@ def main() -> int:
     ap.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="both")
     ap.add_argument("--pg-url", default=DEFAULT_PG_URL)
     ap.add_argument("--serve-floor", action="store_true", help="run the no-op streaming server (internal)")
+    ap.add_argument(
+        "--keep-stored", action="store_true", help="no warm pass: measure on the answers stored already"
+    )
     args = ap.parse_args()
     if args.serve_floor:
         return serve_floor()
     backends = ("sqlite", "postgres") if args.backend == "both" else (args.backend,)
-    results = bench_affected(backends, args.images, args.findings_per_image, args.calls, args.pg_url)
+    results = bench_affected(
+        backends, args.images, args.findings_per_image, args.calls, args.pg_url, args.keep_stored
+    )
     print(json.dumps(results, indent=2))
     print("\n".join(summary(results)), file=sys.stderr)
     return 0

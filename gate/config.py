@@ -350,7 +350,7 @@ class Settings:
     affected_cache_rows: int = 50_000
     # Answers of at least this many rows are also stored in the database, so every process (workers,
     # replicas, a restarted server) starts from them instead of reading them whole; 0 stores none.
-    affected_store_min_rows: int = 500
+    affected_store_min_rows: int = 250
     # Seconds between the primary's passes storing the most common ids' answers before anyone asks
     # (the first pass at start); 0: no such passes (answers are still stored once read).
     affected_warm_every: float = 600.0
@@ -470,7 +470,7 @@ class Settings:
             max_concurrent_rpcs=int(_number(e, "GATE_MAX_CONCURRENT_RPCS", 512, 0)),
             verdict_cache_size=int(_number(e, "GATE_VERDICT_CACHE_SIZE", 10_000, 0)),
             affected_cache_rows=int(_number(e, "GATE_AFFECTED_CACHE_ROWS", 50_000, 0)),
-            affected_store_min_rows=int(_number(e, "GATE_AFFECTED_STORE_MIN_ROWS", 500, 0)),
+            affected_store_min_rows=int(_number(e, "GATE_AFFECTED_STORE_MIN_ROWS", 250, 0)),
             affected_warm_every=_number(e, "GATE_AFFECTED_WARM_EVERY", 600.0, 0.0),
             decision_log=_decision_log(e),
             workers=parse_workers(e["GATE_WORKERS"]) if e.get("GATE_WORKERS", "").strip() else 1,

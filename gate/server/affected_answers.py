@@ -72,9 +72,9 @@ MAX_ROWS = 50_000
 MAX_CHANGED = 1_000
 """Above this many changed images since a kept answer, reading it whole is as cheap as patching it."""
 
-STORE_MIN_ROWS = 500
+STORE_MIN_ROWS = 250
 """Answers of at least this many rows are stored for every process (GATE_AFFECTED_STORE_MIN_ROWS; 0 =
-none). Around here reading an answer whole stops fitting in tens of milliseconds."""
+none). Past a few hundred rows, reading an answer whole takes tens of milliseconds (bench/RESULTS.md)."""
 
 _PROTO = hashlib.sha256(pb.DESCRIPTOR.serialized_pb).hexdigest()[:16]
 FORMAT = f"gaa2 gate {gate.__version__} proto {_PROTO}"
@@ -553,10 +553,12 @@ MIN_DRIFT = 50
 
 
 def _drift_limit(answer: ReadyAnswer, max_changed: int) -> int:
-    # Changed images after which the stored version is replaced: a quarter of the answer's images
-    # (re-reading them costs about a quarter of a whole read), at least MIN_DRIFT, and well under the
-    # count that makes a reader give up patching.
-    return max(MIN_DRIFT, min(len(answer.keys) // 4, max_changed // 2))
+    # Changed images after which the stored version is replaced: a tenth of the answer's images, at
+    # least MIN_DRIFT, at most a fifth of the count that makes a reader give up patching (200 by
+    # default). A process starting from the stored answer re-reads that many images' rows, ~50 us
+    # each, so its first call stays within a few milliseconds of a fresh store; storing again costs a
+    # whole read, once per that many changes.
+    return max(MIN_DRIFT, min(len(answer.keys) // 10, max_changed // 5))
 
 
 def _weight(answer: ReadyAnswer) -> int:
