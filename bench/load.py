@@ -87,7 +87,10 @@ def bench_load(
         populate(url, images, per_image)
         fill_s = time.perf_counter() - t0
         digests = [f"sha256:{i:064x}" for i in range(images)]
-        settings = Settings(data_dir=Path(tmp) / "var", database_url=url, rescan_tick=0.0)
+        # No warm pass of stored affected answers: bench.affected measures it.
+        settings = Settings(
+            data_dir=Path(tmp) / "var", database_url=url, rescan_tick=0.0, affected_warm_every=0.0
+        )
         server = start_gate_process(settings, Path(tmp) / "serve.log")
         try:
             latencies: dict[str, list[float]] = {m: [] for m in METHODS}

@@ -433,7 +433,13 @@ def bench_ingest(url: str, log_dir: Path, reports: int = 5, per_report: int = 20
     out: dict[str, Any] = {"reports": reports, "findings_per_report": per_report}
     try:
         payloads = [trivy_report(_sha(f"ingest-rpc-{n}"), per_report, n) for n in range(reports)]
-        settings = Settings(data_dir=log_dir / f"ingest-{backend}", database_url=copy_url, rescan_tick=0.0)
+        # No warm pass of stored affected answers: bench.affected measures it.
+        settings = Settings(
+            data_dir=log_dir / f"ingest-{backend}",
+            database_url=copy_url,
+            rescan_tick=0.0,
+            affected_warm_every=0.0,
+        )
         server = start_gate_process(settings, log_dir / f"ingest-{backend}.log")
         try:
             channel = grpc.insecure_channel(
@@ -538,7 +544,10 @@ def _explain(url: str, vulnerability_id: str) -> list[str]:
 def bench_affected_and_rss(url: str, digests: Sequence[str], log_dir: Path, calls: int) -> dict[str, Any]:
     """FindAffectedImages p50/p99 per CVE popularity, then a mix of calls, then the server's RSS."""
     backend = make_url(url).get_backend_name()
-    settings = Settings(data_dir=log_dir / f"serve-{backend}", database_url=url, rescan_tick=0.0)
+    # No warm pass of stored affected answers: bench.affected measures it.
+    settings = Settings(
+        data_dir=log_dir / f"serve-{backend}", database_url=url, rescan_tick=0.0, affected_warm_every=0.0
+    )
     server = start_gate_process(settings, log_dir / f"serve-{backend}.log")
     out: dict[str, Any] = {}
     try:
