@@ -353,7 +353,7 @@ class Settings:
     affected_store_min_rows: int = 250
     # Seconds between the primary's passes storing the most common ids' answers before anyone asks
     # (the first pass at start); 0: no such passes (answers are still stored once read).
-    affected_warm_every: float = 600.0
+    affected_warm_every: float = 120.0
     # How decisions and audit records are written (gate/journal.py): "durable" — every answer waits for
     # the commit that holds its record (group commit); "buffered" — answers return at once and records
     # are committed behind, in order; a crash can lose the records of the last few milliseconds.
@@ -471,7 +471,7 @@ class Settings:
             verdict_cache_size=int(_number(e, "GATE_VERDICT_CACHE_SIZE", 10_000, 0)),
             affected_cache_rows=int(_number(e, "GATE_AFFECTED_CACHE_ROWS", 50_000, 0)),
             affected_store_min_rows=int(_number(e, "GATE_AFFECTED_STORE_MIN_ROWS", 250, 0)),
-            affected_warm_every=_number(e, "GATE_AFFECTED_WARM_EVERY", 600.0, 0.0),
+            affected_warm_every=_number(e, "GATE_AFFECTED_WARM_EVERY", 120.0, 0.0),
             decision_log=_decision_log(e),
             workers=parse_workers(e["GATE_WORKERS"]) if e.get("GATE_WORKERS", "").strip() else 1,
         )

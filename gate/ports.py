@@ -221,7 +221,7 @@ class Repository(Protocol):
         """An AffectedChanges, then affected_images' rows: all, or only the images changed since `since`."""
         ...
 
-    def stored_answer(self, vulnerability_id: str) -> StoredAnswer | None:
+    def stored_answer(self, vulnerability_id: str, *, body: bool = True) -> StoredAnswer | None:
         """The stored affected-images answer for the id (upper-cased like a search), if any."""
         ...
 

@@ -1238,9 +1238,29 @@ class GateService:
             raise TypeError("Repository.affected_since must yield its AffectedChanges first")
         return head, self._attribute_rows(_only_rows(rows))
 
-    def stored_affected_answer(self, vulnerability_id: str) -> StoredAnswer | None:
-        """The affected-images answer over every stage as stored for all server processes, if any."""
-        return self._repo.stored_answer(vulnerability_id.strip())
+    def stored_affected_answer(self, vulnerability_id: str, *, body: bool = True) -> StoredAnswer | None:
+        """The affected-images answer over every stage as stored for all server processes, if any.
+
+        `body=False`: all but the body (left empty), to tell how far the stored answer has drifted.
+        """
+        return self._repo.stored_answer(vulnerability_id.strip(), body=body)
+
+    def affected_changed_since(self, vulnerability_id: str, since: str, limit: int) -> frozenset[str] | None:
+        """The images whose affected rows for the id may have changed since the mark `since`.
+
+        None when the answer must be read whole (see Repository.affected_since: more than `limit`
+        images, the base catalog changed, the mark is too old). Reads no rows.
+        """
+        rows = self._repo.affected_since(vulnerability_id.strip(), None, since, limit)
+        try:
+            head = next(rows)
+        finally:
+            close = getattr(rows, "close", None)
+            if close is not None:
+                close()  # started, so this ends the read and returns its connection now
+        if not isinstance(head, AffectedChanges):
+            raise TypeError("Repository.affected_since must yield its AffectedChanges first")
+        return head.digests
 
     def store_affected_answer(self, vulnerability_id: str, answer: StoredAnswer) -> None:
         """Store the answer over every stage for other processes (gate/server/affected_answers.py)."""

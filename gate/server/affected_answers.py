@@ -55,6 +55,7 @@ __all__ = [
     "MAX_CHANGED",
     "MAX_ROWS",
     "MIN_DRIFT",
+    "POPULAR_EVERY",
     "STORE_MIN_ROWS",
     "AffectedAnswers",
     "Group",
@@ -366,6 +367,7 @@ class AffectedAnswers:
         self.patches = 0
         self.from_store = 0
         self.stored = 0
+        self._popular: tuple[float, list[str]] | None = None  # (when read, ids) for warm
 
     def pages(self, vulnerability_id: str, stage: str, page_size: int) -> Iterator[pb.AffectedImagesPage]:
         """The answer's pages; arguments are checked, and the database read, before the first page."""
@@ -405,20 +407,24 @@ class AffectedAnswers:
         with self._lock:
             return len(self._answers), self._kept_rows
 
-    def warm(self, pause: float = 0.0, stop: threading.Event | None = None) -> int:
+    def warm(self, *, pace: bool = False, stop: threading.Event | None = None) -> int:
         """Store the answers of the most common ids that are missing or drifted; return how many.
 
-        The most common: at least `store_min_rows` current findings. For the primary's slow schedule
-        (gate/server/app.py).
+        The most common: at least `store_min_rows` current findings, a list read at most every
+        POPULAR_EVERY seconds (one grouped scan of every current finding, seconds at millions). For the
+        primary's schedule (gate/server/app.py). An id whose stored answer has not drifted costs two
+        small reads; one that has is patched from the stored answer (or read whole) and stored.
 
-        Runs on the caller's thread, one id at a time. With a `pause`, it waits after each id at least
-        that long and at least as long as the id took, so a pass takes at most half a core from the
-        requests it shares the process with; `stop` ends it early.
+        Runs on the caller's thread, one id at a time. With `pace`, it waits after each id as long as
+        the id took, so a pass takes at most half a core from the requests it shares the process with;
+        `stop` ends it early.
         """
         if not self._store_min:
             return 0
         started = time.monotonic()
-        ids = self._service.popular_vulnerabilities(self._store_min)
+        if self._popular is None or started - self._popular[0] > POPULAR_EVERY:
+            self._popular = (started, self._service.popular_vulnerabilities(self._store_min))
+        ids = self._popular[1]
         written = 0
         for vid in ids:
             if stop is not None and stop.is_set():
@@ -426,7 +432,7 @@ class AffectedAnswers:
             began = time.monotonic()
             if self._refresh(vid, only_if_drifted=True):
                 written += 1
-            if pause and stop is not None and stop.wait(max(pause, time.monotonic() - began)):
+            if pace and stop is not None and stop.wait(time.monotonic() - began):
                 break
         log.info(
             "affected answers: warm pass stored %d of %d common ids in %.1f s",
@@ -456,7 +462,11 @@ class AffectedAnswers:
     def _store_if_drifted(self, vid: str, stage: str, answer: ReadyAnswer) -> ReadyAnswer:
         # Once enough images changed since the stored version, store this one (over every stage: as
         # read here, or re-read by the writer for a stage's answer) and count the drift from it.
-        if not self._store_min or not answer.stored or answer.drift < _drift_limit(answer, self._max_changed):
+        if (
+            not self._store_min
+            or not answer.stored
+            or answer.drift < _drift_limit(len(answer.keys), self._max_changed)
+        ):
             return answer
         self._queue(vid, answer if not stage else None)
         return answer.with_mark(answer.mark, stored=True, drift=0)
@@ -483,14 +493,21 @@ class AffectedAnswers:
 
     def _refresh(self, vid: str, *, only_if_drifted: bool) -> bool:
         # Bring the stored answer over every stage up to date (patched from the stored one, or read
-        # whole) and store it; with `only_if_drifted`, leave one that few images changed since.
+        # whole) and store it; with `only_if_drifted`, leave one that few images changed since. That
+        # check reads the stored answer's mark only, not its body: a warm pass over thousands of ids
+        # that mostly have not drifted costs a few small reads each.
+        if only_if_drifted:
+            head_only = self._service.stored_affected_answer(vid, body=False)
+            if head_only is not None and head_only.format == FORMAT:
+                limit = _drift_limit(head_only.row_count, self._max_changed)
+                changed = self._service.affected_changed_since(vid, head_only.mark, limit)
+                if changed is not None and len(changed) < limit:
+                    return False
         ready = self._stored_answer(vid, "")
         since = ready.mark if ready is not None else None
         head, rows = self._service.affected_since(vid, "", since, self._max_changed)
         try:
             if ready is not None and head.digests is not None:
-                if only_if_drifted and len(head.digests) < _drift_limit(ready, self._max_changed):
-                    return False
                 answer = ready.patched(head.mark, head.digests, group_rows(*_encoded(rows)))
             else:
                 stages: dict[str, str] = {}
@@ -548,17 +565,21 @@ class AffectedAnswers:
                 self._kept_rows -= _weight(evicted)
 
 
-MIN_DRIFT = 50
+POPULAR_EVERY = 600.0
+"""Seconds a warm pass reuses the list of common ids before reading it again."""
+
+MIN_DRIFT = 20
 """The fewest changed images after which a stored answer is stored again (see _drift_limit)."""
 
 
-def _drift_limit(answer: ReadyAnswer, max_changed: int) -> int:
-    # Changed images after which the stored version is replaced: a tenth of the answer's images, at
-    # least MIN_DRIFT, at most a fifth of the count that makes a reader give up patching (200 by
-    # default). A process starting from the stored answer re-reads that many images' rows, ~50 us
-    # each, so its first call stays within a few milliseconds of a fresh store; storing again costs a
-    # whole read, once per that many changes.
-    return max(MIN_DRIFT, min(len(answer.keys) // 10, max_changed // 5))
+def _drift_limit(size: int, max_changed: int) -> int:
+    # Changed images after which the stored version of an answer of `size` images (or rows) is
+    # replaced: a twentieth of them, at least MIN_DRIFT, at most a twentieth of the count that makes a
+    # reader give up patching (50 by default). A process starting from the stored answer re-reads
+    # that many images' rows (~50 us each) and patches them in, so its first call stays within a few
+    # milliseconds of one from a fresh store. Storing again is cheap where the answer is at hand (it
+    # is encoded, ~5 ms for 8,000 rows, and written); the warm pass patches the stored one first.
+    return max(MIN_DRIFT, min(size // 20, max_changed // 20))
 
 
 def _weight(answer: ReadyAnswer) -> int:

@@ -63,8 +63,6 @@ from scanners.trivy import TrivyScanner, TrivyServer
 log = logging.getLogger(__name__)
 # Seconds between trims of the affected-answers change feed (SqlRepository.prune_affected_changes).
 _PRUNE_EVERY = 60.0
-# Seconds a warm-up pass of stored affected answers waits between ids (AffectedAnswers.warm).
-_WARM_PAUSE = 0.05
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Gate"].full_name
 # The default of GATE_MAX_MESSAGE_BYTES (Settings.max_message_bytes): imported reports can be large.
@@ -365,7 +363,7 @@ def create_server(
     if primary and settings.affected_warm_every > 0 and settings.affected_store_min_rows > 0:
         warming = AffectedAnswers(service, max_rows=0, store_min_rows=settings.affected_store_min_rows)
         warmer = SchedulerThread(
-            lambda: warming.warm(pause=_WARM_PAUSE, stop=warm_stop),
+            lambda: warming.warm(pace=True, stop=warm_stop),
             settings.affected_warm_every,
             name="gate-warm",
         )

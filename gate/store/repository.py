@@ -1034,10 +1034,13 @@ class SqlRepository(SessionScope):
         postgres = self._direct_writes.postgres
         return self._direct_writes.run(lambda conn: changes.prune(conn, postgres=postgres, keep=keep))
 
-    def stored_answer(self, vulnerability_id: str) -> StoredAnswer | None:
-        """The stored affected-images answer for the id (upper-cased like a search), if any."""
+    def stored_answer(self, vulnerability_id: str, *, body: bool = True) -> StoredAnswer | None:
+        """The stored affected-images answer for the id (upper-cased like a search), if any.
+
+        `body=False` reads everything but the body (left empty): enough to tell how far it drifted.
+        """
         postgres = self._direct_reads.postgres
-        sql = _STORED_ANSWER_SQL[postgres]
+        sql = (_STORED_ANSWER_SQL if body else _STORED_HEAD_SQL)[postgres]
 
         def read(conn: Any) -> Any:
             cursor = conn.cursor()
@@ -1056,7 +1059,7 @@ class SqlRepository(SessionScope):
             row = self._direct_reads.run(read, idempotent=True)
         if row is None:
             return None
-        return StoredAnswer(format=row[0], mark=row[1], row_count=row[2], body=bytes(row[3]))
+        return StoredAnswer(format=row[0], mark=row[1], row_count=row[2], body=bytes(row[3]) if body else b"")
 
     def store_answer(self, vulnerability_id: str, answer: StoredAnswer) -> None:
         """Store (or replace) the affected-images answer for the id: body and mark in one statement."""
@@ -1452,6 +1455,10 @@ _AFFECTED_ORDER = tuple(
 # Indexed by "is PostgreSQL": a stored answer by key; the keys with at least N current findings.
 _STORED_ANSWER_SQL = tuple(
     f"SELECT format, mark, row_count, body FROM affected_answers WHERE vuln_id = {p}"  # noqa: S608 - a placeholder
+    for p in ("?", "%s")
+)
+_STORED_HEAD_SQL = tuple(
+    f"SELECT format, mark, row_count FROM affected_answers WHERE vuln_id = {p}"  # noqa: S608 - a placeholder
     for p in ("?", "%s")
 )
 _POPULAR_SQL = tuple(

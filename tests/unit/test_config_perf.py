@@ -13,7 +13,7 @@ def test_defaults_keep_verdicts_and_write_records_durably() -> None:
     assert settings.verdict_cache_size == 10_000
     assert settings.affected_cache_rows == 50_000
     assert settings.affected_store_min_rows == 250
-    assert settings.affected_warm_every == 600.0
+    assert settings.affected_warm_every == 120.0
     assert settings.decision_log == "durable"
 
 
