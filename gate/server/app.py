@@ -357,7 +357,7 @@ def create_server(
         pruner.start()
     # The answers of the most common ids, stored before anyone asks, so that the first question of an
     # incident ("which images have CVE-X?") starts from a stored answer in every process. Paced: after
-    # each id a pause at least as long as its work, so a pass takes at most half a core from requests.
+    # each id a pause as long as its work, so a pass takes at most half a core from requests.
     warmer = None
     warm_stop = threading.Event()
     if primary and settings.affected_warm_every > 0 and settings.affected_store_min_rows > 0:
