@@ -314,3 +314,74 @@ def test_a_group_larger_than_one_insert_statement_is_written_whole_and_in_order(
     assert [r.digest for r in rows] == [d.digest for d in decisions]
     result = AuditLog(SqlAuditStore(engine)).verify()
     assert result.ok and result.checked == 1200, result.reason
+
+
+def _postgres_only(engine: Engine) -> None:
+    if engine.dialect.name != "postgresql":
+        pytest.skip("the one-round-trip append is PostgreSQL's (SQLite's append has no round trips)")
+
+
+def test_a_busy_postgres_journal_seals_on_its_own_last_head_and_falls_back_when_another_appended(
+    engine: Engine,
+) -> None:
+    # gate/store/journal.py: after its first append a journal seals on the head it committed, guarded
+    # in the same pipeline; an append by anyone else since makes the guard fail, nothing of that
+    # attempt is written, and the records go on the head as it really is.
+    _postgres_only(engine)
+    mine, other = SqlJournalStore(engine), SqlJournalStore(engine)
+    try:
+        for i in range(1, 5):
+            mine.append([JournalEntry(None, (event(i),))])
+        assert (mine.guessed, mine.stale) == (3, 0)
+        other.append([JournalEntry(None, (event(5),))])
+        AuditLog(SqlAuditStore(engine)).record(event(6))  # an audit event recorded outside any journal
+        mine.append([JournalEntry(_decision(7, scanned=True), (event(7), event(8)))])
+        assert (mine.guessed, mine.stale) == (3, 1)
+        # After a stale guess the next appends read the head first: no second refused guess.
+        mine.append([JournalEntry(None, (event(9),))])
+        assert (mine.guessed, mine.stale) == (3, 1)
+    finally:
+        mine.close()
+        other.close()
+    result = AuditLog(SqlAuditStore(engine)).verify()
+    assert result.ok and result.checked == 9, result.reason
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM decisions")).scalar() == 1
+        assert conn.execute(text('SELECT "count" FROM audit_head')).scalar() == 9
+
+
+def test_a_guessed_append_waiting_on_the_head_sees_what_the_lock_holder_committed(engine: Engine) -> None:
+    # The guard waits on the head row's lock, then re-checks the row as the holder committed it: a
+    # holder that moved the head makes the guess stale, so the records are sealed on the moved head.
+    # (Were the guard to pass on the row it first saw, the records would take seq 2 after hash 1's.)
+    _postgres_only(engine)
+    store = SqlJournalStore(engine)
+    holder = engine.raw_connection()
+    errors: list[BaseException] = []
+
+    def append() -> None:
+        try:
+            store.append([JournalEntry(None, (event(2),))])
+        except BaseException as e:  # surfaced below
+            errors.append(e)
+
+    try:
+        store.append([JournalEntry(None, (event(1),))])
+        cursor = holder.cursor()
+        cursor.execute("UPDATE audit_head SET \"count\" = 7, hash = 'moved' WHERE id = 1")
+        waiter = threading.Thread(target=append)
+        waiter.start()
+        waiter.join(0.5)
+        assert waiter.is_alive(), "the guarded append did not wait for the head row's lock"
+        holder.commit()
+        waiter.join(30)
+        assert not waiter.is_alive() and not errors, errors
+    finally:
+        holder.close()
+        store.close()
+    assert store.stale == 1
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT seq, prev_hash FROM audit_records ORDER BY seq")).all()
+        head = conn.execute(text('SELECT "count", hash FROM audit_head')).one()
+    assert [tuple(r) for r in rows][-1] == (8, "moved")
+    assert len(rows) == 2 and head[0] == 8
