@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import select
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -80,7 +81,10 @@ def pg_exec(conn: Any, sql: bytes, params: Sequence[bytes | None] = ()) -> Any:
     DirectConnections treats both exactly as it treats psycopg's own.
     """
     pgconn = conn.pgconn
-    result = pgconn.exec_params(sql, list(params))
+    # Statements without values (DDL, one-offs) are not worth a name on the server.
+    name = _prepared(conn, sql) if params else None
+    values = list(params)
+    result = pgconn.exec_params(sql, values) if name is None else pgconn.exec_prepared(name, values)
     status = result.status
     if status in (_PG_TUPLES_OK, _PG_COMMAND_OK):
         return result
@@ -100,9 +104,13 @@ def pg_pipeline(conn: Any, statements: Sequence[tuple[bytes, Sequence[bytes | No
     unusable and is discarded by DirectConnections).
     """
     pgconn = conn.pgconn
+    names = [_prepared(conn, sql) if params else None for sql, params in statements]
     pgconn.enter_pipeline_mode()
-    for sql, params in statements:
-        pgconn.send_query_params(sql, None if params is None else list(params))
+    for (sql, params), name in zip(statements, names, strict=True):
+        if name is None:
+            pgconn.send_query_params(sql, None if params is None else list(params))
+        else:
+            pgconn.send_query_prepared(name, list(params or ()))  # params is non-empty here
     pgconn.pipeline_sync()
     # psycopg keeps its connections non-blocking: send what libpq buffered, waiting (without the GIL)
     # for the socket as needed.
@@ -127,6 +135,37 @@ def pg_pipeline(conn: Any, statements: Sequence[tuple[bytes, Sequence[bytes | No
     if failed is not None:
         raise _pg_errors().error_from_result(failed, conn.info.encoding)
     return results
+
+
+PREPARED_PER_CONNECTION = 32
+"""The most statements pg_exec and pg_pipeline prepare on one connection; later ones are sent unnamed."""
+
+# Each connection's prepared statements: SQL text -> statement name. Keyed by the libpq connection, so a
+# connection opened again (after a failure) starts with none; weakly, so a closed one is forgotten.
+_PREPARED: weakref.WeakKeyDictionary[Any, dict[bytes, bytes]] = weakref.WeakKeyDictionary()
+
+
+def _prepared(conn: Any, sql: bytes) -> bytes | None:
+    # The name `sql` is prepared under on this connection, preparing it the first time (one round trip,
+    # once per statement and connection). Parsing and planning an INSERT of 11 parameters on every
+    # call cost the server more than the loopback round trip did: a journal append took ~0.65 ms with
+    # unnamed statements and ~0.53 ms with prepared ones (measured side by side). The statements are
+    # gate's own, few and fixed, but the journal's multi-row INSERTs vary with the group's size:
+    # past PREPARED_PER_CONNECTION the rest go unnamed, as before, rather than pile up on the server.
+    pgconn = conn.pgconn
+    names = _PREPARED.setdefault(pgconn, {})
+    name = names.get(sql)
+    if name is not None or len(names) >= PREPARED_PER_CONNECTION:
+        return name
+    name = f"gate_{len(names)}".encode()
+    result = pgconn.prepare(name, sql)
+    if result.status != _PG_COMMAND_OK:
+        if pgconn.status != _PG_CONNECTION_OK:
+            message = pgconn.error_message or b"the connection to the server was lost"
+            raise _pg_errors().OperationalError(message.decode("utf-8", "replace").strip())
+        raise _pg_errors().error_from_result(result, conn.info.encoding)
+    names[sql] = name
+    return name
 
 
 def _wait_for(fd: int, events: int) -> None:

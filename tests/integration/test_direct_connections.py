@@ -21,7 +21,7 @@ from sqlalchemy import Engine
 
 from gate.errors import Unavailable
 from gate.store.db import create_engine_for, migrate
-from gate.store.direct import DirectConnections, FirstStatement, pg_exec, pg_pipeline
+from gate.store.direct import PREPARED_PER_CONNECTION, DirectConnections, FirstStatement, pg_exec, pg_pipeline
 
 
 @pytest.fixture
@@ -298,3 +298,34 @@ def test_pg_pipeline_works_on_a_descriptor_past_select_s_limit(postgres_url: str
             os.close(fd)
         engine.dispose()
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_hot_statements_are_prepared_once_per_connection_and_the_rest_sent_unnamed(pg_engine: Engine) -> None:
+    # pg_exec and pg_pipeline prepare a statement with values the first time a connection sends it and
+    # reuse it after (the server parses and plans it once); past the per-connection bound statements go
+    # unnamed, and a connection opened again after a failure prepares afresh.
+    direct = DirectConnections(pg_engine, autocommit=True)
+
+    def prepared(conn: Any) -> list[str]:
+        rows = conn.execute("SELECT statement FROM pg_prepared_statements ORDER BY name").fetchall()
+        return [str(r[0]) for r in rows]
+
+    for n in range(3):
+        result = direct.run(lambda c, n=n: pg_exec(c, b"SELECT $1::int * 2", [str(n).encode()]))
+        assert result.get_value(0, 0) == str(n * 2).encode()
+        results = direct.run(lambda c, n=n: pg_pipeline(c, [(b"SELECT $1::int * 2", [str(n).encode()])]))
+        assert results[0].get_value(0, 0) == str(n * 2).encode()
+    assert direct.run(prepared) == ["SELECT $1::int * 2"]
+    direct.run(lambda c: pg_exec(c, b"SELECT 1"))  # no values: never prepared
+    for n in range(PREPARED_PER_CONNECTION + 8):
+        sql = f"SELECT $1::int + {n}".encode()
+        assert direct.run(lambda c, sql=sql: pg_exec(c, sql, [b"1"])).get_value(0, 0) == str(n + 1).encode()
+    assert len(direct.run(prepared)) == PREPARED_PER_CONNECTION
+    # A failed preparation raises the statement's own error, and the connection stays usable.
+    with pytest.raises(psycopg.errors.UndefinedTable):
+        direct.run(lambda c: pg_exec(c, b"SELECT k FROM no_such_table WHERE k = $1", [b"1"]))
+    _terminate(pg_engine, direct.run(_backend_pid))
+    again = direct.run(lambda c: pg_exec(c, b"SELECT $1::int * 2", [b"5"]), idempotent=True)
+    assert again.get_value(0, 0) == b"10"
+    assert direct.run(prepared) == ["SELECT $1::int * 2"]
+    direct.close()
