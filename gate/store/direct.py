@@ -24,7 +24,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from sqlalchemy import Engine
 from sqlalchemy.pool import StaticPool
@@ -85,13 +85,9 @@ def pg_exec(conn: Any, sql: bytes, params: Sequence[bytes | None] = ()) -> Any:
     name = _prepared(conn, sql) if params else None
     values = list(params)
     result = pgconn.exec_params(sql, values) if name is None else pgconn.exec_prepared(name, values)
-    status = result.status
-    if status in (_PG_TUPLES_OK, _PG_COMMAND_OK):
+    if result.status in (_PG_TUPLES_OK, _PG_COMMAND_OK):
         return result
-    if pgconn.status != _PG_CONNECTION_OK:
-        message = pgconn.error_message or b"the connection to the server was lost"
-        raise _pg_errors().OperationalError(message.decode("utf-8", "replace").strip())
-    raise _pg_errors().error_from_result(result, conn.info.encoding)
+    _raise_for(conn, result)
 
 
 def pg_pipeline(conn: Any, statements: Sequence[tuple[bytes, Sequence[bytes | None] | None]]) -> list[Any]:
@@ -160,12 +156,19 @@ def _prepared(conn: Any, sql: bytes) -> bytes | None:
     name = f"gate_{len(names)}".encode()
     result = pgconn.prepare(name, sql)
     if result.status != _PG_COMMAND_OK:
-        if pgconn.status != _PG_CONNECTION_OK:
-            message = pgconn.error_message or b"the connection to the server was lost"
-            raise _pg_errors().OperationalError(message.decode("utf-8", "replace").strip())
-        raise _pg_errors().error_from_result(result, conn.info.encoding)
+        _raise_for(conn, result)
     names[sql] = name
     return name
+
+
+def _raise_for(conn: Any, result: Any) -> NoReturn:
+    # A failed statement's own error, as psycopg would raise it (IntegrityError for a unique violation…);
+    # a lost connection is OperationalError, which DirectConnections retries on a fresh one.
+    pgconn = conn.pgconn
+    if pgconn.status != _PG_CONNECTION_OK:
+        message = pgconn.error_message or b"the connection to the server was lost"
+        raise _pg_errors().OperationalError(message.decode("utf-8", "replace").strip())
+    raise _pg_errors().error_from_result(result, conn.info.encoding)
 
 
 def _wait_for(fd: int, events: int) -> None:
