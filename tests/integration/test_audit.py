@@ -316,18 +316,23 @@ def test_a_group_larger_than_one_insert_statement_is_written_whole_and_in_order(
     assert result.ok and result.checked == 1200, result.reason
 
 
-def _postgres_only(engine: Engine) -> None:
-    if engine.dialect.name != "postgresql":
-        pytest.skip("the one-round-trip append is PostgreSQL's (SQLite's append has no round trips)")
+@pytest.fixture
+def pg_engine(postgres_url: str) -> Iterator[Engine]:
+    # The one-round-trip append is PostgreSQL's (SQLite's append has no round trips to save).
+    engine = create_engine_for(postgres_url)
+    migrate(engine)
+    yield engine
+    engine.dispose()
 
 
+@pytest.mark.postgres
 def test_a_busy_postgres_journal_seals_on_its_own_last_head_and_falls_back_when_another_appended(
-    engine: Engine,
+    pg_engine: Engine,
 ) -> None:
     # gate/store/journal.py: after its first append a journal seals on the head it committed, guarded
     # in the same pipeline; an append by anyone else since makes the guard fail, nothing of that
     # attempt is written, and the records go on the head as it really is.
-    _postgres_only(engine)
+    engine = pg_engine
     mine, other = SqlJournalStore(engine), SqlJournalStore(engine)
     try:
         for i in range(1, 5):
@@ -350,11 +355,46 @@ def test_a_busy_postgres_journal_seals_on_its_own_last_head_and_falls_back_when_
         assert conn.execute(text('SELECT "count" FROM audit_head')).scalar() == 9
 
 
-def test_a_guessed_append_waiting_on_the_head_sees_what_the_lock_holder_committed(engine: Engine) -> None:
+@pytest.mark.postgres
+def test_two_busy_postgres_journals_guess_ever_more_rarely_and_a_good_guess_resets_that(
+    pg_engine: Engine,
+) -> None:
+    # Two journals appending in turn (two `gate serve --workers` processes under load): each one's
+    # guess is always stale, so each stale guess starts twice as many appends that read the head first
+    # (16, 32, 64, 128 ..., the stale one included). Without the doubling: a stale guess every 16.
+    first, second = SqlJournalStore(pg_engine), SqlJournalStore(pg_engine)
+    try:
+        for i in range(200):
+            first.append([JournalEntry(None, (event(2 * i),))])
+            second.append([JournalEntry(None, (event(2 * i + 1),))])
+        assert (first.guessed, second.guessed) == (0, 0)
+        assert first.stale == second.stale == 4  # guesses at appends 2, 18, 50 and 114 of 200
+        # Alone again, `first` guesses once its 128 head-first appends (114 to 241) are done, and a
+        # guess that held resets the wait: the next stale one starts 16 head-first appends, not 256.
+        alone = 0
+        while first.guessed == 0:
+            first.append([JournalEntry(None, (event(1000 + alone),))])
+            alone += 1
+        assert (alone, first.stale) == (242 - 200, 4)
+        second.append([JournalEntry(None, (event(1999),))])
+        again = 0
+        while first.guessed == 1:
+            first.append([JournalEntry(None, (event(2000 + again),))])
+            again += 1
+        assert first.stale == 5 and again == 16 + 1
+    finally:
+        first.close()
+        second.close()
+    result = AuditLog(SqlAuditStore(pg_engine)).verify()
+    assert result.ok and result.checked == 400 + alone + 1 + again, result.reason
+
+
+@pytest.mark.postgres
+def test_a_guessed_append_waiting_on_the_head_sees_what_the_lock_holder_committed(pg_engine: Engine) -> None:
     # The guard waits on the head row's lock, then re-checks the row as the holder committed it: a
     # holder that moved the head makes the guess stale, so the records are sealed on the moved head.
     # (Were the guard to pass on the row it first saw, the records would take seq 2 after hash 1's.)
-    _postgres_only(engine)
+    engine = pg_engine
     store = SqlJournalStore(engine)
     holder = engine.raw_connection()
     errors: list[BaseException] = []
