@@ -285,6 +285,10 @@ def main() -> int:
         results["affected"] = bench_affected(
             backends, args.scale_images, args.scale_findings_per_image, 30, DEFAULT_PG_URL
         )
+        # The durable append alone (what a durable CheckPromotion waits for), one and two writers.
+        from bench.journal import run_journal
+
+        results["journal"] = run_journal(args.scale_backend, DEFAULT_PG_URL, 2000, (1, 2), "both", 3)
     print(json.dumps(results, indent=2))
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0
