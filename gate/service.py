@@ -1249,7 +1249,7 @@ class GateService:
         """The images whose affected rows for the id may have changed since the mark `since`.
 
         None when the answer must be read whole (see Repository.affected_since: more than `limit`
-        images, the base catalog changed, the mark is too old). Reads no rows.
+        images, counting those built on a changed base, or the mark is too old). Reads no rows.
         """
         rows = self._repo.affected_since(vulnerability_id.strip(), None, since, limit)
         try:

@@ -7,8 +7,9 @@ answer is kept here, as the encoded rows it was sent as, with the mark of the da
 read in. Every call still reads the database, in one snapshot: which images changed since the mark
 (triggers record every write to what the answer reads: gate/store/changes.py), and the rows of just
 those images. The kept answer minus those images' old rows plus their new ones is the answer a full
-read of that snapshot would give, in the same order. A change the feed cannot narrow down (the base
-catalog, too many images, a mark too old) makes the read a full one.
+read of that snapshot would give, in the same order; a base added, renamed or removed counts as a
+change to the images built on it (their rows name it). A change the feed cannot narrow down (too many
+images, a mark too old, a truncated table) makes the read a full one.
 
 Order: rows come most severe first, then by digest, and one image's rows at one severity are adjacent
 (the store's ORDER BY). The answer is kept as groups keyed (-severity, digest), each with its rows in

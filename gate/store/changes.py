@@ -3,10 +3,11 @@
 A per-vulnerability answer cache (built on SqlRepository.affected_images) is patched rather than
 recomputed: it keeps, with each answer, a mark of the database snapshot the answer was read in, and
 later asks which digests changed since that mark, in the same snapshot as the rows it then reads for
-those digests. The log it reads, `affected_changes`, is filled by database triggers (migration 0011)
-on every table an answer reads except the immutable findings: current_scans, images (all but
-last_seen), image_tags, image_platforms (the platform image's digest) and bases (digest '': every
-answer). Being triggers, no write path can forget them.
+those digests. The log it reads, `affected_changes`, is filled by database triggers (migrations 0011
+and 0013) on every table an answer reads except the immutable findings: current_scans, images (all but
+last_seen), image_tags, image_platforms (the platform image's digest) and bases (`chain:<ChainID>`: the
+images built on that base, whose rows say it brought their layers in; read as those images' digests;
+a TRUNCATE logs '', every answer). Being triggers, no write path can forget them.
 
 Usage, on a DBAPI connection lent by gate.store.direct.DirectConnections (PostgreSQL: in autocommit
 mode, as the store's read connections are, so that the BEGIN below is the transaction's first
@@ -44,10 +45,13 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["GLOBAL", "begin_snapshot", "changed_since", "prune", "read_mark"]
+__all__ = ["CHAIN", "GLOBAL", "begin_snapshot", "changed_since", "prune", "read_mark"]
 
 GLOBAL = ""
-"""The digest of a change every answer depends on (the base catalog changed)."""
+"""The digest of a change every answer depends on (a logged table was truncated)."""
+
+CHAIN = "chain:"
+"""Prefix of a base-catalog change: `chain:<ChainID>` concerns the images whose lineage has that chain."""
 
 # Digests per IN (...) list when expanding indexes on SQLite: far below its bound-parameter limit.
 _CHUNK = 500
@@ -96,9 +100,10 @@ def changed_since(conn: Any, mark: str, *, postgres: bool, limit: int) -> frozen
     Runs in the caller's open read transaction (see `begin_snapshot`), the one whose rows the caller
     then reads. Every change committed after the mark's snapshot and visible in this one is counted;
     a changed digest that is an image index adds its platform images (an index's tags and name are
-    shown on its platform images' rows). None means "recompute everything": the base catalog changed,
-    more than `limit` digests changed, or the mark is malformed, from the other backend or from before
-    the log was pruned past it.
+    shown on its platform images' rows), and a changed base adds the images built on it (those whose
+    layer chains hold its ChainID in this snapshot). None means "recompute everything": a logged table
+    was truncated, more than `limit` digests changed, or the mark is malformed, from the other backend
+    or from before the log was pruned past it.
     """
     if limit < 0:
         raise ValueError(f"limit must not be negative, not {limit}")
@@ -110,6 +115,13 @@ def changed_since(conn: Any, mark: str, *, postgres: bool, limit: int) -> frozen
         digests = _sqlite_changed(conn, mark, limit)
     if digests is None or GLOBAL in digests or len(digests) > limit:
         return None
+    chains = {d for d in digests if d.startswith(CHAIN)}
+    if chains:
+        digests -= chains
+        # A base's images as this snapshot stores them: one stored since the mark is logged itself.
+        digests |= _built_on(conn, postgres, sorted(c[len(CHAIN) :] for c in chains), limit + 1)
+        if len(digests) > limit:
+            return None
     children = _children(conn, postgres, sorted(digests))
     found = frozenset(digests | children)
     return None if len(found) > limit else found
@@ -204,6 +216,31 @@ def _valid_pg_mark(mark: str) -> bool:
     if not 0 < xmin <= xmax < _U64:
         return False
     return all(xmin <= x < xmax for x in xips) and xips == sorted(xips)
+
+
+def _built_on(conn: Any, postgres: bool, chains: list[str], most: int) -> set[str]:
+    # The images one of whose layer prefixes has one of those ChainIDs (at most `most` of them): the
+    # images built on the bases of those chains (ix_image_chains_chain_depth leads with chain_id).
+    cursor = conn.cursor()
+    try:
+        if postgres:
+            cursor.execute(
+                "SELECT DISTINCT digest FROM image_chains WHERE chain_id = ANY(%s) LIMIT %s", (chains, most)
+            )
+            return {str(r[0]) for r in cursor.fetchall()}
+        out: set[str] = set()
+        for chunk in _chunks(chains, _CHUNK):
+            cursor.execute(
+                "SELECT DISTINCT digest FROM image_chains"  # noqa: S608 - placeholders only
+                f" WHERE chain_id IN ({', '.join('?' * len(chunk))}) LIMIT ?",
+                (*chunk, most),
+            )
+            out.update(str(r[0]) for r in cursor.fetchall())
+            if len(out) >= most:
+                break
+        return out
+    finally:
+        cursor.close()
 
 
 def _children(conn: Any, postgres: bool, digests: list[str]) -> set[str]:

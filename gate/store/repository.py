@@ -748,7 +748,8 @@ class SqlRepository(SessionScope):
 
         The first item is an AffectedChanges: the mark of this read's snapshot (to pass as `since`
         next time) and which rows follow — the whole answer (`digests` None: `since` is None, too
-        old, the base catalog changed, or more than `limit` images changed), or every row of exactly
+        old, or more than `limit` images changed, counting the images of a changed base), or every
+        row of exactly
         the `digests` whose inputs changed since `since` (none, possibly), in the whole answer's
         order. Mark and rows come from one snapshot, so a row changed after the mark is never missed.
         """

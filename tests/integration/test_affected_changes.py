@@ -1,11 +1,12 @@
-"""The affected-images change feed (gate/store/changes.py, migration 0011) on SQLite and PostgreSQL.
+"""The affected-images change feed (gate/store/changes.py, migrations 0011, 0013) on SQLite and PostgreSQL.
 
 Every write path through the store logs the digests it changes (and nothing for a last_seen-only
-re-sighting or job bookkeeping); changed_since answers exactly, expands indexes to their platform
-images, and says None for the base catalog, past its limit, for pruned and for malformed marks. On
-PostgreSQL, changes committed out of id order and changes racing a reader's snapshot are reported
-exactly once they are visible. prune keeps the newest rows and old marks then read None. The migration
-upgrades from 0010 over existing data and downgrades cleanly.
+re-sighting, job bookkeeping or a base's status); changed_since answers exactly, expands indexes to
+their platform images and base-catalog changes to the images built on the base, and says None past its
+limit, for pruned and for malformed marks. On PostgreSQL, changes committed out of id order and
+changes racing a reader's snapshot are reported exactly once they are visible. prune keeps the newest
+rows and old marks then read None. The migrations upgrade from 0010 over existing data and downgrade
+cleanly.
 """
 
 from __future__ import annotations
@@ -240,20 +241,81 @@ def test_deleting_an_image_logs_it(repo: BulkRepository) -> None:
     assert since(repo, m) == {A}
 
 
-def test_any_base_catalog_change_means_recompute(repo: BulkRepository) -> None:
-    repo.upsert_image(info(A), None, at(0))
+def on_base(d: str, name: str, own: str = "app") -> ImageInfo:
+    """An image built on base(name): its layers, then one of its own."""
+    layers = (*base(name).diff_ids, digest(own + d))
+    return ImageInfo(digest=d, config_digest=digest("cfg-" + d), diff_ids=layers, os="linux")
+
+
+def test_a_base_catalog_change_names_the_images_built_on_that_base(repo: BulkRepository) -> None:
+    # Migration 0013: a base row logs its ChainID; the reader expands it to the images whose lineage
+    # holds that chain (their rows' introduced_by and tier may change), not to every answer.
+    repo.upsert_images(
+        [(on_base(A, "runtime-1"), None), (on_base(B, "runtime-1"), None), (info(C), None)], at(0)
+    )
     m = mark(repo)
     repo.add_base(base("runtime-1"))
-    assert since(repo, m) is None
+    assert since(repo, m) == {A, B}
     m = mark(repo)
+    repo.add_base(base("runtime-2"))  # nothing is built on it yet
+    assert since(repo, m) == frozenset()
+    # An image stored later on a catalogued base is logged by its own write.
+    m = mark(repo)
+    repo.upsert_image(on_base(C, "runtime-2"), None, at(1))
+    assert since(repo, m) == {C}
+
+
+def test_a_base_update_logs_only_what_attribution_reads(repo: BulkRepository) -> None:
+    repo.upsert_images([(on_base(A, "runtime-1"), None), (on_base(B, "runtime-2"), None)], at(0))
+    repo.add_base(base("runtime-1"))
+    repo.add_base(base("runtime-2"))
+    size, m = log_size(repo), mark(repo)
     repo.update_base_status(
         digest("runtime-1"), BaseStatus.DEPRECATED, superseded_by="", deprecated_at=at(1), grace_until=at(2)
     )
-    assert since(repo, m) is None
+    assert since(repo, m) == frozenset() and log_size(repo) == size  # status is not attribution
+    execute(repo, "UPDATE bases SET name = 'renamed' WHERE digest = :d", d=digest("runtime-1"))
+    assert since(repo, m) == {A}  # a row says "<tier> <name>"
     m = mark(repo)
-    execute(repo, "DELETE FROM bases")  # no removal path in the store; still logged
+    # A row moved to another chain concerns the images of both.
+    execute(
+        repo,
+        "UPDATE bases SET chain_id = :c WHERE digest = :d",
+        c=base("runtime-2").chain_id,
+        d=digest("runtime-1"),
+    )
+    assert since(repo, m) == {A, B}
+    m = mark(repo)
+    execute(repo, "DELETE FROM bases WHERE digest = :d", d=digest("runtime-2"))  # no removal path; logged
+    assert since(repo, m) == {B}
+    m = mark(repo)
+    # A base without a ChainID (no store path writes one) could match anything: every answer.
+    execute(repo, "UPDATE bases SET chain_id = '' WHERE digest = :d", d=digest("runtime-1"))
     assert since(repo, m) is None
     assert since(repo, mark(repo)) == frozenset()
+
+
+def test_a_base_with_more_images_than_the_limit_means_recompute(repo: BulkRepository) -> None:
+    repo.upsert_images([(on_base(d, "runtime-1"), None) for d in (A, B, C)], at(0))
+    m = mark(repo)
+    repo.add_base(base("runtime-1"))
+    assert since(repo, m, limit=3) == {A, B, C}
+    assert since(repo, m, limit=2) is None
+
+
+def test_a_base_of_platform_images_names_them(repo: BulkRepository) -> None:
+    # Lineage is per platform image; the index itself has no layers and no affected rows.
+    arm = ImageInfo(digest=ARM, config_digest=digest("cfg-arm"), diff_ids=on_base(ARM, "runtime-1").diff_ids)
+    multi = ImageInfo(
+        digest=INDEX,
+        config_digest="",
+        diff_ids=(),
+        platforms=(PlatformImage("linux/amd64", info(AMD, layer="amd")), PlatformImage("linux/arm64", arm)),
+    )
+    repo.upsert_image(multi, ref(tag="1"), at(0))
+    m = mark(repo)
+    repo.add_base(base("runtime-1"))
+    assert since(repo, m) == {ARM}
 
 
 # -- changed_since -------------------------------------------------------------------------------

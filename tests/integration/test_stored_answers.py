@@ -63,15 +63,18 @@ def store_all(gate: GateService) -> AffectedAnswers:
     return answers
 
 
-def check_from_store(gate: GateService, *, whole: tuple[str, ...] = ()) -> None:
+def check_from_store(
+    gate: GateService, *, whole: tuple[str, ...] = (), max_changed: int = affected_answers.MAX_CHANGED
+) -> None:
     """Each query, in a new process, equals the fresh answer and was built from the stored one.
 
     For the ids in `whole` the stored answer is stale: the first query of each reads whole and stores
-    a good answer, which the next queries of that id (other stages) start from.
+    a good answer, which the next queries of that id (other stages) start from. `max_changed` is the
+    processes' bound on the images a patch may re-read.
     """
     stale = set(whole)
     for vid, stage in QUERIES:
-        answers = AffectedAnswers(gate, store_min_rows=1)
+        answers = AffectedAnswers(gate, store_min_rows=1, max_changed=max_changed)
         assert kept(answers, vid, stage) == fresh(gate, vid, stage), (vid, stage)
         if vid in stale:
             stale.discard(vid)
@@ -111,22 +114,36 @@ def test_a_new_process_starts_from_the_stored_answer_after_every_kind_of_change(
     repo.upsert_image(_info(11), replace(ref(11), tag="other"), T0)
     check_from_store(gate)
 
-    # The catalog changes: every stored answer is stale, so reads are whole and store good ones.
-    repo.add_base(
-        BaseImage(
-            name="osbase 2",
-            tier="prod-osbase",
-            digest="sha256:" + "0e" * 32,
-            diff_ids=OS_LAYERS[:1],
-            chain_id=chain_id(OS_LAYERS[:1]),
-            registered_at=T0,
-        )
-    )
+    # The catalog changes: the rows of the images built on the new base now name it, and the feed
+    # names exactly those images (migration 0013), so each new process still patches the stored answer.
+    unattributed = fresh(gate, "CVE-1", "")
+    repo.add_base(base("osbase 2", "0e"))
+    assert {r.introduced_by for r in fresh(gate, "CVE-1", "")} - {r.introduced_by for r in unattributed} == {
+        "prod-osbase osbase 2"
+    }
+    check_from_store(gate)
+
+    # A base under more images than a process patches: the stored answers are stale, so the reads are
+    # whole and store good ones, which the next processes patch again.
+    under = len({r.digest for r in fresh(gate, "CVE-1", "")})
+    repo.add_base(base("osbase 3", "0f"))
     stale = repo.stored_answer("CVE-1")
-    check_from_store(gate, whole=("CVE-1", "CVE-2"))
+    check_from_store(gate, whole=("CVE-1", "CVE-2"), max_changed=under - 1)
     restored = repo.stored_answer("CVE-1")
     assert restored is not None and stale is not None and restored.mark != stale.mark
     check_from_store(gate)
+
+
+def base(name: str, byte: str) -> BaseImage:
+    """A prod-osbase of the first OS layer: every test image is built on it."""
+    return BaseImage(
+        name=name,
+        tier="prod-osbase",
+        digest="sha256:" + byte * 32,
+        diff_ids=OS_LAYERS[:1],
+        chain_id=chain_id(OS_LAYERS[:1]),
+        registered_at=T0,
+    )
 
 
 def test_small_answers_are_not_stored_and_storing_can_be_off(repo: SqlRepository, gate: GateService) -> None:
