@@ -10,7 +10,8 @@ On PostgreSQL a busy journal does it in one round trip: records are sealed on th
 commit left, and the pipeline starts with a guard that locks the head row and fails (division by zero)
 unless the head is still exactly that. A guard that fails — another replica or process appended, or an
 audit event was recorded outside the journal — rolls back having written nothing, and the append takes
-the two-round-trip way above.
+the two-round-trip way above, as do the next ones: 16 in all, twice as many after each further refused
+guess (up to 1,024; two busy journals refuse each other's every guess), back to 16 once a guess holds.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ class SqlJournalStore:
         self._head: tuple[int, str] | None = None
         self._head_at = 0.0
         self._slow_left = 0
+        self._slow_after = _SLOW_AFTER_STALE  # the next stale guess's _slow_left
         self.guessed = 0  # appends that committed on a guessed head (observability and tests)
         self.stale = 0  # guesses the guard refused
 
@@ -139,6 +141,7 @@ class SqlJournalStore:
             try:
                 self._write_pg(conn, guess, builders, decisions, guarded=True)
                 self.guessed += 1
+                self._slow_after = _SLOW_AFTER_STALE
                 return
             except self._dbapi.Error as e:
                 if getattr(e, "sqlstate", None) != _PG_STALE_SQLSTATE:
@@ -147,8 +150,10 @@ class SqlJournalStore:
             conn.rollback()
             self.stale += 1
             # Someone else is appending too (another replica or worker): guessing again at once would
-            # mostly fail again and cost a round trip each time.
-            self._slow_left = _SLOW_AFTER_STALE
+            # mostly fail again and cost a round trip each time. While the guesses keep failing (two
+            # busy journals: measured, bench.journal, the guess then saves nothing), they grow rarer.
+            self._slow_left = self._slow_after
+            self._slow_after = min(2 * self._slow_after, _SLOW_AFTER_STALE_MAX)
         # Two round trips straight through libpq (gate.store.direct.pg_pipeline): BEGIN and the locked
         # head, then every write and the commit. psycopg's cursors and pipeline spent ~0.3 ms of CPU a
         # group with the GIL held, more than the checks they recorded (py-spy); this spends ~0.05.
@@ -286,7 +291,9 @@ _PG_STALE_SQLSTATE = "22012"  # division_by_zero: only the guard divides
 _GUESS_FOR = 1.0
 """Seconds after its last commit that a journal still seals on the head that commit left."""
 _SLOW_AFTER_STALE = 16
-"""Appends that read the head first after a guess proved stale."""
+"""Appends that read the head first after a guess proved stale (doubled after each stale guess in a row)."""
+_SLOW_AFTER_STALE_MAX = 1024
+"""The most appends that read the head first before the next guess (two journals busy at once)."""
 # Rows per multi-row INSERT: far below PostgreSQL's 65,535 parameters at 12 columns.
 _PG_ROWS_PER_INSERT = 1000
 
