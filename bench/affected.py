@@ -25,6 +25,9 @@ RPCs side by side (calls alternate between them, so load changes hit both alike)
 - paged_churn: FindAffectedImagesPages with 10 images of the answer changed before each call (their
   current-scan rows rewritten, which the change feed records as it records a rescan), so every call
   patches the kept answer with those images' rows read again;
+- paged_after_base: FindAffectedImagesPages right after each of a few base-catalog changes (a base
+  added that one image of the answer is built on: the change feed names that image, so the call
+  patches it; see _base_churn);
 - repo: in-process, the store's `affected_images` iterated to the end (p50), to separate the query from
   the service's attribution and the protobuf/gRPC cost;
 and every statement one `affected_images` call issues, with its plan (EXPLAIN ANALYZE on PostgreSQL,
@@ -40,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import random
 import re
@@ -59,9 +63,12 @@ from sqlalchemy import make_url, text, update
 from bench.echo import build_server, serve_until_signalled
 from bench.scale import DEFAULT_PG_URL, _is_filled, _ms, cve_id, sqlite_cache_url
 from gate.config import Settings
+from gate.domain import BaseImage
+from gate.provenance import chain_id
 from gate.service import AFFECTED_FIRST_PAGE, AFFECTED_PAGE
 from gate.store.bulk import BulkRepository
 from gate.store.db import create_engine_for, migrate
+from gate.store.repository import SqlRepository
 from gate.store.tables import CurrentScanRow, table_of
 from gate.v1 import gate_pb2 as pb
 from gate.v1 import gate_pb2_grpc as pb_grpc
@@ -264,6 +271,59 @@ def _churn(
     }
 
 
+def _base_churn(client: Any, request: pb.FindAffectedImagesRequest, url: str, calls: int) -> dict[str, Any]:
+    """FindAffectedImagesPages right after a base-catalog change, `calls` times.
+
+    Before each call a base is added to the catalog whose layers are the first four of one image of
+    the answer (its OS or runtime base plus its dependency layer: a new base that image turns out to
+    be built on). The change feed names just the images built on it (migration 0013), here that one,
+    so each call patches the kept answer with its rows read again; before migration 0013 every base
+    change made the next call read the whole answer. The bases are removed afterwards, so the
+    fixture's catalog is as it was. Each answer is checked to keep its row count.
+    """
+    digests = list(dict.fromkeys(r.digest for r in client.FindAffectedImages(request, timeout=120)))
+    if not digests:
+        return {}
+    engine = create_engine_for(url)
+    repo = SqlRepository(engine)
+    rng = random.Random(11)
+    full: list[float] = []
+    forget = text("DELETE FROM bases WHERE name LIKE 'bench-base-churn-%'")
+    try:
+        with engine.begin() as connection:
+            connection.execute(forget)  # left by a run that was cut off
+        rows = _timed(client.FindAffectedImagesPages(request, timeout=120))[2]
+        for n in range(calls):
+            picked = rng.choice(digests)
+            with engine.connect() as connection:
+                layers = tuple(
+                    json.loads(
+                        connection.execute(
+                            text("SELECT diff_ids FROM images WHERE digest = :d"), {"d": picked}
+                        ).scalar_one()
+                    )[:4]
+                )
+            base = BaseImage(
+                name=f"bench-base-churn-{n}",
+                tier="runtime",
+                digest="sha256:" + hashlib.sha256(f"bench-base-churn-{picked}-{n}".encode()).hexdigest(),
+                diff_ids=layers,
+                chain_id=chain_id(layers),
+                registered_at=datetime.now(UTC),
+            )
+            repo.add_base(base)
+            t_full, got = _timed(client.FindAffectedImagesPages(request, timeout=120))[1:]
+            if got != rows:
+                raise AssertionError(f"{request.vulnerability_id}: {got} rows, not {rows} (call {n})")
+            full.append(t_full)
+    finally:
+        with engine.begin() as connection:
+            connection.execute(forget)
+        repo.close()
+        engine.dispose()
+    return {"calls": calls, "full_p50_ms": _ms(full, 0.5), "full_p99_ms": _ms(full, 0.99)}
+
+
 def _fill_kept_answers(client: Any, pid: int) -> dict[str, Any]:
     """The server's memory once its kept answers are at their bound: the ten most common CVEs asked.
 
@@ -354,6 +414,7 @@ def over_grpc(url: str, log_dir: Path, calls: int) -> dict[str, Any]:
             key = cve_id(rank) + (f" stage={stage}" if stage else "")
             out[key] = {"rank": rank, **_side_by_side(client, request, calls)}
             out[key]["paged_churn"] = _churn(client, request, url, calls, CHANGED_PER_CALL)
+            out[key]["paged_after_base"] = _base_churn(client, request, url, max(5, calls // 3))
         out["rss_with_kept_answers"] = _fill_kept_answers(client, server.proc.pid)
     finally:
         server.terminate()
@@ -493,7 +554,8 @@ def summary(results: dict[str, Any]) -> list[str]:
         "backend case rows: per-row full / first | paged full / first | floor per-row | floor paged |"
         " paged first call (from the stored answer, or whole read under 250 rows) |"
         " paged, nothing kept or stored (whole read every call) |"
-        " paged with 10 images changed before each call (p50 ms)"
+        " paged with 10 images changed before each call |"
+        " paged right after a base added under one image of the answer (p50 ms)"
     ]
     floors = results.get("floor", {})
     for backend in ("sqlite", "postgres"):
@@ -505,6 +567,7 @@ def summary(results: dict[str, Any]) -> list[str]:
         for case, c in results.get(backend, {}).get("affected", {}).items():
             f = floors.get(str(c["rows"]), {})
             churn = c.get("paged_churn") or {}
+            after_base = c.get("paged_after_base") or {}
             lines.append(
                 f"{backend} {case} {c['rows']}: {fig(c['per_row'])} | {fig(c['paged'])} | "
                 f"{fig(f['per_row']) if f else '-'} | {fig(f['paged']) if f else '-'} | "
@@ -512,7 +575,8 @@ def summary(results: dict[str, Any]) -> list[str]:
                 f" (p50 of {c.get('paged_first_calls', {}).get('calls')}:"
                 f" {c.get('paged_first_calls', {}).get('p50_ms')}) | "
                 f"paged, nothing kept {c['paged_whole']['full_p50_ms'] if 'paged_whole' in c else '-'} | "
-                f"paged with changes {fig(churn) if churn else '-'}"
+                f"paged with changes {fig(churn) if churn else '-'} | "
+                f"paged after a base change {after_base.get('full_p50_ms', '-')}"
             )
     return lines
 
