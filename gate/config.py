@@ -354,6 +354,9 @@ class Settings:
     # Seconds between the primary's passes storing the most common ids' answers before anyone asks
     # (the first pass at start); 0: no such passes (answers are still stored once read).
     affected_warm_every: float = 120.0
+    # Seconds between the primary's looks for ids that have just become common (the findings of the
+    # images changed since the last look), whose answers are then stored at once; 0: only warm passes.
+    affected_watch_every: float = 10.0
     # How decisions and audit records are written (gate/journal.py): "durable" — every answer waits for
     # the commit that holds its record (group commit); "buffered" — answers return at once and records
     # are committed behind, in order; a crash can lose the records of the last few milliseconds.
@@ -472,6 +475,7 @@ class Settings:
             affected_cache_rows=int(_number(e, "GATE_AFFECTED_CACHE_ROWS", 50_000, 0)),
             affected_store_min_rows=int(_number(e, "GATE_AFFECTED_STORE_MIN_ROWS", 250, 0)),
             affected_warm_every=_number(e, "GATE_AFFECTED_WARM_EVERY", 120.0, 0.0),
+            affected_watch_every=_number(e, "GATE_AFFECTED_WATCH_EVERY", 10.0, 0.0),
             decision_log=_decision_log(e),
             workers=parse_workers(e["GATE_WORKERS"]) if e.get("GATE_WORKERS", "").strip() else 1,
         )

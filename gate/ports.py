@@ -99,6 +99,18 @@ class AffectedChanges:
 
 
 @dataclass(frozen=True)
+class FindingCounts:
+    """Current finding rows per search key, as of a change-feed mark (Repository.finding_counts).
+
+    `counts` is over every image, or only over the images changed since an earlier mark; None when
+    that could not be narrowed down (too many images changed, or the earlier mark is too old).
+    """
+
+    mark: str
+    counts: dict[str, int] | None
+
+
+@dataclass(frozen=True)
 class StoredAnswer:
     """A ready affected-images answer as stored for every server process (Repository.stored_answer).
 
@@ -229,8 +241,12 @@ class Repository(Protocol):
         """Store (or replace) the affected-images answer for the id."""
         ...
 
-    def popular_vulnerabilities(self, min_rows: int) -> list[str]:
-        """Search keys with at least `min_rows` current findings, most common first."""
+    def finding_counts(self, since: str | None, limit: int) -> FindingCounts:
+        """Current finding rows per search key: of every image, or of the images changed since `since`."""
+        ...
+
+    def current_finding_count(self, vulnerability_id: str, most: int) -> int:
+        """The id's current finding rows, counted up to `most`."""
         ...
 
     def save_decision(self, decision: Decision) -> None:

@@ -63,6 +63,7 @@ from gate.ports import (
     AuditSink,
     Clock,
     ExceptionStore,
+    FindingCounts,
     FindingFilter,
     FindingPage,
     ImageResolver,
@@ -273,6 +274,11 @@ def validate_tier(text: str) -> str:
 def _attribution(base: BaseImage | None) -> Attribution:
     # A layer of the image: the base that brought it in, else the image's own (APP_TIER).
     return Attribution(who(base), base.tier) if base is not None else Attribution("", APP_TIER)
+
+
+def common_ids(counts: dict[str, int], min_rows: int) -> list[str]:
+    """The ids with at least `min_rows` (at least 1) rows in `counts`, most common first, then by id."""
+    return [k for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])) if n >= max(1, min_rows)]
 
 
 def check_affected_page_size(page_size: int) -> None:
@@ -1268,7 +1274,18 @@ class GateService:
 
     def popular_vulnerabilities(self, min_rows: int) -> list[str]:
         """Ids with at least `min_rows` current findings, most common first: the answers to keep stored."""
-        return self._repo.popular_vulnerabilities(min_rows)
+        return common_ids(self._repo.finding_counts(None, 0).counts or {}, min_rows)
+
+    def finding_counts(self, since: str | None, limit: int) -> FindingCounts:
+        """Current finding rows per id: of every image, or of the images changed since the mark `since`.
+
+        See Repository.finding_counts; `counts` is None when more than `limit` images changed since.
+        """
+        return self._repo.finding_counts(since, limit)
+
+    def current_finding_count(self, vulnerability_id: str, most: int) -> int:
+        """The id's current finding rows, counted up to `most`."""
+        return self._repo.current_finding_count(vulnerability_id.strip(), most)
 
     def _attribute_rows(self, rows: Iterator[AffectedRow]) -> Generator[AffectedFinding, None, None]:
         # The base catalog is read once per call (at the first row that needs it, so an empty answer

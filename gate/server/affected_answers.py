@@ -48,13 +48,14 @@ import gate
 from gate import metrics
 from gate.ports import StoredAnswer
 from gate.server import convert
-from gate.service import AffectedFinding, GateService, affected_pages, check_affected_page_size
+from gate.service import AffectedFinding, GateService, affected_pages, check_affected_page_size, common_ids
 from gate.v1 import gate_pb2 as pb
 
 __all__ = [
     "FORMAT",
     "MAX_CHANGED",
     "MAX_ROWS",
+    "MAX_WATCHED",
     "MIN_DRIFT",
     "POPULAR_EVERY",
     "STORE_MIN_ROWS",
@@ -346,11 +347,13 @@ class AffectedAnswers:
         max_rows: int = MAX_ROWS,
         max_changed: int = MAX_CHANGED,
         store_min_rows: int = STORE_MIN_ROWS,
+        watch_every: float = 0.0,
     ) -> None:
         """Answer through `service`, keeping ready answers in memory and in the database.
 
         At most `max_rows` rows are kept in memory; answers of at least `store_min_rows` rows are stored
-        in the database for every process (0: none).
+        in the database for every process (0: none). `watch_every`: during a long warm pass, `watch`
+        runs between ids once that many seconds passed since it last ran (0: not during a pass).
         """
         self._service = service
         self._max_rows = max(0, max_rows)
@@ -368,7 +371,19 @@ class AffectedAnswers:
         self.patches = 0
         self.from_store = 0
         self.stored = 0
-        self._popular: tuple[float, list[str]] | None = None  # (when read, ids) for warm
+        self.exact_counts = 0  # ids whose current findings `watch` counted exactly
+        # The warm pass's and the watch's view of how common each id is (one thread: the primary's).
+        # `_common`: the ids to keep stored, most common first then as found; `_listed_at`: when every
+        # id was last counted; `_bound`: for each id an upper bound of its current finding rows as of
+        # `_counted_mark` (the counts then, plus every row of each image changed since, however often).
+        self._common: list[str] | None = None
+        self._common_set: set[str] = set()
+        self._listed_at = 0.0
+        self._bound: dict[str, int] = {}
+        self._counted_mark = ""
+        self._watch_every = max(0.0, watch_every)
+        self._watched_at = 0.0
+        self._warmed_at = 0.0
 
     def pages(self, vulnerability_id: str, stage: str, page_size: int) -> Iterator[pb.AffectedImagesPage]:
         """The answer's pages; arguments are checked, and the database read, before the first page."""
@@ -412,35 +427,110 @@ class AffectedAnswers:
         """Store the answers of the most common ids that are missing or drifted; return how many.
 
         The most common: at least `store_min_rows` current findings, a list read at most every
-        POPULAR_EVERY seconds (one grouped scan of every current finding, seconds at millions). For the
-        primary's schedule (gate/server/app.py). An id whose stored answer has not drifted costs two
-        small reads; one that has is patched from the stored answer (or read whole) and stored.
+        POPULAR_EVERY seconds (one grouped scan of every current finding, seconds at millions) and
+        between those kept up to date by `watch`. For the primary's schedule (gate/server/app.py). An
+        id whose stored answer has not drifted costs two small reads; one that has is patched from the
+        stored answer (or read whole) and stored.
 
         Runs on the caller's thread, one id at a time. With `pace`, it waits after each id as long as
         the id took, so a pass takes at most half a core from the requests it shares the process with;
-        `stop` ends it early.
+        `stop` ends it early. With `watch_every`, a long pass watches for newly common ids between ids.
         """
         if not self._store_min:
             return 0
         started = time.monotonic()
-        if self._popular is None or started - self._popular[0] > POPULAR_EVERY:
-            self._popular = (started, self._service.popular_vulnerabilities(self._store_min))
-        ids = self._popular[1]
+        if self._common is None or started - self._listed_at > POPULAR_EVERY:
+            self._count_all()
+        ids = list(self._common or ())
         written = 0
         for vid in ids:
             if stop is not None and stop.is_set():
                 break
-            began = time.monotonic()
-            if self._refresh(vid, only_if_drifted=True):
-                written += 1
-            if pace and stop is not None and stop.wait(time.monotonic() - began):
-                break
+            if self._watch_every and time.monotonic() - self._watched_at >= self._watch_every:
+                written += self.watch(pace=pace, stop=stop)
+            written += self._store_paced(vid, pace, stop)
         log.info(
             "affected answers: warm pass stored %d of %d common ids in %.1f s",
             written,
             len(ids),
             time.monotonic() - started,
         )
+        return written
+
+    def watch(self, *, pace: bool = False, stop: threading.Event | None = None) -> int:
+        """Store the answers of the ids that became common since the last look; return how many.
+
+        Between the warm pass's counts of every id (every POPULAR_EVERY seconds), an id can become
+        common within minutes — a new vulnerability database, then a rescan wave finding it in image
+        after image — and its first question would read thousands of rows. So, every few seconds,
+        this counts the findings of just the images changed since it last looked (the change feed)
+        and adds them to each id's upper bound; an id not yet common whose bound reaches
+        `store_min_rows` is counted exactly (at most that many index probes), and if it is common its
+        answer is stored now, while it is still about `store_min_rows` rows (a whole read of tens of
+        milliseconds). A bound that was too high is lowered to the exact count. More than MAX_WATCHED
+        images changed since (or a mark too old) means counting every id again, as the warm pass
+        does. Nothing happens before the first warm pass has counted every id.
+        """
+        self._watched_at = time.monotonic()
+        if not self._store_min or self._common is None:
+            return 0
+        counted = self._service.finding_counts(self._counted_mark, MAX_WATCHED)
+        if counted.counts is None:
+            known = set(self._common_set)
+            self._count_all()
+            fresh = [v for v in self._common or () if v not in known]
+        else:
+            fresh = []
+            bound = self._bound
+            for vid, rows in counted.counts.items():
+                bound[vid] = bound.get(vid, 0) + rows
+            rising = [v for v in counted.counts if v not in self._common_set and bound[v] >= self._store_min]
+            for vid in sorted(rising, key=lambda v: (-bound[v], v)):
+                self.exact_counts += 1
+                exact = self._service.current_finding_count(vid, self._store_min)
+                bound[vid] = exact
+                if exact >= self._store_min:
+                    fresh.append(vid)
+            self._counted_mark = counted.mark
+            self._common = [*(self._common or ()), *fresh]
+            self._common_set.update(fresh)
+        written = 0
+        for vid in fresh:
+            if stop is not None and stop.is_set():
+                break
+            written += self._store_paced(vid, pace, stop)
+        if fresh:
+            log.info("affected answers: %d ids became common; stored %d answers", len(fresh), written)
+        return written
+
+    def tick(self, *, warm_every: float, pace: bool = False, stop: threading.Event | None = None) -> int:
+        """The primary's schedule: a warm pass once `warm_every` seconds passed since one began, else a watch.
+
+        Called every few seconds (GATE_AFFECTED_WATCH_EVERY); the first call warms.
+        """
+        now = time.monotonic()
+        if self._common is None or now - self._warmed_at >= warm_every:
+            self._warmed_at = now
+            return self.warm(pace=pace, stop=stop)
+        return self.watch(pace=pace, stop=stop)
+
+    def _count_all(self) -> None:
+        # Every id's current finding rows, in one snapshot whose mark the watch counts changes from.
+        counted = self._service.finding_counts(None, 0)
+        counts = counted.counts or {}
+        self._listed_at = time.monotonic()
+        self._counted_mark = counted.mark
+        self._bound = dict(counts)
+        self._common = common_ids(counts, self._store_min)
+        self._common_set = set(self._common)
+
+    def _store_paced(self, vid: str, pace: bool, stop: threading.Event | None) -> int:
+        # Store one id's answer if missing or drifted (1 if it was stored); with `pace`, then wait as
+        # long as that took.
+        began = time.monotonic()
+        written = 1 if self._refresh(vid, only_if_drifted=True) else 0
+        if pace and stop is not None:
+            stop.wait(time.monotonic() - began)
         return written
 
     def flush(self, timeout: float | None = None) -> bool:
@@ -567,7 +657,10 @@ class AffectedAnswers:
 
 
 POPULAR_EVERY = 600.0
-"""Seconds a warm pass reuses the list of common ids before reading it again."""
+"""Seconds a warm pass reuses the count of every id before counting again (`watch` keeps it current)."""
+
+MAX_WATCHED = 5_000
+"""Above this many images changed since the watch last looked, it counts every id again instead."""
 
 MIN_DRIFT = 20
 """The fewest changed images after which a stored answer is stored again (see _drift_limit)."""

@@ -357,16 +357,27 @@ def create_server(
         pruner.start()
     # The answers of the most common ids, stored before anyone asks, so that the first question of an
     # incident ("which images have CVE-X?") starts from a stored answer in every process. Paced: after
-    # each id a pause as long as its work, so a pass takes at most half a core from requests.
+    # each id a pause as long as its work, so a pass takes at most half a core from requests. Between
+    # passes, a watch every few seconds stores the answers of ids that have just become common (a
+    # rescan wave after a new vulnerability database), while they are still small.
     warmer = None
     warm_stop = threading.Event()
     if primary and settings.affected_warm_every > 0 and settings.affected_store_min_rows > 0:
-        warming = AffectedAnswers(service, max_rows=0, store_min_rows=settings.affected_store_min_rows)
-        warmer = SchedulerThread(
-            lambda: warming.warm(pace=True, stop=warm_stop),
-            settings.affected_warm_every,
-            name="gate-warm",
+        warm_every, watch_every = settings.affected_warm_every, settings.affected_watch_every
+        warming = AffectedAnswers(
+            service,
+            max_rows=0,
+            store_min_rows=settings.affected_store_min_rows,
+            watch_every=watch_every,
         )
+        if 0 < watch_every < warm_every:
+            warmer = SchedulerThread(
+                lambda: warming.tick(warm_every=warm_every, pace=True, stop=warm_stop),
+                watch_every,
+                name="gate-warm",
+            )
+        else:
+            warmer = SchedulerThread(lambda: warming.warm(pace=True, stop=warm_stop), warm_every, name="gate-warm")
         warmer.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -52,6 +52,7 @@ from gate.ports import (
     AffectedChanges,
     AffectedRow,
     Alert,
+    FindingCounts,
     FindingFilter,
     FindingPage,
     ImageOnBase,
@@ -1078,21 +1079,53 @@ class SqlRepository(SessionScope):
                 )
             )
 
-    def popular_vulnerabilities(self, min_rows: int) -> list[str]:
-        """Search keys with at least `min_rows` current findings, most common first.
+    def finding_counts(self, since: str | None, limit: int) -> FindingCounts:
+        """Current finding rows per search key, with the mark of the snapshot they were counted in.
 
-        For the server's warm-up of stored answers: these are the ids whose answers are too large to
-        read whole within an admission-time budget. One pass over finding_ids (seconds at millions of
-        findings), so it runs on a slow schedule, never per request.
+        With `since` None, over every image: one grouped pass over finding_ids (seconds at millions of
+        findings), for a slow schedule, never per request. Otherwise over the images changed since the
+        mark `since` only (as the change feed names them: gate/store/changes.py) — the cheap way to
+        learn which ids may have just become common; `counts` is None when more than `limit` images
+        changed or the mark is too old. A search key counts a finding once per id or alias it carries.
         """
         postgres = self._direct_reads.postgres
-        sql = _POPULAR_SQL[postgres]
 
-        def read(conn: Any) -> list[str]:
+        def read(conn: Any) -> FindingCounts:
+            changes.begin_snapshot(conn, postgres=postgres)
+            mark = changes.read_mark(conn, postgres=postgres)
             cursor = conn.cursor()
             try:
-                cursor.execute(sql, (max(1, min_rows),))
-                return [r[0] for r in cursor.fetchall()]
+                if since is None:
+                    cursor.execute(_COUNTS_SQL)
+                    return FindingCounts(mark, {str(k): int(n) for k, n in cursor.fetchall()})
+                changed = changes.changed_since(conn, since, postgres=postgres, limit=limit)
+                if changed is None:
+                    return FindingCounts(mark, None)
+                counts: dict[str, int] = {}
+                digests = sorted(changed)
+                for at in range(0, len(digests), _COUNT_CHUNK):
+                    chunk = digests[at : at + _COUNT_CHUNK]
+                    cursor.execute(_counts_in_sql(len(chunk), postgres), (chunk,) if postgres else chunk)
+                    for k, n in cursor.fetchall():
+                        counts[str(k)] = counts.get(str(k), 0) + int(n)
+                return FindingCounts(mark, counts)
+            finally:
+                cursor.close()
+
+        with database_errors(), self._direct_reads.lend(read) as (_, counted):
+            return counted
+
+    def current_finding_count(self, vulnerability_id: str, most: int) -> int:
+        """The id's (or alias's) current finding rows, counted up to `most`: at most `most` index probes."""
+        postgres = self._direct_reads.postgres
+        sql = _COUNT_ONE_SQL[postgres]
+
+        def read(conn: Any) -> int:
+            cursor = conn.cursor()
+            try:
+                cursor.execute(sql, (_search_key(vulnerability_id), max(0, most)))
+                row = cursor.fetchone()
+                return int(row[0]) if row is not None else 0
             finally:
                 cursor.close()
 
@@ -1462,11 +1495,32 @@ _STORED_HEAD_SQL = tuple(
     f"SELECT format, mark, row_count FROM affected_answers WHERE vuln_id = {p}"  # noqa: S608 - a placeholder
     for p in ("?", "%s")
 )
-_POPULAR_SQL = tuple(
-    "SELECT i.vuln_id FROM finding_ids AS i JOIN current_scans AS c ON c.job_id = i.job_id"  # noqa: S608
-    f" GROUP BY i.vuln_id HAVING count(*) >= {p} ORDER BY count(*) DESC, i.vuln_id"
+
+# finding_counts over every image, and over the images of some digests (driven from current_scans by
+# digest, so its cost follows the changed images); current_finding_count, stopping at a bound.
+_COUNTS_SQL = (
+    "SELECT i.vuln_id, count(*) FROM finding_ids AS i JOIN current_scans AS c ON c.job_id = i.job_id"
+    " GROUP BY i.vuln_id"
+)
+
+
+@functools.cache
+def _counts_in_sql(count: int, postgres: bool) -> str:
+    return (
+        "SELECT i.vuln_id, count(*) FROM current_scans AS c"  # noqa: S608 - placeholders only
+        " CROSS JOIN finding_ids AS i WHERE i.job_id = c.job_id"
+        f" AND {_in_digests('c.digest', count, postgres)} GROUP BY i.vuln_id"
+    )
+
+
+_COUNT_ONE_SQL = tuple(
+    "SELECT count(*) FROM (SELECT 1 FROM finding_ids AS i"  # noqa: S608 - placeholders only
+    f" JOIN current_scans AS c ON c.job_id = i.job_id WHERE i.vuln_id = {p} LIMIT {p}) AS n"
     for p in ("?", "%s")
 )
+# Digests per statement when counting the findings of changed images: 500 keep SQLite's bound
+# parameters and PostgreSQL's array well within limits.
+_COUNT_CHUNK = 500
 
 # Indexed by "is PostgreSQL".
 _AFFECTED_SQL = (_affected_sql(False), _affected_sql(True))

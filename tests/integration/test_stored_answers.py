@@ -257,3 +257,81 @@ def test_stored_answers_survive_in_the_database_across_repositories(db_url: str)
             second.store_answer("  ", StoredAnswer("x", "1", 0, body))
     finally:
         second.close()
+
+
+def gains(repo: SqlRepository, i: int, vid: str, days: int) -> None:
+    """Image i is rescanned and now also has `vid` (its other findings unchanged)."""
+    rescan(repo, i, [*findings_of(i, "trivy"), finding(vid, "new-pkg", Severity.HIGH, diff_ids(i)[0])], days)
+
+
+def test_an_id_that_becomes_common_is_stored_by_the_next_watch(
+    repo: SqlRepository, gate: GateService
+) -> None:
+    watching = AffectedAnswers(gate, max_rows=0, store_min_rows=3)
+    assert watching.watch() == 0  # before the first warm pass has counted every id: nothing to go by
+    assert watching.exact_counts == 0
+    assert watching.warm() >= 2  # CVE-1 and CVE-2 are common already
+    assert stored_rows(repo, "CVE-9") is None
+    gains(repo, 0, "CVE-9", 2)
+    assert watching.watch() == 0 and stored_rows(repo, "CVE-9") is None
+    gains(repo, 1, "CVE-9", 2)
+    assert watching.watch() == 0 and stored_rows(repo, "CVE-9") is None
+    assert watching.exact_counts == 0  # its bound (2) is below the threshold: not even counted
+    gains(repo, 2, "CVE-9", 2)
+    assert watching.watch() == 1  # the third image: common now, stored at once
+    assert watching.exact_counts == 1
+    assert stored_rows(repo, "CVE-9") == len(fresh(gate, "CVE-9", "")) == 3
+    # A new process answers it from the stored answer, also after it spread further.
+    gains(repo, 3, "CVE-9", 2)
+    answers = AffectedAnswers(gate, store_min_rows=1)
+    assert kept(answers, "CVE-9", "") == fresh(gate, "CVE-9", "")
+    assert (answers.full_reads, answers.from_store) == (0, 1)
+    assert watching.watch() == 0  # common already: left to the warm pass's drift check
+    assert watching.exact_counts == 1
+
+
+def test_a_watch_bound_that_grew_by_rescans_alone_is_lowered_to_the_exact_count(
+    repo: SqlRepository, gate: GateService
+) -> None:
+    watching = AffectedAnswers(gate, max_rows=0, store_min_rows=3)
+    watching.warm()
+    # One image with CVE-8, rescanned again and again: each rescan adds its row to the bound.
+    for days in (2, 3):
+        gains(repo, 0, "CVE-8", days)
+        assert watching.watch() == 0
+    assert watching.exact_counts == 0  # bound 2
+    gains(repo, 0, "CVE-8", 4)
+    assert watching.watch() == 0 and watching.exact_counts == 1  # bound 3: counted, 1
+    gains(repo, 0, "CVE-8", 5)
+    assert watching.watch() == 0 and watching.exact_counts == 1  # lowered to 1, now 2: not counted
+    assert stored_rows(repo, "CVE-8") is None
+    gains(repo, 1, "CVE-8", 5)
+    gains(repo, 2, "CVE-8", 5)
+    assert watching.watch() == 1 and watching.exact_counts == 2  # three images: common
+    assert stored_rows(repo, "CVE-8") == 3
+
+
+def test_a_watch_after_too_many_changed_images_counts_every_id_again(
+    repo: SqlRepository, gate: GateService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(affected_answers, "MAX_WATCHED", 2)
+    watching = AffectedAnswers(gate, max_rows=0, store_min_rows=3)
+    watching.warm()
+    for i in (0, 1, 2):
+        gains(repo, i, "CVE-7", 2)  # three images changed: more than the watch narrows down
+    assert watching.watch() == 1 and watching.exact_counts == 0  # counted with every id instead
+    assert stored_rows(repo, "CVE-7") == 3
+    gains(repo, 3, "CVE-6", 2)  # and the next watch narrows down again from that count
+    assert watching.watch() == 0 and watching.exact_counts == 0
+
+
+def test_tick_warms_first_then_watches_until_the_next_pass_is_due(
+    repo: SqlRepository, gate: GateService
+) -> None:
+    watching = AffectedAnswers(gate, max_rows=0, store_min_rows=3)
+    assert watching.tick(warm_every=3600) >= 2  # the first tick is a warm pass
+    for i in (0, 1, 2):
+        gains(repo, i, "CVE-9", 2)
+    assert watching.tick(warm_every=3600) == 1 and watching.exact_counts == 1  # a watch
+    rescan(repo, 0, findings_of(0, "trivy"), 3)
+    assert watching.tick(warm_every=0) == 0 and watching.exact_counts == 1  # a pass: nothing drifted enough

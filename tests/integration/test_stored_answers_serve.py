@@ -2,9 +2,9 @@
 
 Real server processes on the fixture database of tests/integration/test_affected_images.py, both
 backends: the primary's warm pass (every id with at least GATE_AFFECTED_STORE_MIN_ROWS current
-findings) must store exactly those ids' answers; a second server, with no warm pass and nothing in
-memory, must answer from them (its /metrics counts the call as `stored`) with exactly the rows a fresh
-read gives.
+findings) must store exactly those ids' answers, and its watch the answer of an id that becomes
+common while it runs; a second server, with no warm pass and nothing in memory, must answer from them
+(its /metrics counts the call as `stored`) with exactly the rows a fresh read gives.
 """
 
 from __future__ import annotations
@@ -18,17 +18,19 @@ from pathlib import Path
 import grpc
 
 from gate.config import Settings
+from gate.domain import Severity
 from gate.server.affected_answers import FORMAT
 from gate.service import GateService
 from gate.store.repository import SqlRepository
 from gate.v1 import gate_pb2 as pb
 from gate.v1 import gate_pb2_grpc as pb_grpc
-from tests.integration.test_affected_answers import fresh
+from tests.integration.test_affected_answers import fresh, rescan
+from tests.integration.test_affected_images import diff_ids, finding, findings_of, service
 from tests.integration.test_affected_images import repo as repo
-from tests.integration.test_affected_images import service
 from tests.support.gateserver import GateProcess, start_gate_process
 
 WARMED = re.compile(r"warm pass stored (\d+) of (\d+) common ids")
+WATCHED = re.compile(r"(\d+) ids became common; stored (\d+) answers")
 
 
 def free_port() -> int:
@@ -37,9 +39,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for_warm_pass(log: Path, server: GateProcess) -> tuple[int, int]:
+def wait_for_warm_pass(log: Path, server: GateProcess, pattern: re.Pattern[str] = WARMED) -> tuple[int, int]:
     deadline = time.monotonic() + 60
-    while (found := WARMED.search(log.read_text())) is None:
+    while (found := pattern.search(log.read_text())) is None:
         assert server.proc.poll() is None, log.read_text()[-2000:]
         assert time.monotonic() < deadline, f"no warm pass in 60 s: {log.read_text()[-2000:]}"
         time.sleep(0.1)
@@ -74,10 +76,17 @@ def test_the_primary_warms_common_answers_and_a_restarted_server_starts_from_the
         rescan_tick=0.0,
         affected_store_min_rows=threshold,
         affected_warm_every=3600.0,
+        affected_watch_every=0.2,
     )
     server = start_gate_process(settings, tmp_path / "warm.log")
     try:
         assert wait_for_warm_pass(tmp_path / "warm.log", server) == (len(common), len(common))
+        # CVE-9 spreads to `threshold` images while the server runs: its watch stores the answer.
+        for i in range(threshold):
+            extra = finding("CVE-9", "new-pkg", Severity.HIGH, diff_ids(i)[0])
+            rescan(repo, i, [*findings_of(i, "trivy"), extra], 2)
+        assert wait_for_warm_pass(tmp_path / "warm.log", server, WATCHED) == (1, 1)
+        common.append("CVE-9")
     finally:
         server.terminate()
     for vid in common:
@@ -99,9 +108,9 @@ def test_the_primary_warms_common_answers_and_a_restarted_server_starts_from_the
     try:
         before = stored_reads(port)
         # The stage's answer first: once the every-stage answer is in memory, a stage starts from it.
-        for vid, stage in (("CVE-1", "p"), ("CVE-1", ""), ("CVE-2", "")):
+        for vid, stage in (("CVE-1", "p"), ("CVE-1", ""), ("CVE-2", ""), ("CVE-9", "")):
             assert pages(server.address, vid, stage) == fresh(gate, vid, stage), (vid, stage)
-        assert stored_reads(port) - before == 3
+        assert stored_reads(port) - before == 4
         assert WARMED.search((tmp_path / "restarted.log").read_text()) is None
     finally:
         server.terminate()

@@ -53,6 +53,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
             "GATE_AFFECTED_CACHE_ROWS": str(settings.affected_cache_rows),
             "GATE_AFFECTED_STORE_MIN_ROWS": str(settings.affected_store_min_rows),
             "GATE_AFFECTED_WARM_EVERY": str(settings.affected_warm_every),
+            "GATE_AFFECTED_WATCH_EVERY": str(settings.affected_watch_every),
             "GATE_DECISION_LOG": settings.decision_log,
             # Benches and tests that set rescan_tick=0 mean "no scheduler": without this the server ran
             # its default schedule, whose first tick walks every stored image at start-up.

@@ -14,6 +14,7 @@ def test_defaults_keep_verdicts_and_write_records_durably() -> None:
     assert settings.affected_cache_rows == 50_000
     assert settings.affected_store_min_rows == 250
     assert settings.affected_warm_every == 120.0
+    assert settings.affected_watch_every == 10.0
     assert settings.decision_log == "durable"
 
 
@@ -24,6 +25,7 @@ def test_values_are_read_and_normalized() -> None:
             "GATE_AFFECTED_CACHE_ROWS": "0",
             "GATE_AFFECTED_STORE_MIN_ROWS": "0",
             "GATE_AFFECTED_WARM_EVERY": "30",
+            "GATE_AFFECTED_WATCH_EVERY": "2.5",
             "GATE_DECISION_LOG": " Buffered ",
         }
     )
@@ -31,6 +33,7 @@ def test_values_are_read_and_normalized() -> None:
     assert settings.affected_cache_rows == 0
     assert settings.affected_store_min_rows == 0
     assert settings.affected_warm_every == 30.0
+    assert settings.affected_watch_every == 2.5
     assert settings.decision_log == "buffered"
 
 
@@ -43,6 +46,7 @@ def test_values_are_read_and_normalized() -> None:
         ("GATE_AFFECTED_CACHE_ROWS", "-5"),
         ("GATE_AFFECTED_STORE_MIN_ROWS", "-1"),
         ("GATE_AFFECTED_WARM_EVERY", "soon"),
+        ("GATE_AFFECTED_WATCH_EVERY", "-1"),
     ],
 )
 def test_a_bad_value_names_its_variable(name: str, value: str) -> None:
