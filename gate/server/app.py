@@ -377,7 +377,9 @@ def create_server(
                 name="gate-warm",
             )
         else:
-            warmer = SchedulerThread(lambda: warming.warm(pace=True, stop=warm_stop), warm_every, name="gate-warm")
+            warmer = SchedulerThread(
+                lambda: warming.warm(pace=True, stop=warm_stop), warm_every, name="gate-warm"
+            )
         warmer.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
