@@ -384,6 +384,9 @@ class AffectedAnswers:
         self._watch_every = max(0.0, watch_every)
         self._watched_at = 0.0
         self._warmed_at = 0.0
+        # The ids that became common since every id was counted, each with its bound when its answer
+        # was last stored: the watch stores them again as they spread.
+        self._rising: dict[str, int] = {}
 
     def pages(self, vulnerability_id: str, stage: str, page_size: int) -> Iterator[pb.AffectedImagesPage]:
         """The answer's pages; arguments are checked, and the database read, before the first page."""
@@ -467,14 +470,18 @@ class AffectedAnswers:
         and adds them to each id's upper bound; an id not yet common whose bound reaches
         `store_min_rows` is counted exactly (at most that many index probes), and if it is common its
         answer is stored now, while it is still about `store_min_rows` rows (a whole read of tens of
-        milliseconds). A bound that was too high is lowered to the exact count. More than MAX_WATCHED
-        images changed since (or a mark too old) means counting every id again, as the warm pass
-        does. Nothing happens before the first warm pass has counted every id.
+        milliseconds). A bound that was too high is lowered to the exact count. Such an id keeps
+        spreading while the wave goes on, so until the next count of every id its answer is stored
+        again whenever its bound grew by the drift that re-stores an answer (20-50 rows): a first
+        question then patches at most a watch interval's worth of changed images, never thousands.
+        More than MAX_WATCHED images changed since (or a mark too old) means counting every id again,
+        as the warm pass does. Nothing happens before the first warm pass has counted every id.
         """
         self._watched_at = time.monotonic()
         if not self._store_min or self._common is None:
             return 0
         counted = self._service.finding_counts(self._counted_mark, MAX_WATCHED)
+        growing: list[str] = []
         if counted.counts is None:
             known = set(self._common_set)
             self._count_all()
@@ -484,6 +491,11 @@ class AffectedAnswers:
             bound = self._bound
             for vid, rows in counted.counts.items():
                 bound[vid] = bound.get(vid, 0) + rows
+            growing = [
+                v
+                for v, at in self._rising.items()
+                if v in counted.counts and bound[v] - at >= _drift_limit(at, self._max_changed)
+            ]
             rising = [v for v in counted.counts if v not in self._common_set and bound[v] >= self._store_min]
             for vid in sorted(rising, key=lambda v: (-bound[v], v)):
                 self.exact_counts += 1
@@ -499,8 +511,23 @@ class AffectedAnswers:
             if stop is not None and stop.is_set():
                 break
             written += self._store_paced(vid, pace, stop)
-        if fresh:
-            log.info("affected answers: %d ids became common; stored %d answers", len(fresh), written)
+            self._rising[vid] = self._bound.get(vid, 0)
+        for vid in growing:
+            if stop is not None and stop.is_set():
+                break
+            began = time.monotonic()
+            self._refresh(vid, only_if_drifted=False)
+            written += 1
+            self._rising[vid] = self._bound[vid]
+            if pace and stop is not None:
+                stop.wait(time.monotonic() - began)
+        if fresh or growing:
+            log.info(
+                "affected answers: %d ids became common, %d of those grew; stored %d answers",
+                len(fresh),
+                len(growing),
+                written,
+            )
         return written
 
     def tick(self, *, warm_every: float, pace: bool = False, stop: threading.Event | None = None) -> int:
@@ -521,6 +548,7 @@ class AffectedAnswers:
         self._listed_at = time.monotonic()
         self._counted_mark = counted.mark
         self._bound = dict(counts)
+        self._rising.clear()  # from here on the warm pass keeps their answers, like every common id's
         self._common = common_ids(counts, self._store_min)
         self._common_set = set(self._common)
 

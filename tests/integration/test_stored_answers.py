@@ -265,8 +265,9 @@ def gains(repo: SqlRepository, i: int, vid: str, days: int) -> None:
 
 
 def test_an_id_that_becomes_common_is_stored_by_the_next_watch(
-    repo: SqlRepository, gate: GateService
+    repo: SqlRepository, gate: GateService, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(affected_answers, "_drift_limit", lambda answer, max_changed: 2)
     watching = AffectedAnswers(gate, max_rows=0, store_min_rows=3)
     assert watching.watch() == 0  # before the first warm pass has counted every id: nothing to go by
     assert watching.exact_counts == 0
@@ -286,8 +287,20 @@ def test_an_id_that_becomes_common_is_stored_by_the_next_watch(
     answers = AffectedAnswers(gate, store_min_rows=1)
     assert kept(answers, "CVE-9", "") == fresh(gate, "CVE-9", "")
     assert (answers.full_reads, answers.from_store) == (0, 1)
-    assert watching.watch() == 0  # common already: left to the warm pass's drift check
-    assert watching.exact_counts == 1
+    assert watching.watch() == 0  # grew by one row: under the drift that stores it again
+    first = repo.stored_answer("CVE-9")
+    gains(repo, 4, "CVE-9", 2)
+    assert watching.watch() == 1  # two rows since it was stored: stored again, as it spreads
+    assert stored_rows(repo, "CVE-9") == len(fresh(gate, "CVE-9", "")) == 5
+    again = repo.stored_answer("CVE-9")
+    assert again is not None and first is not None and again.mark != first.mark
+    assert watching.exact_counts == 1  # common already: never counted again
+    # Once every id is counted again, it is one of the common ids the warm pass keeps.
+    monkeypatch.setattr(affected_answers, "POPULAR_EVERY", 0.0)
+    watching.warm()
+    gains(repo, 5, "CVE-9", 2)
+    gains(repo, 6, "CVE-9", 2)
+    assert watching.watch() == 0 and stored_rows(repo, "CVE-9") == 5
 
 
 def test_a_watch_bound_that_grew_by_rescans_alone_is_lowered_to_the_exact_count(

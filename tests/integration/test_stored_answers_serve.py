@@ -30,7 +30,7 @@ from tests.integration.test_affected_images import repo as repo
 from tests.support.gateserver import GateProcess, start_gate_process
 
 WARMED = re.compile(r"warm pass stored (\d+) of (\d+) common ids")
-WATCHED = re.compile(r"(\d+) ids became common; stored (\d+) answers")
+WATCHED = re.compile(r"(\d+) ids became common, \d+ of those grew; stored (\d+) answers")
 
 
 def free_port() -> int:
