@@ -289,6 +289,11 @@ def main() -> int:
         from bench.journal import run_journal
 
         results["journal"] = run_journal(args.scale_backend, DEFAULT_PG_URL, 2000, (1, 2), "both", 3)
+        # A CVE that becomes common while gate runs: its first question with the primary's watch and
+        # without (on a copy of the fixture).
+        from bench.spread import bench_spread
+
+        results["spread"] = bench_spread(backends, 3000, 150, 7, DEFAULT_PG_URL)
     print(json.dumps(results, indent=2))
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0

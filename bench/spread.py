@@ -1,0 +1,209 @@
+"""A CVE that becomes common while gate runs: its first question, with the primary's watch and without.
+
+`python -m bench.spread [--backend sqlite|postgres|both] [--images 3000] [--watch-every 150] [--firsts 7]`
+
+The case the warm pass alone left slow (bench/RESULTS.md, Scale): a new vulnerability database, then a
+rescan wave finds a new id in image after image, and the security team asks "which images have it?"
+before the next count of every id (every 10 minutes) has named it common. On a copy of the bench.scale
+fixture (100k images, 2M findings; it refuses to run on a missing one), in-process — GateService and
+AffectedAnswers as `gate serve` wires them, no gRPC (bench.affected measures the RPC on top: ~12 ms for
+a 2.3 MB answer):
+
+1. the primary's watcher (AffectedAnswers with no memory, GATE_AFFECTED_STORE_MIN_ROWS 250) counts every
+   id once, as its first warm pass does (`count_all_s`);
+2. the wave: `--images` images, one at a time, rescanned (record_import of their current findings plus
+   one finding of a new id); after every `--watch-every` of them the watcher's `watch()` runs, as it
+   would every GATE_AFFECTED_WATCH_EVERY (10) seconds during a wave of that many images per 10 s
+   (`watch_ms`: p50 and max of those looks; `stored_at_rows`: the id's rows when its answer was first
+   stored). Every 500 images a first question is timed (`during_ms`): a new AffectedAnswers, as in a
+   process that has not read the id itself, starting from what the watch stored;
+3. after the wave, `--firsts` first questions each way, alternating: `with_watch` (a new
+   AffectedAnswers starting from the stored answer, patching what changed since) and `whole` (one that
+   stores nothing and finds nothing stored: what every first question of such an id cost before the
+   watch, until the next count named it common).
+
+Each question reads the answer to its last page. The copy is dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import threading
+import time
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import text
+
+from bench.scale import DEFAULT_PG_URL, _copy_store, _drop_copy, _is_filled, _ms, sqlite_cache_url
+from gate.clock import ManualClock
+from gate.policy import default_policy
+from gate.scanning.jobs import JobRunner
+from gate.server import affected_answers
+from gate.server.affected_answers import AffectedAnswers
+from gate.service import GateService
+from gate.store.db import create_engine_for
+from gate.store.repository import SqlRepository
+from scanners.interface import ScanResult
+
+NEW_ID = "CVE-2099-0001"
+STORE_MIN_ROWS = 250
+DURING_EVERY = 500  # images of the wave between two first questions timed during it
+T0 = datetime(2026, 11, 23, tzinfo=UTC)
+
+
+def _service(repo: SqlRepository) -> GateService:
+    # The service as the server builds it, minus scanners (nothing is scanned here).
+    clock = ManualClock(T0)
+    runner = JobRunner(repo, {}, clock, 1, {})
+    return GateService(repo, None, {}, runner, default_policy(), clock, ("trivy",))  # type: ignore[arg-type]
+
+
+def _first_question(service: GateService, *, stored: bool) -> tuple[float, int]:
+    """(seconds, rows) of one first question in a new process: read to the last page."""
+    answers = AffectedAnswers(service, store_min_rows=STORE_MIN_ROWS if stored else 0)
+    t0 = time.perf_counter()
+    rows = sum(len(page.images) for page in answers.pages(NEW_ID, "", 0))
+    took = time.perf_counter() - t0
+    answers.flush(60)  # a drifted answer it queued for storing: stored before the next question
+    return took, rows
+
+
+def _wave_digests(url: str, count: int, seed: int) -> list[str]:
+    engine = create_engine_for(url)
+    try:
+        with engine.connect() as connection:
+            digests = [
+                str(r[0]) for r in connection.execute(text("SELECT digest FROM images ORDER BY digest"))
+            ]
+    finally:
+        engine.dispose()
+    return random.Random(seed).sample(digests, min(count, len(digests)))
+
+
+def spread(url: str, images: int, watch_every: int, firsts: int) -> dict[str, Any]:
+    """The three steps above on the store at `url` (a copy: it is written to)."""
+    repo = SqlRepository.open(url)
+    try:
+        service = _service(repo)
+        watcher = AffectedAnswers(service, max_rows=0, store_min_rows=STORE_MIN_ROWS)
+        t0 = time.perf_counter()
+        stop = threading.Event()
+        stop.set()
+        watcher.warm(stop=stop)  # counts every id, then stops before storing the common ones' answers
+        count_all_s = time.perf_counter() - t0
+
+        result = ScanResult(scanner="trivy", scanner_version="bench", findings=())
+        watch_s: list[float] = []
+        during: list[dict[str, Any]] = []
+        stored_at: int | None = None
+        wave_started = time.perf_counter()
+        for n, digest in enumerate(_wave_digests(url, images, seed=7), start=1):
+            current = repo.current_findings(digest)
+            if not current:
+                continue
+            extra = replace(current[0], vulnerability_id=NEW_ID, package="spreadlib", aliases=(), title="")
+            repo.record_import(digest, "trivy", digest, result, [*current, extra], T0 + timedelta(seconds=n))
+            if n % watch_every == 0:
+                t = time.perf_counter()
+                watcher.watch()
+                watch_s.append(time.perf_counter() - t)
+                if stored_at is None and repo.stored_answer(NEW_ID, body=False) is not None:
+                    stored_at = n
+            if n % DURING_EVERY == 0:
+                took, rows = _first_question(service, stored=True)
+                during.append({"images": n, "rows": rows, "ms": round(took * 1000, 1)})
+        wave_s = time.perf_counter() - wave_started
+        watcher.watch()
+
+        with_watch: list[float] = []
+        whole: list[float] = []
+        rows_seen: set[int] = set()
+        for _ in range(firsts):
+            took, rows = _first_question(service, stored=True)
+            with_watch.append(took)
+            rows_seen.add(rows)
+            took, rows = _first_question(service, stored=False)
+            whole.append(took)
+            rows_seen.add(rows)
+        if len(rows_seen) != 1:
+            raise AssertionError(f"the two ways answered with different row counts: {sorted(rows_seen)}")
+        return {
+            "images": images,
+            "watch_every_images": watch_every,
+            "count_all_s": round(count_all_s, 2),
+            "wave_s": round(wave_s, 1),
+            "watches": len(watch_s),
+            "watch_ms": {"p50": _ms(watch_s, 0.5), "max": _ms(watch_s, 1.0)},
+            "watch_exact_counts": watcher.exact_counts,
+            "stored_at_images": stored_at,
+            "during_ms": during,
+            "rows": rows_seen.pop(),
+            "with_watch_ms": {"p50": _ms(with_watch, 0.5), "max": _ms(with_watch, 1.0)},
+            "whole_ms": {"p50": _ms(whole, 0.5), "max": _ms(whole, 1.0)},
+            "ratio_p50": round(statistics.median(whole) / statistics.median(with_watch), 1),
+        }
+    finally:
+        repo.close()
+
+
+def bench_spread(
+    backends: tuple[str, ...], images: int, watch_every: int, firsts: int, pg_url: str
+) -> dict[str, Any]:
+    """Per backend, on a copy of the filled fixture (100k x 20)."""
+    out: dict[str, Any] = {
+        "new_id": NEW_ID,
+        "store_min_rows": STORE_MIN_ROWS,
+        "max_watched": affected_answers.MAX_WATCHED,
+    }
+    for backend in backends:
+        source = sqlite_cache_url(100_000, 20) if backend == "sqlite" else pg_url
+        if not _is_filled(source, 100_000, 20):
+            raise SystemExit(f"no filled fixture at {source}: run `python -m bench.scale --fill-only` first")
+        copy = _copy_store(source, f"gate_bench_spread_{backend}")
+        try:
+            out[backend] = spread(copy, images, watch_every, firsts)
+        finally:
+            _drop_copy(copy)
+    return out
+
+
+def summary(results: dict[str, Any]) -> list[str]:
+    """One line per backend."""
+    lines = []
+    for backend in ("sqlite", "postgres"):
+        r = results.get(backend)
+        if r:
+            lines.append(
+                f"{backend}: {r['rows']} rows after {r['images']} images; first question p50"
+                f" {r['with_watch_ms']['p50']} ms from the watch's stored answer vs {r['whole_ms']['p50']} ms"
+                f" whole ({r['ratio_p50']}x); stored at {r['stored_at_images']} images;"
+                f" watch p50 {r['watch_ms']['p50']} ms, max {r['watch_ms']['max']} ms;"
+                f" during the wave {[d['ms'] for d in r['during_ms']]} ms"
+            )
+    return lines
+
+
+def main() -> int:
+    """Run it and print the JSON."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--backend", choices=("sqlite", "postgres", "both"), default="both")
+    ap.add_argument("--images", type=int, default=3000, help="images the new id spreads to")
+    ap.add_argument("--watch-every", type=int, default=150, help="images of the wave between two watches")
+    ap.add_argument("--firsts", type=int, default=7, help="first questions timed each way after the wave")
+    ap.add_argument("--pg-url", default=DEFAULT_PG_URL)
+    args = ap.parse_args()
+    backends = ("sqlite", "postgres") if args.backend == "both" else (args.backend,)
+    results = bench_spread(backends, args.images, max(1, args.watch_every), max(1, args.firsts), args.pg_url)
+    print(json.dumps(results, indent=2))
+    print("\n".join(summary(results)), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
