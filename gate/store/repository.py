@@ -1106,8 +1106,9 @@ class SqlRepository(SessionScope):
                 for at in range(0, len(digests), _COUNT_CHUNK):
                     chunk = digests[at : at + _COUNT_CHUNK]
                     cursor.execute(_counts_in_sql(len(chunk), postgres), (chunk,) if postgres else chunk)
-                    for k, n in cursor.fetchall():
-                        counts[str(k)] = counts.get(str(k), 0) + int(n)
+                    for vid, aliases in cursor.fetchall():
+                        for key in _row_search_ids(vid, aliases):
+                            counts[key] = counts.get(key, 0) + 1
                 return FindingCounts(mark, counts)
             finally:
                 cursor.close()
@@ -1506,10 +1507,13 @@ _COUNTS_SQL = (
 
 @functools.cache
 def _counts_in_sql(count: int, postgres: bool) -> str:
+    # The ids and aliases of those images' current findings, by findings' primary key (job_id, seq):
+    # finding_ids has no index by job, and one would slow every ingest for this look alone. The keys
+    # are derived as finding_ids' are (_row_search_ids), so the counts are in the same terms.
     return (
-        "SELECT i.vuln_id, count(*) FROM current_scans AS c"  # noqa: S608 - placeholders only
-        " CROSS JOIN finding_ids AS i WHERE i.job_id = c.job_id"
-        f" AND {_in_digests('c.digest', count, postgres)} GROUP BY i.vuln_id"
+        "SELECT f.vulnerability_id, f.aliases FROM current_scans AS c"  # noqa: S608 - placeholders only
+        " CROSS JOIN findings AS f WHERE f.job_id = c.job_id"
+        f" AND {_in_digests('c.digest', count, postgres)}"
     )
 
 
@@ -1765,6 +1769,16 @@ def _stamp_result(row: ScanJobRow, result: ScanResult, count: int) -> None:
 
 def _search_key(vulnerability_id: str) -> str:
     return vulnerability_id.strip().upper()
+
+
+def _row_search_ids(vulnerability_id: str, aliases: str) -> list[str]:
+    # _search_ids for a stored finding's id and aliases (JSON text): its keys in finding_ids.
+    if aliases == "[]":
+        key = _search_key(vulnerability_id)
+        return [key] if key else []
+    keys = {_search_key(v) for v in (vulnerability_id, *json.loads(aliases))}
+    keys.discard("")
+    return sorted(keys)
 
 
 def _search_ids(f: Finding) -> list[str]:
