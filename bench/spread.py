@@ -22,7 +22,12 @@ a 2.3 MB answer):
    stores nothing and finds nothing stored: what every first question of such an id cost before the
    watch, until the next count named it common).
 
-Each question reads the answer to its last page. The copy is dropped at the end.
+Each question reads the answer to its last page. Then, over gRPC (`grpc`): a `gate serve` on the copy
+as the wave left it (no warm pass, no watch) answers `--firsts` first FindAffectedImagesPages calls for
+the id — the id as written, then other spellings, each a first call since kept answers are keyed by the
+request as sent — from the stored answer; and a second server that stores nothing
+(GATE_AFFECTED_STORE_MIN_ROWS=0, GATE_AFFECTED_CACHE_ROWS=0) answers as many, each a whole read. The
+copy is dropped at the end.
 """
 
 from __future__ import annotations
@@ -32,16 +37,21 @@ import json
 import random
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import grpc
 from sqlalchemy import text
 
+from bench.affected import _spellings, _timed
 from bench.scale import DEFAULT_PG_URL, _copy_store, _drop_copy, _is_filled, _ms, sqlite_cache_url
 from gate.clock import ManualClock
+from gate.config import Settings
 from gate.policy import default_policy
 from gate.scanning.jobs import JobRunner
 from gate.server import affected_answers
@@ -49,7 +59,10 @@ from gate.server.affected_answers import AffectedAnswers
 from gate.service import GateService
 from gate.store.db import create_engine_for
 from gate.store.repository import SqlRepository
+from gate.v1 import gate_pb2 as pb
+from gate.v1 import gate_pb2_grpc as pb_grpc
 from scanners.interface import ScanResult
+from tests.support.gateserver import start_gate_process
 
 NEW_ID = "CVE-2099-0001"
 STORE_MIN_ROWS = 250
@@ -152,6 +165,39 @@ def spread(url: str, images: int, watch_every: int, firsts: int) -> dict[str, An
         repo.close()
 
 
+def over_grpc(url: str, log_dir: Path, firsts: int) -> dict[str, Any]:
+    """First calls for the new id over gRPC: from the stored answer, and whole (a server storing none)."""
+    settings = Settings(
+        data_dir=log_dir / "serve", database_url=url, rescan_tick=0.0, affected_warm_every=0.0
+    )
+    out: dict[str, Any] = {}
+    rows: set[int] = set()
+    for name, config in (
+        ("from_stored", settings),
+        (
+            "whole",
+            replace(settings, data_dir=log_dir / "whole", affected_store_min_rows=0, affected_cache_rows=0),
+        ),
+    ):
+        server = start_gate_process(config, log_dir / f"{name}.log")
+        try:
+            with grpc.insecure_channel(server.address) as channel:
+                client = pb_grpc.GateStub(channel)  # type: ignore[no-untyped-call]
+                lat = []
+                for spelled in [NEW_ID, *_spellings(NEW_ID, firsts - 1)]:
+                    request = pb.FindAffectedImagesRequest(vulnerability_id=spelled)
+                    _, took, got = _timed(client.FindAffectedImagesPages(request, timeout=120))
+                    lat.append(took)
+                    rows.add(got)
+        finally:
+            server.terminate()
+        out[name] = {"calls": len(lat), "p50_ms": _ms(lat, 0.5), "max_ms": _ms(lat, 1.0)}
+    if len(rows) != 1:
+        raise AssertionError(f"the two servers answered with different row counts: {sorted(rows)}")
+    out["rows"] = rows.pop()
+    return out
+
+
 def bench_spread(
     backends: tuple[str, ...], images: int, watch_every: int, firsts: int, pg_url: str
 ) -> dict[str, Any]:
@@ -168,6 +214,8 @@ def bench_spread(
         copy = _copy_store(source, f"gate_bench_spread_{backend}")
         try:
             out[backend] = spread(copy, images, watch_every, firsts)
+            with tempfile.TemporaryDirectory(prefix="gate-spread-") as logs:
+                out[backend]["grpc"] = over_grpc(copy, Path(logs), firsts)
         finally:
             _drop_copy(copy)
     return out
@@ -184,7 +232,9 @@ def summary(results: dict[str, Any]) -> list[str]:
                 f" {r['with_watch_ms']['p50']} ms from the watch's stored answer vs {r['whole_ms']['p50']} ms"
                 f" whole ({r['ratio_p50']}x); stored at {r['stored_at_images']} images;"
                 f" watch p50 {r['watch_ms']['p50']} ms, max {r['watch_ms']['max']} ms;"
-                f" during the wave {[d['ms'] for d in r['during_ms']]} ms"
+                f" during the wave {[d['ms'] for d in r['during_ms']]} ms;"
+                f" over gRPC p50 {r['grpc']['from_stored']['p50_ms']} ms from stored vs"
+                f" {r['grpc']['whole']['p50_ms']} ms whole"
             )
     return lines
 
