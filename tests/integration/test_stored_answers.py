@@ -27,10 +27,12 @@ from gate.store.repository import SqlRepository
 from tests.integration.test_affected_answers import RESULT, _info, fresh, kept, rescan
 from tests.integration.test_affected_images import (
     AMD,
+    IMAGES,
     INDEX_1,
     OS_LAYERS,
     T0,
     diff_ids,
+    digest,
     finding,
     findings_of,
     index_ref,
@@ -348,3 +350,23 @@ def test_tick_warms_first_then_watches_until_the_next_pass_is_due(
     assert watching.tick(warm_every=3600) == 1 and watching.exact_counts == 1  # a watch
     rescan(repo, 0, findings_of(0, "trivy"), 3)
     assert watching.tick(warm_every=0) == 0 and watching.exact_counts == 1  # a pass: nothing drifted enough
+
+
+def test_counts_over_changed_images_are_keyed_like_the_count_of_every_id(repo: SqlRepository) -> None:
+    # The watch adds counts over changed images (findings' ids and aliases, keyed in Python) to counts
+    # over every image (finding_ids, keyed at ingest): the two must name and count alike.
+    odd = finding(" cve-5 ", "odd", Severity.LOW, diff_ids(0)[0], aliases=("ghsa-zz", "CVE-5", " "))
+    rescan(repo, 0, [*findings_of(0, "trivy"), odd], 2)
+    before = repo.finding_counts(None, 0)
+    assert before.counts is not None and before.counts["CVE-5"] == before.counts["GHSA-ZZ"] == 1
+    unchanged = repo.finding_counts(before.mark, 100)
+    assert unchanged.counts == {} and unchanged.mark == before.mark
+    # Every image rescanned with what it had: the changed images' counts are every id's counts.
+    for i in range(IMAGES):
+        rescan(repo, i, [f for f in repo.current_findings(digest(i)) if f.scanner == "trivy"], 3)
+    rescanned = repo.finding_counts(before.mark, 100)
+    assert rescanned.counts == before.counts and rescanned.mark != before.mark
+    assert repo.finding_counts(before.mark, IMAGES - 1).counts is None  # more images than the limit
+    assert repo.current_finding_count("cve-1", 1000) == before.counts["CVE-1"]
+    assert repo.current_finding_count("CVE-1", 3) == 3
+    assert repo.current_finding_count("CVE-404", 3) == 0
