@@ -57,6 +57,8 @@ __all__ = [
     "MAX_ROWS",
     "MAX_WATCHED",
     "MIN_DRIFT",
+    "MIN_PATCHED",
+    "PATCH_PER_ROW",
     "POPULAR_EVERY",
     "STORE_MIN_ROWS",
     "AffectedAnswers",
@@ -72,8 +74,16 @@ log = logging.getLogger(__name__)
 MAX_ROWS = 50_000
 """Rows kept over all ready answers, per process (~15-20 MB of encoded rows); GATE_AFFECTED_CACHE_ROWS."""
 
-MAX_CHANGED = 1_000
-"""Above this many changed images since a kept answer, reading it whole is as cheap as patching it."""
+MAX_CHANGED = 25_000
+"""The most changed images a patch re-reads; past an answer's own limit (`_patch_limit`) it is read whole."""
+
+PATCH_PER_ROW = 3
+"""Changed images a patch may re-read per row of the answer (at least MIN_PATCHED): re-reading one costs
+~4-14 us, reading one row whole ~36-50 us (bench/RESULTS.md, tenth session), so up to this many a patch
+stays cheaper than a whole read."""
+
+MIN_PATCHED = 1_000
+"""Changed images any answer may be patched for, however small (a whole read has a fixed cost too)."""
 
 STORE_MIN_ROWS = 250
 """Answers of at least this many rows are stored for every process (GATE_AFFECTED_STORE_MIN_ROWS; 0 =
@@ -403,7 +413,8 @@ class AffectedAnswers:
         if stored:
             ready = self._stored_answer(vulnerability_id, stage)
         since = ready.mark if ready is not None else None
-        head, rows = self._service.affected_since(vulnerability_id, stage, since, self._max_changed)
+        limit = self._patch_limit(len(ready.rows)) if ready is not None else self._max_changed
+        head, rows = self._service.affected_since(vulnerability_id, stage, since, limit)
         if head.digests is None or ready is None:
             self.full_reads += 1
             metrics.observe_affected_answer("whole")
@@ -552,6 +563,10 @@ class AffectedAnswers:
         self._common = common_ids(counts, self._store_min)
         self._common_set = set(self._common)
 
+    def _patch_limit(self, rows: int) -> int:
+        # The most changed images worth patching an answer of `rows` rows for (then a whole read).
+        return min(self._max_changed, max(MIN_PATCHED, PATCH_PER_ROW * rows))
+
     def _store_paced(self, vid: str, pace: bool, stop: threading.Event | None) -> int:
         # Store one id's answer if missing or drifted (1 if it was stored); with `pace`, then wait as
         # long as that took.
@@ -624,7 +639,8 @@ class AffectedAnswers:
                     return False
         ready = self._stored_answer(vid, "")
         since = ready.mark if ready is not None else None
-        head, rows = self._service.affected_since(vid, "", since, self._max_changed)
+        limit = self._patch_limit(len(ready.rows)) if ready is not None else self._max_changed
+        head, rows = self._service.affected_since(vid, "", since, limit)
         try:
             if ready is not None and head.digests is not None:
                 answer = ready.patched(head.mark, head.digests, group_rows(*_encoded(rows)))
@@ -693,15 +709,18 @@ MAX_WATCHED = 5_000
 MIN_DRIFT = 20
 """The fewest changed images after which a stored answer is stored again (see _drift_limit)."""
 
+MAX_DRIFT = 50
+"""The most changed images after which a stored answer is stored again (see _drift_limit)."""
+
 
 def _drift_limit(size: int, max_changed: int) -> int:
     # Changed images after which the stored version of an answer of `size` images (or rows) is
-    # replaced: a twentieth of them, at least MIN_DRIFT, at most a twentieth of the count that makes a
-    # reader give up patching (50 by default). A process starting from the stored answer re-reads
+    # replaced: a twentieth of them, at least MIN_DRIFT, at most MAX_DRIFT (and a twentieth of
+    # `max_changed`, when that is smaller). A process starting from the stored answer re-reads
     # that many images' rows (~50 us each) and patches them in, so its first call stays within a few
     # milliseconds of one from a fresh store. Storing again is cheap where the answer is at hand (it
     # is encoded, ~5 ms for 8,000 rows, and written); the warm pass patches the stored one first.
-    return max(MIN_DRIFT, min(size // 20, max_changed // 20))
+    return max(MIN_DRIFT, min(size // 20, MAX_DRIFT, max_changed // 20))
 
 
 def _weight(answer: ReadyAnswer) -> int:

@@ -779,8 +779,12 @@ class SqlRepository(SessionScope):
                 cursor.execute(_AFFECTED_SQL[postgres], (key,))
             elif changed:
                 digests = sorted(changed)
-                bound = (key, digests) if postgres else (key, *digests)
-                cursor.execute(_affected_in_sql(len(digests), postgres), bound)
+                if postgres:
+                    cursor.execute(_affected_in_sql(1, True), (key, digests))  # one array: any count
+                elif len(digests) <= _IN_PLACEHOLDERS:
+                    cursor.execute(_affected_in_sql(len(digests), False), (key, *digests))
+                else:
+                    cursor.execute(_affected_in_sql(1, False, True), (key, json.dumps(digests)))
             return AffectedChanges(mark, changed), cursor
 
         with database_errors(), self._direct_reads.lend(first) as (conn, (head, matches)):
@@ -1462,19 +1466,30 @@ def _affected_sql(postgres: bool) -> str:
 
 
 @functools.cache
-def _affected_in_sql(count: int, postgres: bool) -> str:
+def _affected_in_sql(count: int, postgres: bool, json_list: bool = False) -> str:
     # The first step for `count` named digests only: the rows of the images changed since a cached
     # answer. Driven from current_scans by digest, so its cost follows the changed images, not the
     # vulnerability's popularity (SQLite keeps a CROSS JOIN's order; PostgreSQL's planner picks that
-    # order from the short digest list). Same columns and order as _affected_sql.
+    # order from the short digest list). Same columns and order as _affected_sql. `json_list`
+    # (SQLite): the digests bound as one JSON array instead of `count` placeholders.
+    digests = (
+        "c.digest IN (SELECT value FROM json_each(?))"
+        if json_list
+        else _in_digests("c.digest", count, postgres)
+    )
     return (
         f"SELECT {_AFFECTED_COLUMNS} FROM current_scans AS c"  # noqa: S608 - column names and placeholders
         " CROSS JOIN finding_ids AS i CROSS JOIN findings AS f"
         " WHERE i.job_id = c.job_id AND f.job_id = i.job_id AND f.seq = i.seq"
-        f" AND i.vuln_id = {'%s' if postgres else '?'} AND {_in_digests('c.digest', count, postgres)}"
+        f" AND i.vuln_id = {'%s' if postgres else '?'} AND {digests}"
         f" ORDER BY {_AFFECTED_ORDER[postgres]}"
     )
 
+
+# SQLite: up to this many changed digests go in as placeholders (one statement text per count, cached);
+# more — a patch may re-read thousands of images — as one JSON array, so neither the statement cache nor
+# SQLite's bound-parameter limit grows with the count.
+_IN_PLACEHOLDERS = 500
 
 _AFFECTED_COLUMNS = ", ".join(f"f.{name}" for name in ("digest", *_FINDING_NAMES))
 # Most severe first, then by digest: gate/server/affected_answers.py patches kept answers by

@@ -22,14 +22,16 @@ import pytest
 from gate import metrics
 from gate.domain import BaseImage, ImageInfo, Severity
 from gate.provenance import chain_id
-from gate.server import convert
+from gate.server import affected_answers, convert
 from gate.server.affected_answers import AffectedAnswers
 from gate.service import GateService
+from gate.store import repository as repository_module
 from gate.store.repository import SqlRepository
 from gate.v1 import gate_pb2 as pb
 from scanners.interface import ScanResult
 from tests.integration.test_affected_images import (
     AMD,
+    IMAGES,
     INDEX_1,
     OS_LAYERS,
     T0,
@@ -157,6 +159,41 @@ def test_too_many_changed_images_read_the_answer_whole(repo: SqlRepository, gate
         repo.upsert_image(_info(i), replace(ref(i), tag="again"), T0)
     assert kept(answers, "CVE-1", "") == fresh(gate, "CVE-1", "")
     assert (answers.full_reads, answers.patches) == (2, 0)
+
+
+def test_how_many_changed_images_a_patch_takes_follows_the_answer_size(
+    repo: SqlRepository, gate: GateService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One changed image per row of the answer (and no floor): a patch re-reads up to that many.
+    monkeypatch.setattr(affected_answers, "MIN_PATCHED", 1)
+    monkeypatch.setattr(affected_answers, "PATCH_PER_ROW", 1)
+    answers = AffectedAnswers(gate)
+    every, in_p = len(fresh(gate, "CVE-1", "")), len(fresh(gate, "CVE-1", "p"))
+    assert every >= IMAGES > in_p > 0
+    kept(answers, "CVE-1", "")
+    kept(answers, "CVE-1", "p")
+    for i in range(IMAGES):  # every image changed: under the large answer's limit, over the small one's
+        repo.upsert_image(_info(i), replace(ref(i), tag="again"), T0)
+    before = (answers.patches, answers.full_reads)
+    assert kept(answers, "CVE-1", "") == fresh(gate, "CVE-1", "")
+    assert (answers.patches, answers.full_reads) == (before[0] + 1, before[1])
+    assert kept(answers, "CVE-1", "p") == fresh(gate, "CVE-1", "p")
+    assert (answers.patches, answers.full_reads) == (before[0] + 1, before[1] + 1)
+
+
+def test_a_patch_of_many_images_binds_them_as_one_list_on_sqlite(
+    repo: SqlRepository, gate: GateService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Past _IN_PLACEHOLDERS changed digests, SQLite gets them as one JSON array: same rows, same order.
+    monkeypatch.setattr(repository_module, "_IN_PLACEHOLDERS", 2)
+    answers = AffectedAnswers(gate)
+    check(answers, gate, patched=False, first=True)
+    for i in (0, 1, 2, 3, 5, 8):
+        rescan(repo, i, [replace(f, severity=Severity.CRITICAL) for f in findings_of(i, "trivy")], 4)
+    check(answers, gate)
+    rescan(repo, 4, [], 4)  # one image loses every finding: its rows go
+    repo.upsert_image(_info(6), replace(ref(6), tag="again"), T0)
+    check(answers, gate)
 
 
 def test_an_answer_cut_off_mid_stream_is_not_kept(repo: SqlRepository, gate: GateService) -> None:
