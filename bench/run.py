@@ -294,6 +294,10 @@ def main() -> int:
         from bench.spread import bench_spread
 
         results["spread"] = bench_spread(backends, 3000, 150, 7, DEFAULT_PG_URL)
+        # What a patch of N changed images costs against a whole read (sets the patch limit).
+        from bench.patching import CHANGED, bench_patching
+
+        results["patching"] = bench_patching(backends, 0, CHANGED, 5, DEFAULT_PG_URL)
     print(json.dumps(results, indent=2))
     (ROOT / "bench" / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0
