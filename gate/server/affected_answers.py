@@ -507,8 +507,10 @@ class AffectedAnswers:
                 for v, at in self._rising.items()
                 if v in counted.counts and bound[v] - at >= _drift_limit(at, self._max_changed)
             ]
-            rising = [v for v in counted.counts if v not in self._common_set and bound[v] >= self._store_min]
-            for vid in sorted(rising, key=lambda v: (-bound[v], v)):
+            crossing = [
+                v for v in counted.counts if v not in self._common_set and bound[v] >= self._store_min
+            ]
+            for vid in sorted(crossing, key=lambda v: (-bound[v], v)):
                 self.exact_counts += 1
                 exact = self._service.current_finding_count(vid, self._store_min)
                 bound[vid] = exact
