@@ -28,7 +28,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from bench.scale import DEFAULT_PG_URL, _copy_store, _drop_copy, _is_filled, cve_id, sqlite_cache_url
+from bench.scale import DEFAULT_PG_URL, cve_id, fixture_copy
 from bench.spread import T0, _service
 from gate.server.affected_answers import AffectedAnswers
 from gate.service import GateService
@@ -104,14 +104,8 @@ def bench_patching(
     """Per backend, on a copy of the filled fixture (100k x 20)."""
     out: dict[str, Any] = {}
     for backend in backends:
-        source = sqlite_cache_url(100_000, 20) if backend == "sqlite" else pg_url
-        if not _is_filled(source, 100_000, 20):
-            raise SystemExit(f"no filled fixture at {source}: run `python -m bench.scale --fill-only` first")
-        copy = _copy_store(source, f"gate_bench_patching_{backend}")
-        try:
+        with fixture_copy(backend, "gate_bench_patching", pg_url) as copy:
             out[backend] = patching(copy, rank, changed, calls)
-        finally:
-            _drop_copy(copy)
     return out
 
 

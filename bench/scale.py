@@ -26,6 +26,7 @@ Numbers go to bench/RESULTS.md ("Scale: 100k images / 2M findings").
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -35,7 +36,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -378,6 +379,22 @@ def _copy_store(url: str, name: str) -> str:
             )
         )
     return parsed.set(database=name).render_as_string(hide_password=False)
+
+
+@contextlib.contextmanager
+def fixture_copy(backend: str, name: str, pg_url: str = DEFAULT_PG_URL) -> Iterator[str]:
+    """A copy of the filled 100k x 20 fixture of `backend` to write into, named `name`; dropped after.
+
+    Exits (SystemExit) when the fixture is missing or incomplete: build it with `--fill-only` first.
+    """
+    source = sqlite_cache_url(100_000, 20) if backend == "sqlite" else pg_url
+    if not _is_filled(source, 100_000, 20):
+        raise SystemExit(f"no filled fixture at {source}: run `python -m bench.scale --fill-only` first")
+    copy = _copy_store(source, f"{name}_{backend}")
+    try:
+        yield copy
+    finally:
+        _drop_copy(copy)
 
 
 def _drop_copy(url: str) -> None:

@@ -49,7 +49,7 @@ import grpc
 from sqlalchemy import text
 
 from bench.affected import _spellings, _timed
-from bench.scale import DEFAULT_PG_URL, _copy_store, _drop_copy, _is_filled, _ms, sqlite_cache_url
+from bench.scale import DEFAULT_PG_URL, _ms, fixture_copy
 from gate.clock import ManualClock
 from gate.config import Settings
 from gate.policy import default_policy
@@ -208,16 +208,10 @@ def bench_spread(
         "max_watched": affected_answers.MAX_WATCHED,
     }
     for backend in backends:
-        source = sqlite_cache_url(100_000, 20) if backend == "sqlite" else pg_url
-        if not _is_filled(source, 100_000, 20):
-            raise SystemExit(f"no filled fixture at {source}: run `python -m bench.scale --fill-only` first")
-        copy = _copy_store(source, f"gate_bench_spread_{backend}")
-        try:
+        with fixture_copy(backend, "gate_bench_spread", pg_url) as copy:
             out[backend] = spread(copy, images, watch_every, firsts)
             with tempfile.TemporaryDirectory(prefix="gate-spread-") as logs:
                 out[backend]["grpc"] = over_grpc(copy, Path(logs), firsts)
-        finally:
-            _drop_copy(copy)
     return out
 
 

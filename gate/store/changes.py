@@ -221,47 +221,38 @@ def _valid_pg_mark(mark: str) -> bool:
 def _built_on(conn: Any, postgres: bool, chains: list[str], most: int) -> set[str]:
     # The images one of whose layer prefixes has one of those ChainIDs (at most `most` of them): the
     # images built on the bases of those chains (ix_image_chains_chain_depth leads with chain_id).
-    cursor = conn.cursor()
-    try:
-        if postgres:
-            cursor.execute(
-                "SELECT DISTINCT digest FROM image_chains WHERE chain_id = ANY(%s) LIMIT %s", (chains, most)
-            )
-            return {str(r[0]) for r in cursor.fetchall()}
-        out: set[str] = set()
-        for chunk in _chunks(chains, _CHUNK):
-            cursor.execute(
-                "SELECT DISTINCT digest FROM image_chains"  # noqa: S608 - placeholders only
-                f" WHERE chain_id IN ({', '.join('?' * len(chunk))}) LIMIT ?",
-                (*chunk, most),
-            )
-            out.update(str(r[0]) for r in cursor.fetchall())
-            if len(out) >= most:
-                break
-        return out
-    finally:
-        cursor.close()
+    return _distinct_in(conn, postgres, "SELECT DISTINCT digest FROM image_chains", "chain_id", chains, most)
 
 
 def _children(conn: Any, postgres: bool, digests: list[str]) -> set[str]:
     # The platform images of those digests that are indexes, as this snapshot lists them.
-    if not digests:
+    select = "SELECT DISTINCT child_digest FROM image_platforms"
+    return _distinct_in(conn, postgres, select, "index_digest", digests, None)
+
+
+def _distinct_in(
+    conn: Any, postgres: bool, select: str, column: str, values: list[str], most: int | None
+) -> set[str]:
+    # `select` (one text column, DISTINCT) over the rows whose `column` is one of `values`, at most
+    # `most` of them (None: all): one array on PostgreSQL, chunks of placeholders on SQLite. `select`
+    # and `column` are this module's constants; the values are always bound, never spliced in.
+    if not values:
         return set()
+    limit = "" if most is None else f" LIMIT {'%s' if postgres else '?'}"
+    bound_limit: tuple[int, ...] = () if most is None else (most,)
     cursor = conn.cursor()
     try:
         if postgres:
-            cursor.execute(
-                "SELECT DISTINCT child_digest FROM image_platforms WHERE index_digest = ANY(%s)", (digests,)
-            )
+            cursor.execute(f"{select} WHERE {column} = ANY(%s){limit}", (values, *bound_limit))
             return {str(r[0]) for r in cursor.fetchall()}
         out: set[str] = set()
-        for chunk in _chunks(digests, _CHUNK):
+        for chunk in _chunks(values, _CHUNK):
             cursor.execute(
-                "SELECT DISTINCT child_digest FROM image_platforms"  # noqa: S608 - placeholders only
-                f" WHERE index_digest IN ({', '.join('?' * len(chunk))})",
-                chunk,
+                f"{select} WHERE {column} IN ({', '.join('?' * len(chunk))}){limit}", (*chunk, *bound_limit)
             )
             out.update(str(r[0]) for r in cursor.fetchall())
+            if most is not None and len(out) >= most:
+                break
         return out
     finally:
         cursor.close()

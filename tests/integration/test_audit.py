@@ -25,12 +25,17 @@ T0 = datetime(2025, 3, 1, 12, 0, 0, 654321, tzinfo=UTC)
 DIGEST = "sha256:" + "c" * 64
 
 
-@pytest.fixture
-def engine(db_url: str) -> Iterator[Engine]:
-    engine = create_engine_for(db_url)
+def migrated(url: str) -> Iterator[Engine]:
+    """An engine on `url` with the schema migrated, disposed of after."""
+    engine = create_engine_for(url)
     migrate(engine)
     yield engine
     engine.dispose()
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    yield from migrated(db_url)
 
 
 def event(i: int, kind: str = "decision", subject: str = DIGEST) -> AuditEvent:
@@ -319,10 +324,7 @@ def test_a_group_larger_than_one_insert_statement_is_written_whole_and_in_order(
 @pytest.fixture
 def pg_engine(postgres_url: str) -> Iterator[Engine]:
     # The one-round-trip append is PostgreSQL's (SQLite's append has no round trips to save).
-    engine = create_engine_for(postgres_url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
+    yield from migrated(postgres_url)
 
 
 @pytest.mark.postgres
