@@ -11,6 +11,12 @@ A group the database cannot take (Unavailable: down, locked past the busy timeou
 in it with that error at once. Any other failure is retried one entry at a time, so a bad entry fails
 only its own caller.
 
+An entry may carry a *guard*: the input generations (gate/verdicts.py) its decision was judged under.
+The store checks them inside the transaction that records the entry and refuses the group with
+StaleInputs if any moved; retried alone, only the stale entry's caller gets StaleInputs, and judges
+again. CheckPromotion uses it to confirm a kept verdict in the commit it needs anyway, instead of a
+read of the counters before it (a database round trip per check on PostgreSQL).
+
 No I/O here beyond the JournalStore it is given (gate/store/journal.py implements it).
 """
 
@@ -26,8 +32,9 @@ from typing import Protocol
 from gate.audit import AuditRecord, seal
 from gate.domain import AuditEvent, Decision
 from gate.errors import InvalidArgument, Unavailable
+from gate.verdicts import Stamp
 
-__all__ = ["Journal", "JournalEntry", "JournalStore"]
+__all__ = ["BufferedJournal", "Journal", "JournalEntry", "JournalStore", "StaleInputs"]
 
 MAX_GROUP = 256
 """The most entries one commit carries: bounds the transaction (and a failed group's retries)."""
@@ -36,12 +43,24 @@ LINGER = 0.002
 """How long a buffered journal's writer lets a group gather before committing it (seconds)."""
 
 
+class StaleInputs(Exception):
+    """A guarded entry's input generations moved before its commit: nothing of it was written.
+
+    Not an error anyone sees: the caller judges again from the current inputs and records that.
+    """
+
+
 @dataclass(frozen=True)
 class JournalEntry:
-    """What one caller records: a decision to store (or None) and the audit events that go with it."""
+    """What one caller records: a decision to store (or None), its audit events, and its guard.
+
+    `guard` is the (key, counter) input generations the decision was judged under, sorted; empty for
+    none. The entry is written only if every one still holds in the transaction that writes it.
+    """
 
     decision: Decision | None
     events: tuple[AuditEvent, ...]
+    guard: Stamp = ()
 
     def builders(self) -> list[Callable[[int, str], AuditRecord]]:
         """One record builder per event: given (seq, prev_hash), the sealed record."""
@@ -56,17 +75,21 @@ class JournalStore(Protocol):
     """Appends entries in one transaction: all stored or none."""
 
     def append(self, entries: Sequence[JournalEntry]) -> None:
-        """Store every entry's decision and chain every entry's audit events, in order, in one commit."""
+        """Store every entry's decision and chain every entry's audit events, in order, in one commit.
+
+        Raises StaleInputs, having written nothing, when any entry's guard does not hold in that
+        transaction (a counter of one of its keys is not the value the guard names; absent reads 0).
+        """
         ...
 
 
-def _entry(decision: Decision | None, events: Sequence[AuditEvent]) -> JournalEntry:
+def _entry(decision: Decision | None, events: Sequence[AuditEvent], guard: Stamp = ()) -> JournalEntry:
     for event in events:
         if not event.kind or not event.actor:
             # A record that says nothing about what or who would be a hole in the log.
             name = "kind" if not event.kind else "actor"
             raise InvalidArgument("an audit event needs a kind and an actor", name)
-    return JournalEntry(decision, tuple(events))
+    return JournalEntry(decision, tuple(events), guard)
 
 
 def _held_lock() -> threading.Lock:
@@ -99,9 +122,16 @@ class Journal:
         self._writing = False
         self.commits = 0  # transactions attempted (observability and tests)
 
-    def record(self, decision: Decision | None, events: Sequence[AuditEvent]) -> None:
-        """Durably store `decision` (if any) with its audit `events`; return once committed."""
-        slot = _Slot(_entry(decision, events))
+    confirms = True
+    """Whether `record` honours a guard (a write-behind journal answers before it could)."""
+
+    def record(self, decision: Decision | None, events: Sequence[AuditEvent], guard: Stamp = ()) -> None:
+        """Durably store `decision` (if any) with its audit `events`; return once committed.
+
+        With a `guard`, raise StaleInputs, having stored nothing, if those input generations no longer
+        hold when the entry is committed.
+        """
+        slot = _Slot(_entry(decision, events, guard))
         with self._cond:
             self._queue.append(slot)
             wait = self._writing
@@ -211,8 +241,13 @@ class BufferedJournal(Journal):
         self._thread = threading.Thread(target=self._write_behind, name="gate-journal", daemon=True)
         self._thread.start()
 
-    def record(self, decision: Decision | None, events: Sequence[AuditEvent]) -> None:
+    confirms = False
+
+    def record(self, decision: Decision | None, events: Sequence[AuditEvent], guard: Stamp = ()) -> None:
         """Queue `decision` and its `events` for the writer; raise the store's error while it fails."""
+        if guard:
+            # The caller is answered before the commit, so a guard could only be checked too late.
+            raise ValueError("a write-behind journal cannot confirm a guard: check the inputs first")
         entry = _entry(decision, events)
         with self._cond:
             while True:

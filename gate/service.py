@@ -12,7 +12,7 @@ import itertools
 import logging
 import re
 import time
-from collections.abc import Callable, Collection, Generator, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Generator, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -37,7 +37,7 @@ from gate.domain import (
 from gate.errors import FailedPrecondition, InvalidArgument, NotFound
 from gate.gcpause import gc_paused
 from gate.images.refs import parse_ref
-from gate.journal import Journal
+from gate.journal import Journal, StaleInputs
 from gate.ledger import check_breakglass
 from gate.policy import (
     EvaluationInput,
@@ -116,6 +116,10 @@ class Judgement:
     # sha256 over the policy and the inputs (the audit record's inputs_digest). A verdict served from
     # the precomputed-verdict cache carries no inputs (they are not kept), only this digest.
     inputs_digest: str = ""
+    # A kept verdict not yet confirmed (judge(..., guarded=True)): the input generations it was judged
+    # under, which the journal's commit must find unchanged, and its key in the verdict cache.
+    guard: Stamp = ()
+    cache_key: Hashable | None = None
 
 
 @dataclass(frozen=True)
@@ -614,10 +618,34 @@ class GateService:
         The decision is stored and audited (kind "decision", by `actor`) before it is returned. With a
         `breakglass_reason`, an actor allowed to use breakglass gets an allowed, flagged decision.
         """
+        # With the durable journal a kept verdict is confirmed in the commit that records it (one
+        # round trip fewer on PostgreSQL than reading its input generations first); when an input
+        # changed meanwhile nothing was written, and the question is judged again from the inputs.
+        guarded = self._journal is not None and self._journal.confirms
         judged = self.judge(
-            image, from_stage, to_stage, actor=actor, breakglass_reason=breakglass_reason, cached=True
+            image,
+            from_stage,
+            to_stage,
+            actor=actor,
+            breakglass_reason=breakglass_reason,
+            cached=True,
+            guarded=guarded,
         )
-        self.report(judged, actor)
+        if not judged.guard:
+            self.report(judged, actor)
+            return judged.decision
+        try:
+            self.report(judged, actor)
+        except StaleInputs:
+            self._verdicts.refuted(judged.cache_key, judged.guard)
+            metrics.observe_verdict_lookup("promotion", False)
+            judged = self.judge(
+                image, from_stage, to_stage, actor=actor, breakglass_reason=breakglass_reason, cached=True
+            )
+            self.report(judged, actor)
+            return judged.decision
+        self._verdicts.confirmed(judged.cache_key)
+        metrics.observe_verdict_lookup("promotion", True)
         return judged.decision
 
     def judge(
@@ -629,13 +657,17 @@ class GateService:
         actor: str = "",
         breakglass_reason: str = "",
         cached: bool = False,
+        guarded: bool = False,
     ) -> Judgement:
         """The decision CheckPromotion and Promote give (breakglass applied), stored and audited nowhere.
 
         With `cached`, a precomputed verdict is used when it is still exact (gate/verdicts.py); its
         Judgement then has no inputs, only their digest — Promote, which records the inputs as
-        evidence, never asks for one. Raises InvalidArgument for a blank breakglass reason and
-        PermissionDenied for an actor not allowed to use breakglass, before anything is read.
+        evidence, never asks for one. With `guarded` as well, a kept verdict is returned without
+        reading its input generations: its Judgement's `guard` names them, and it stands only if a
+        journal commit confirms them (Journal.record(..., guard)). Raises InvalidArgument for a blank
+        breakglass reason and PermissionDenied for an actor not allowed to use breakglass, before
+        anything is read.
         """
         reason = ""
         if breakglass_reason:
@@ -646,7 +678,7 @@ class GateService:
         ref = parse_ref(image, "image")
         now = self._clock.now()
         if cached:
-            judged = self._judge_cached(ref, src, dst, now, image)
+            judged = self._judge_cached(ref, src, dst, now, image, guarded=guarded)
         else:
             digest, record = self._stored_image(ref)
             decision, inputs = self._decide(self._policy, digest, record, ref, src, dst, now)
@@ -657,12 +689,24 @@ class GateService:
             )
         return judged
 
-    def _judge_cached(self, ref: ImageRef, src: Stage, dst: Stage, now: datetime, image: str) -> Judgement:
-        """The verdict from the precomputed-verdict cache when still exact, else computed and kept."""
+    def _judge_cached(
+        self, ref: ImageRef, src: Stage, dst: Stage, now: datetime, image: str, *, guarded: bool = False
+    ) -> Judgement:
+        """The verdict from the precomputed-verdict cache when still exact, else computed and kept.
+
+        `guarded`: a kept verdict comes back unconfirmed, with its stamp as the Judgement's guard.
+        """
         digest = self._digest_of(ref)
         # Everything _decide reads from the request itself is in the key: the reference as written
         # (its tag and the stage its path names) and the policy.
         key = ("promotion", digest, src, dst, self._policy.digest, ref.original)
+        if guarded:
+            peeked = self._verdicts.peek(key, now)
+            if peeked is not None:
+                (decision, inputs_digest), stamp = peeked
+                return Judgement(
+                    dataclasses.replace(decision, evaluated_at=now), (), image, inputs_digest, stamp, key
+                )
         hit = self._verdicts.get(key, now)
         metrics.observe_verdict_lookup("promotion", hit is not None)
         if hit is not None:
@@ -719,7 +763,7 @@ class GateService:
                 )
             )
         if self._journal is not None:
-            self._journal.record(decision if save else None, events)
+            self._journal.record(decision if save else None, events, judged.guard)
         else:
             if save:
                 self._repo.save_decision(decision)

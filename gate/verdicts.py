@@ -11,8 +11,11 @@ computed verdict together with
 
 A lookup serves the stored verdict only while `now` is before the horizon and one indexed read shows
 every counter unchanged; that read also sees writes by other replicas on the same database, so there is
-no cross-process invalidation to get wrong. The policy's digest is part of the key. The cache is a
-bounded LRU, so memory stays flat however many digests are stored; a miss just computes the verdict.
+no cross-process invalidation to get wrong. A CheckPromotion with the durable decision journal does not
+read them first: it `peek`s, and the journal's commit confirms the counters in the transaction that
+records the decision (a stale one is refuted and judged again), which saves a database round trip a
+check. The policy's digest is part of the key. The cache is a bounded LRU, so memory stays flat
+however many digests are stored; a miss just computes the verdict.
 """
 
 from __future__ import annotations
@@ -88,6 +91,37 @@ class VerdictCache(Generic[T]):
                 self._entries.move_to_end(key)
         self.hits += 1
         return entry.value
+
+    def peek(self, key: Hashable, now: datetime) -> tuple[T, Stamp] | None:
+        """The verdict under `key` and its stamp, before its horizon, WITHOUT reading the counters.
+
+        Not yet an answer: the caller must confirm the stamp before the verdict counts (the durable
+        decision journal does it inside the commit that records it, gate/journal.py), then call
+        `confirmed` or `refuted`. Counted neither as a hit nor as a miss until then.
+        """
+        if not self._capacity:
+            return None
+        with self._lock:
+            entry = self._entries.get(key)
+        if entry is None or now >= entry.valid_until:
+            return None
+        return entry.value, entry.stamp
+
+    def confirmed(self, key: Hashable) -> None:
+        """A peeked verdict's stamp held when it was used: a hit, and the entry is the most recent."""
+        with self._lock:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+        self.hits += 1
+
+    def refuted(self, key: Hashable, stamp: Stamp) -> None:
+        """A peeked verdict's stamp no longer held: a miss, and the entry goes if it still has `stamp`."""
+        with self._lock:
+            entry = self._entries.get(key)
+            # Another thread may have stored a fresher verdict meanwhile: keep that one.
+            if entry is not None and entry.stamp == stamp:
+                del self._entries[key]
+        self.misses += 1
 
     def get_many(self, keys: Sequence[Hashable], now: datetime) -> dict[Hashable, T]:
         """`get` for many keys with ONE read of the counters they all depend on; misses are absent."""

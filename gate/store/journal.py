@@ -6,6 +6,11 @@ queue on it; SQLite's IMMEDIATE transaction serializes writers already), each re
 one before it, then records, head and decisions are written and committed together: on SQLite with one
 executemany each, on PostgreSQL as multi-row INSERTs sent with the commit in one libpq pipeline.
 
+Entries guarded by input generations (gate/journal.py) have them checked in the same transaction,
+before anything is written: on SQLite read under the IMMEDIATE lock, on PostgreSQL by a guard statement
+at the head of the pipeline that fails (square root of -1, its own SQLSTATE) unless every counter is
+still the guarded value. Either way the group is refused with StaleInputs and nothing is written.
+
 On PostgreSQL a busy journal does it in one round trip: records are sealed on the head its own last
 commit left, and the pipeline starts with a guard that locks the head row and fails (division by zero)
 unless the head is still exactly that. A guard that fails — another replica or process appended, or an
@@ -29,9 +34,10 @@ from sqlalchemy import Engine
 from gate.audit import AuditRecord
 from gate.domain import Decision
 from gate.errors import Unavailable
-from gate.journal import JournalEntry
+from gate.journal import JournalEntry, StaleInputs
 from gate.store.audit_store import HEAD_ID, record_values
 from gate.store.direct import DirectConnections, FirstStatement, pg_pipeline, sqlite_time
+from gate.store.generations import read_direct
 from gate.store.repository import decision_values
 
 __all__ = ["SqlJournalStore"]
@@ -88,18 +94,27 @@ class SqlJournalStore:
         """Store every decision and chain every audit event, in order, in one commit (all or none)."""
         decisions: list[Decision] = [e.decision for e in entries if e.decision is not None]
         builders = [b for e in entries for b in e.builders()]
+        guard = _guard_of(entries)
         dbapi = self._dbapi
         try:
             with self._turn:
-                self._direct.run(lambda conn: self._append(conn, builders, decisions))
+                self._direct.run(lambda conn: self._append(conn, builders, decisions, guard))
         except dbapi.IntegrityError as e:
             raise _mismatch() from e
+        except dbapi.Error as e:
+            if getattr(e, "sqlstate", None) == _PG_INPUTS_SQLSTATE:
+                raise StaleInputs("an input of a guarded decision changed before its commit") from e
+            raise
 
     def _append(
-        self, conn: Any, builders: Sequence[Callable[[int, str], AuditRecord]], decisions: Sequence[Decision]
+        self,
+        conn: Any,
+        builders: Sequence[Callable[[int, str], AuditRecord]],
+        decisions: Sequence[Decision],
+        guard: dict[str, int],
     ) -> None:
         if self._postgres:
-            self._append_pg(conn, builders, decisions)
+            self._append_pg(conn, builders, decisions, guard)
             return
         cursor = conn.cursor()
         try:
@@ -112,6 +127,9 @@ class SqlJournalStore:
             head = cursor.fetchone()
             if head is None:
                 raise _missing_head()
+            # Under the write lock no other write can move a counter before this commit.
+            if guard and read_direct(conn, list(guard), postgres=False) != guard:
+                raise StaleInputs("an input of a guarded decision changed before its commit")
             seq, prev = int(head[0]), str(head[1])
             records: list[AuditRecord] = []
             for build in builders:
@@ -133,18 +151,26 @@ class SqlJournalStore:
             cursor.close()
 
     def _append_pg(
-        self, conn: Any, builders: Sequence[Callable[[int, str], AuditRecord]], decisions: Sequence[Decision]
+        self,
+        conn: Any,
+        builders: Sequence[Callable[[int, str], AuditRecord]],
+        decisions: Sequence[Decision],
+        guard: dict[str, int],
     ) -> None:
         # Until this append commits, nothing is known about the head: a failure leaves no guess behind.
         guess, self._head = self._guess(), None
         if guess is not None:
             try:
-                self._write_pg(conn, guess, builders, decisions, guarded=True)
+                self._write_pg(conn, guess, builders, decisions, guard, guessed=True)
                 self.guessed += 1
                 self._slow_after = _SLOW_AFTER_STALE
                 return
             except self._dbapi.Error as e:
-                if getattr(e, "sqlstate", None) != _PG_STALE_SQLSTATE:
+                state = getattr(e, "sqlstate", None)
+                if state == _PG_INPUTS_SQLSTATE:
+                    # The head guard held, so the head is still the guess: the next append may use it.
+                    self._head = guess
+                if state != _PG_STALE_SQLSTATE:
                     raise
             # The guard failed before anything was written; its transaction is aborted.
             conn.rollback()
@@ -165,7 +191,7 @@ class SqlJournalStore:
             raise _missing_head()
         self._slow_left = max(0, self._slow_left - 1)
         read = (int(head.get_value(0, 0)), head.get_value(0, 1).decode())
-        self._write_pg(conn, read, builders, decisions, guarded=False)
+        self._write_pg(conn, read, builders, decisions, guard, guessed=False)
 
     def _guess(self) -> tuple[int, str] | None:
         # The head to seal on without reading it: only on a connection used within the last second. A
@@ -182,8 +208,9 @@ class SqlJournalStore:
         head: tuple[int, str],
         builders: Sequence[Callable[[int, str], AuditRecord]],
         decisions: Sequence[Decision],
+        guard: dict[str, int],
         *,
-        guarded: bool,
+        guessed: bool,
     ) -> None:
         seq, prev = head
         records: list[AuditRecord] = []
@@ -192,9 +219,14 @@ class SqlJournalStore:
             records.append(record)
             seq, prev = record.seq, record.hash
         statements: list[tuple[bytes, list[bytes | None] | None]] = []
-        if guarded:
+        if guessed:
             statements.append((b"BEGIN", None))
             statements.append((_PG_GUARD, [_HEAD_ID_TEXT, _pg_value(head[0]), head[1].encode()]))
+        if guard:
+            keys, values = list(guard), [str(v) for v in guard.values()]
+            statements.append(
+                (_PG_INPUTS_GUARD, [_pg_text_array(keys), _pg_text_array(values), _pg_value(len(keys))])
+            )
         if records:
             for chunk in _chunks([_pg_row(self._record_row(r), _RECORD_COLUMNS) for r in records]):
                 statements.append((_pg_insert("audit_records", _RECORD_COLUMNS, len(chunk)), _flat(chunk)))
@@ -288,6 +320,14 @@ _PG_GUARD = (
     b' (SELECT 1 FROM audit_head WHERE id = $1 AND "count" = $2 AND hash = $3 FOR UPDATE) AS head'
 )
 _PG_STALE_SQLSTATE = "22012"  # division_by_zero: only the guard divides
+# Entries' input generations (gate/journal.py): fails with invalid_argument_for_power_function unless
+# each ($1[i], $2[i]) is a counter's current (key, value), a key without a row reading 0. Only this
+# statement takes a square root, so its SQLSTATE names it as 22012 names the head guard.
+_PG_INPUTS_GUARD = (
+    b"SELECT sqrt((count(*) = $3::int)::int - 1) FROM unnest($1::text[], $2::bigint[]) AS g(k, v)"
+    b' LEFT JOIN input_generations AS i ON i."key" = g.k WHERE coalesce(i."value", 0) = g.v'
+)
+_PG_INPUTS_SQLSTATE = "2201F"
 _GUESS_FOR = 1.0
 """Seconds after its last commit that a journal still seals on the head that commit left."""
 _SLOW_AFTER_STALE = 16
@@ -328,6 +368,23 @@ def _pg_value(value: object) -> bytes | None:
 
 def _pg_row(values: dict[str, Any], columns: Sequence[str]) -> list[bytes | None]:
     return [_pg_value(values[c]) for c in columns]
+
+
+def _pg_text_array(values: Sequence[str]) -> bytes:
+    # PostgreSQL's text form of an array: every element double-quoted, its backslashes and quotes escaped.
+    quoted = ('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values)
+    return ("{" + ",".join(quoted) + "}").encode()
+
+
+def _guard_of(entries: Sequence[JournalEntry]) -> dict[str, int]:
+    # The union of the entries' guards. Two entries naming one key at different counters cannot both
+    # hold: the group is refused at once, and the journal retries its entries one by one.
+    guard: dict[str, int] = {}
+    for entry in entries:
+        for key, value in entry.guard:
+            if guard.setdefault(key, value) != value:
+                raise StaleInputs(f"two decisions in one commit were judged under different inputs of {key}")
+    return guard
 
 
 def _chunks(rows: list[list[bytes | None]]) -> list[list[list[bytes | None]]]:
