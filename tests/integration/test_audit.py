@@ -14,9 +14,10 @@ from sqlmodel import Session, col, select
 from gate.audit import GENESIS_HASH, AuditLog, digest_of
 from gate.domain import AuditEvent, Decision, Stage, VerdictState, Violation
 from gate.errors import Unavailable
-from gate.journal import Journal, JournalEntry
+from gate.journal import Journal, JournalEntry, StaleInputs
 from gate.store.audit_store import SqlAuditStore
 from gate.store.db import create_engine_for, migrate
+from gate.store.generations import bump
 from gate.store.journal import SqlJournalStore
 from gate.store.repository import SqlRepository
 from gate.store.tables import DecisionRow
@@ -321,6 +322,78 @@ def test_a_group_larger_than_one_insert_statement_is_written_whole_and_in_order(
     assert result.ok and result.checked == 1200, result.reason
 
 
+def _bump(engine: Engine, *keys: str) -> None:
+    with Session(engine) as session:
+        bump(session, keys)
+        session.commit()
+
+
+def _written(engine: Engine) -> tuple[int, int, int]:
+    with engine.connect() as conn:
+        return (
+            int(conn.execute(text('SELECT "count" FROM audit_head')).scalar() or 0),
+            int(conn.execute(text("SELECT count(*) FROM audit_records")).scalar() or 0),
+            int(conn.execute(text("SELECT count(*) FROM decisions")).scalar() or 0),
+        )
+
+
+def test_a_guarded_entry_is_written_only_while_its_input_generations_hold(engine: Engine) -> None:
+    # gate/journal.py: CheckPromotion's kept verdict is confirmed in the commit that records it. The
+    # guard names (key, counter) pairs; a key never bumped reads 0; keys are any text (quotes and
+    # backslashes too, which PostgreSQL's array text form must escape).
+    odd = 'sha256:we"ird\\key'
+    _bump(engine, DIGEST, odd)
+    _bump(engine, DIGEST)  # DIGEST at 2, odd at 1, "*" never bumped
+    store = SqlJournalStore(engine)
+    try:
+        store.append(
+            [JournalEntry(_decision(1, scanned=True), (event(1),), ((DIGEST, 2), ("*", 0), (odd, 1)))]
+        )
+        assert _written(engine) == (1, 1, 1)
+        for stale in ((DIGEST, 1), ("*", 1), (odd, 0), ("sha256:never", 3)):
+            with pytest.raises(StaleInputs):
+                store.append([JournalEntry(_decision(2, scanned=True), (event(2),), ((DIGEST, 2), stale))])
+            assert _written(engine) == (1, 1, 1)  # nothing of the refused entry: no record, no decision
+        # A group with one stale entry is refused whole (the journal then retries its entries alone).
+        group = [
+            JournalEntry(_decision(3, scanned=False), (event(3),), ((DIGEST, 2),)),
+            JournalEntry(None, (event(4),), ((odd, 5),)),
+        ]
+        with pytest.raises(StaleInputs):
+            store.append(group)
+        # Two entries judged under different counters of one key cannot both hold.
+        with pytest.raises(StaleInputs):
+            store.append(
+                [
+                    JournalEntry(None, (event(5),), ((DIGEST, 2),)),
+                    JournalEntry(None, (event(6),), ((DIGEST, 1),)),
+                ]
+            )
+        assert _written(engine) == (1, 1, 1)
+        _bump(engine, DIGEST)
+        store.append([JournalEntry(None, (event(7),), ((DIGEST, 3),)), JournalEntry(None, (event(8),))])
+        assert _written(engine) == (3, 3, 1)
+    finally:
+        store.close()
+    result = AuditLog(SqlAuditStore(engine)).verify()
+    assert result.ok and result.checked == 3, result.reason
+
+
+def test_a_guard_is_checked_against_a_write_committed_after_the_verdict_was_judged(engine: Engine) -> None:
+    # Through the Journal, as CheckPromotion uses it: another writer bumps the digest between the
+    # judgement and the record; only that caller is told, and it is told before anything is written.
+    journal = Journal(SqlJournalStore(engine))
+    try:
+        journal.record(None, [event(1)], ((DIGEST, 0),))
+        _bump(engine, DIGEST)
+        with pytest.raises(StaleInputs):
+            journal.record(_decision(2, scanned=True), [event(2)], ((DIGEST, 0),))
+        journal.record(_decision(3, scanned=True), [event(3)], ((DIGEST, 1),))
+    finally:
+        journal.close()
+    assert _written(engine) == (2, 2, 1)
+
+
 @pytest.fixture
 def pg_engine(postgres_url: str) -> Iterator[Engine]:
     # The one-round-trip append is PostgreSQL's (SQLite's append has no round trips to save).
@@ -427,3 +500,22 @@ def test_a_guessed_append_waiting_on_the_head_sees_what_the_lock_holder_committe
         head = conn.execute(text('SELECT "count", hash FROM audit_head')).one()
     assert [tuple(r) for r in rows][-1] == (8, "moved")
     assert len(rows) == 2 and head[0] == 8
+
+
+@pytest.mark.postgres
+def test_a_stale_input_guard_leaves_a_guessed_head_in_place(pg_engine: Engine) -> None:
+    # The input guard runs after the head guard in one pipeline: when it refuses, the head did not
+    # move, so the journal's next append still seals on its guess in one round trip.
+    store = SqlJournalStore(pg_engine)
+    try:
+        store.append([JournalEntry(None, (event(1),))])
+        store.append([JournalEntry(None, (event(2),))])
+        assert (store.guessed, store.stale) == (1, 0)
+        with pytest.raises(StaleInputs):
+            store.append([JournalEntry(None, (event(3),), ((DIGEST, 9),))])
+        store.append([JournalEntry(None, (event(4),))])
+        assert (store.guessed, store.stale) == (2, 0)
+    finally:
+        store.close()
+    result = AuditLog(SqlAuditStore(pg_engine)).verify()
+    assert result.ok and result.checked == 3, result.reason

@@ -8,16 +8,17 @@ unchanged verdict is served from the cache (counted), and every answer is still 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlmodel import Session, col, select
 
 from gate.audit import AuditLog
 from gate.clock import ManualClock
 from gate.domain import BaseImage, Finding, FindingClass, FixState, ImageInfo, Severity, VerdictState
-from gate.journal import Journal
+from gate.journal import BufferedJournal, Journal, JournalEntry, JournalStore
 from gate.policy import default_policy
 from gate.provenance import chain_id
 from gate.scanning.jobs import JobRunner
@@ -25,6 +26,7 @@ from gate.service import GateService
 from gate.store.audit_store import SqlAuditStore
 from gate.store.journal import SqlJournalStore
 from gate.store.repository import SqlRepository
+from gate.store.tables import DecisionRow
 from scanners.interface import ScanResult
 
 DIGEST = "sha256:" + "ab" * 32
@@ -43,10 +45,45 @@ class _Replica:
     audit: AuditLog
 
 
-def _replica(url: str, clock: ManualClock) -> _Replica:
+class _Before:
+    """A JournalStore that runs `hook` before each append: a write landing just before the commit."""
+
+    def __init__(self, store: JournalStore, hook: Callable[[], None]) -> None:
+        self.store, self.hook = store, hook
+
+    def append(self, entries: Sequence[JournalEntry]) -> None:
+        self.hook()
+        self.store.append(entries)
+
+
+class _CountedReads:
+    """Counts the repository's reads of input generations (what a kept verdict costs a check)."""
+
+    def __init__(self, read: Callable[[Sequence[str]], Mapping[str, int]]) -> None:
+        self.read, self.calls = read, 0
+
+    def __call__(self, keys: Sequence[str]) -> Mapping[str, int]:
+        self.calls += 1
+        return self.read(keys)
+
+
+def _replica(
+    url: str,
+    clock: ManualClock,
+    *,
+    before_append: Callable[[], None] | None = None,
+    buffered: bool = False,
+    reads: _CountedReads | None = None,
+) -> _Replica:
     repo = SqlRepository.open(url)
     engine = repo._engine
-    journal = Journal(SqlJournalStore(engine))
+    if reads is not None:
+        reads.read = repo.input_generations
+        repo.input_generations = reads  # type: ignore[method-assign]
+    store: JournalStore = SqlJournalStore(engine)
+    if before_append is not None:
+        store = _Before(store, before_append)
+    journal = BufferedJournal(store, linger_seconds=0) if buffered else Journal(store)
     audit = AuditLog(SqlAuditStore(engine), via=lambda e: journal.record(None, [e]))
     runner = JobRunner(repo, {}, clock, 1, {})
     service = GateService(
@@ -191,3 +228,65 @@ def test_runtime_verdicts_are_cached_and_invalidated_too(
     later, runtime = a.service.promoted_verdict(DIGEST)
     assert {v.vulnerability_id for v in later.violations if v.vulnerability_id} == {"CVE-2026-0004"}
     assert {i.violation.vulnerability_id for i in runtime.items} >= {"CVE-2026-0004"}
+
+
+def test_a_kept_verdict_costs_no_read_of_its_inputs_before_the_commit_that_confirms_it(
+    db_url: str, clock: ManualClock
+) -> None:
+    # With the durable journal the input generations are checked inside the journal's transaction:
+    # a repeated check reads none of them beforehand (a database round trip saved on PostgreSQL).
+    # The write-behind journal answers before its commit, so there it still reads them first.
+    for buffered, reads_per_hit in ((False, 0), (True, 1)):
+        reads = _CountedReads(lambda keys: {})
+        replica = _replica(db_url, clock, buffered=buffered, reads=reads)
+        try:
+            _import(replica.repo, clock.now(), "CVE-2026-0001")
+            clock.advance(timedelta(seconds=1))
+            assert _cves(replica) == {"CVE-2026-0001"}
+            before = reads.calls
+            for _ in range(3):
+                assert _cves(replica) == {"CVE-2026-0001"}
+            assert reads.calls - before == 3 * reads_per_hit, f"buffered={buffered}"
+            assert replica.service.verdict_cache_stats["promotion_hits"] == 3
+        finally:
+            replica.repo.close()
+        clock.advance(timedelta(seconds=1))
+
+
+def test_a_scan_stored_between_the_lookup_and_the_commit_is_judged_again_and_only_that_is_recorded(
+    db_url: str, clock: ManualClock
+) -> None:
+    # The race the guard closes: a kept verdict is found, then another replica stores a newer scan
+    # before the journal commits. The stale verdict must be neither returned nor recorded; the answer
+    # is judged again from the new scan, and exactly one decision and one audit record are written.
+    other = SqlRepository.open(db_url)
+    pending: list[Callable[[], None]] = []
+    a = _replica(db_url, clock, before_append=lambda: pending and pending.pop()())
+    try:
+        _import(a.repo, clock.now(), "CVE-2026-0001")
+        clock.advance(timedelta(seconds=1))
+        assert _cves(a) == {"CVE-2026-0001"}
+        assert _cves(a) == {"CVE-2026-0001"}  # kept, confirmed
+        hits, misses = (a.service.verdict_cache_stats[k] for k in ("promotion_hits", "promotion_misses"))
+        records = len(a.audit.list(subject=DIGEST, kind="decision"))
+        # Scanned half a second ago: a verdict judged at the very instant of its scan is not kept.
+        pending.append(lambda: _import(other, clock.now() - timedelta(seconds=0.5), "CVE-2026-0002"))
+        assert _cves(a) == {"CVE-2026-0002"}
+        assert pending == []  # the newer scan did land between the lookup and the commit
+        stats = a.service.verdict_cache_stats
+        assert (stats["promotion_hits"], stats["promotion_misses"]) == (
+            hits,
+            misses + 2,
+        )  # refuted, recomputed
+        decisions = a.audit.list(subject=DIGEST, kind="decision")
+        assert len(decisions) == records + 1
+        with Session(other._engine) as session:
+            rows = session.exec(select(DecisionRow).order_by(col(DecisionRow.id))).all()
+        assert len(rows) == len(decisions)
+        assert "CVE-2026-0002" in rows[-1].violations and "CVE-2026-0001" not in rows[-1].violations
+        assert _cves(a) == {"CVE-2026-0002"}  # and the new verdict is kept in its place
+        assert a.service.verdict_cache_stats["promotion_hits"] == hits + 1
+        assert a.audit.verify().ok
+    finally:
+        a.repo.close()
+        other.close()

@@ -12,7 +12,7 @@ import pytest
 from gate.audit import GENESIS_HASH, AuditHead, AuditRecord, verify_chain
 from gate.domain import AuditEvent
 from gate.errors import InvalidArgument, Unavailable
-from gate.journal import BufferedJournal, Journal, JournalEntry
+from gate.journal import BufferedJournal, Journal, JournalEntry, StaleInputs
 
 AT = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -26,9 +26,10 @@ def _event(subject: str, actor: str = "ci") -> AuditEvent:
 class _Store:
     """Chains records like the SQL store does; optionally slow, optionally refusing one subject."""
 
-    def __init__(self, delay: float = 0.0, refuse: str = "") -> None:
+    def __init__(self, delay: float = 0.0, refuse: str = "", counters: dict[str, int] | None = None) -> None:
         self.delay = delay
         self.refuse = refuse
+        self.counters = counters if counters is not None else {}  # input generations, for guards
         self.records: list[AuditRecord] = []
         self.groups: list[int] = []
         self.attempts = 0
@@ -40,6 +41,8 @@ class _Store:
             self.attempts += 1
             if any(e.subject == self.refuse for entry in entries for e in entry.events):
                 raise ValueError(f"refused {self.refuse}")
+            if any(self.counters.get(k, 0) != v for entry in entries for k, v in entry.guard):
+                raise StaleInputs("a guarded input moved")
             seq = len(self.records)
             prev = self.records[-1].hash if self.records else GENESIS_HASH
             staged = []
@@ -273,3 +276,45 @@ def test_an_unavailable_database_fails_the_whole_group_at_once() -> None:
     # No per-entry retries: each commit attempt answered its whole group (one attempt per caller would
     # mean every caller waited out the database once per entry ahead of it).
     assert store.attempts < len(subjects)
+
+
+def test_a_stale_guard_fails_only_its_own_caller_and_the_rest_of_its_group_commits() -> None:
+    # One commit carries many callers; one of them was judged under an input generation that has moved
+    # since. The group is refused whole, retried one by one: the others are committed, the stale one
+    # gets StaleInputs (and judges again), and nothing of it is in the chain.
+    store = _Store(delay=0.02, counters={"sha256:07": 2})
+    journal = Journal(store)
+    subjects = [f"sha256:{i:02d}" for i in range(12)]
+    outcome: dict[str, BaseException | None] = {}
+    start = threading.Barrier(len(subjects))
+
+    def one(subject: str) -> None:
+        start.wait()
+        guard = ((subject, 1),) if subject == "sha256:07" else ((subject, 0), ("*", 0))
+        try:
+            journal.record(None, [_event(subject)], guard)
+            outcome[subject] = None
+        except BaseException as e:
+            outcome[subject] = e
+
+    threads = [threading.Thread(target=one, args=(s,)) for s in subjects]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert isinstance(outcome.pop("sha256:07"), StaleInputs)
+    assert all(v is None for v in outcome.values())
+    assert sorted(r.subject for r in store.records) == sorted(outcome)
+    assert verify_chain(store.records, AuditHead(len(store.records), store.records[-1].hash), "").ok
+
+
+def test_a_write_behind_journal_refuses_a_guard_it_could_not_check_in_time() -> None:
+    # It answers before committing: a guard would be checked after the verdict was already given.
+    journal = BufferedJournal(_Store())
+    try:
+        assert not journal.confirms and Journal(_Store()).confirms
+        with pytest.raises(ValueError, match="cannot confirm"):
+            journal.record(None, [_event("sha256:aa")], (("sha256:aa", 0),))
+        assert journal.flush(5)
+    finally:
+        journal.close()

@@ -96,3 +96,41 @@ def test_get_many_validates_every_entry_with_one_counter_read() -> None:
     before = counters.reads
     assert cache.get_many(["a", "b", "c", "unknown"], NOW) == {"a": "A", "c": "C"}
     assert counters.reads == before + 1
+
+
+def test_peek_reads_no_counters_and_counts_only_once_confirmed_or_refuted() -> None:
+    # The durable journal confirms a peeked verdict in its commit (gate/journal.py): peeking itself
+    # must not read the counters, and the hit or miss is counted by the outcome, not the peek.
+    cache, counters = _cache()
+    stamp = cache.stamp(["*", "sha256:a"])
+    reads = counters.reads
+    cache.put("k", "denied", stamp, NOW + timedelta(seconds=60))
+    cache.put("other", "allowed", stamp, NOW + timedelta(seconds=60))
+    assert cache.peek("k", NOW) == ("denied", stamp)
+    assert cache.peek("k", NOW + timedelta(seconds=60)) is None  # at the horizon, as get
+    assert cache.peek("missing", NOW) is None
+    assert counters.reads == reads and (cache.hits, cache.misses) == (0, 0)
+    cache.confirmed("k")
+    assert (cache.hits, cache.misses) == (1, 0)
+    cache.put("third", "allowed", stamp, NOW + timedelta(seconds=60))
+    assert cache.peek("other", NOW) is not None  # "k" was moved to the end, so "other" is oldest now
+
+
+def test_a_refuted_verdict_is_dropped_unless_a_fresher_one_replaced_it() -> None:
+    cache, counters = _cache()
+    old = cache.stamp(["sha256:a"])
+    cache.put("k", "allowed", old, NOW + timedelta(hours=1))
+    cache.refuted("k", old)
+    assert cache.peek("k", NOW) is None and cache.misses == 1
+    cache.put("k", "allowed", old, NOW + timedelta(hours=1))
+    counters.values["sha256:a"] = 1
+    fresh = cache.stamp(["sha256:a"])
+    cache.put("k", "denied", fresh, NOW + timedelta(hours=1))  # another thread stored a fresher one
+    cache.refuted("k", old)
+    assert cache.peek("k", NOW) == ("denied", fresh) and cache.misses == 2
+
+
+def test_capacity_zero_peeks_nothing() -> None:
+    cache, _ = _cache(capacity=0)
+    cache.put("k", "denied", (), NOW + timedelta(hours=1))
+    assert cache.peek("k", NOW) is None
