@@ -15,7 +15,9 @@ bench.echo`, whose one method returns its request. Measured side by side in one 
   calling back to back for `--seconds`, CheckPromotion over a warmed working set of digests vs echo.
 
 Every CheckPromotion is a full answer: the verdict, its decision row and its hash-chained audit record
-committed before the reply (group commit, gate/journal.py). Not a test: part of `make bench`.
+committed before the reply (group commit, gate/journal.py). On PostgreSQL the run also reports
+`pg_transactions_per_check`: the transactions gate committed (pg_stat_database) over the one-process
+h2load run, per check. Not a test: part of `make bench`.
 """
 
 from __future__ import annotations
