@@ -631,12 +631,9 @@ class GateService:
             cached=True,
             guarded=guarded,
         )
-        if not judged.guard:
-            self.report(judged, actor)
-            return judged.decision
         try:
             self.report(judged, actor)
-        except StaleInputs:
+        except StaleInputs:  # only a guarded judgement can be refused
             self._verdicts.refuted(judged.cache_key, judged.guard)
             metrics.observe_verdict_lookup("promotion", False)
             judged = self.judge(
@@ -644,8 +641,9 @@ class GateService:
             )
             self.report(judged, actor)
             return judged.decision
-        self._verdicts.confirmed(judged.cache_key)
-        metrics.observe_verdict_lookup("promotion", True)
+        if judged.guard:
+            self._verdicts.confirmed(judged.cache_key)
+            metrics.observe_verdict_lookup("promotion", True)
         return judged.decision
 
     def judge(

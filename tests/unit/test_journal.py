@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import pytest
@@ -13,6 +13,7 @@ from gate.audit import GENESIS_HASH, AuditHead, AuditRecord, verify_chain
 from gate.domain import AuditEvent
 from gate.errors import InvalidArgument, Unavailable
 from gate.journal import BufferedJournal, Journal, JournalEntry, StaleInputs
+from gate.verdicts import Stamp
 
 AT = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -55,14 +56,16 @@ class _Store:
             self.groups.append(len(entries))
 
 
-def _run(journal: Journal, subjects: Sequence[str]) -> dict[str, BaseException | None]:
+def _run(
+    journal: Journal, subjects: Sequence[str], guard: Callable[[str], Stamp] = lambda _: ()
+) -> dict[str, BaseException | None]:
     outcome: dict[str, BaseException | None] = {}
     start = threading.Barrier(len(subjects))
 
     def one(subject: str) -> None:
         start.wait()
         try:
-            journal.record(None, [_event(subject)])
+            journal.record(None, [_event(subject)], guard(subject))
             outcome[subject] = None
         except BaseException as e:
             outcome[subject] = e
@@ -285,23 +288,7 @@ def test_a_stale_guard_fails_only_its_own_caller_and_the_rest_of_its_group_commi
     store = _Store(delay=0.02, counters={"sha256:07": 2})
     journal = Journal(store)
     subjects = [f"sha256:{i:02d}" for i in range(12)]
-    outcome: dict[str, BaseException | None] = {}
-    start = threading.Barrier(len(subjects))
-
-    def one(subject: str) -> None:
-        start.wait()
-        guard = ((subject, 1),) if subject == "sha256:07" else ((subject, 0), ("*", 0))
-        try:
-            journal.record(None, [_event(subject)], guard)
-            outcome[subject] = None
-        except BaseException as e:
-            outcome[subject] = e
-
-    threads = [threading.Thread(target=one, args=(s,)) for s in subjects]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
+    outcome = _run(journal, subjects, lambda s: ((s, 1),) if s == "sha256:07" else ((s, 0), ("*", 0)))
     assert isinstance(outcome.pop("sha256:07"), StaleInputs)
     assert all(v is None for v in outcome.values())
     assert sorted(r.subject for r in store.records) == sorted(outcome)
