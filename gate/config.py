@@ -42,10 +42,16 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise InvalidArgument(f"expected true/false, got {raw!r}", name)
 
 
+DECISION_LOGS = ("durable", "distinct", "buffered")
+"""The values of GATE_DECISION_LOG (Settings.decision_log), from the strictest."""
+
+
 def _decision_log(env: Mapping[str, str]) -> str:
     value = env.get("GATE_DECISION_LOG", "").strip().lower() or "durable"
-    if value not in ("durable", "buffered"):
-        raise InvalidArgument(f"expected durable or buffered, got {value!r}", "GATE_DECISION_LOG")
+    if value not in DECISION_LOGS:
+        raise InvalidArgument(
+            f"expected one of {', '.join(DECISION_LOGS)}, got {value!r}", "GATE_DECISION_LOG"
+        )
     return value
 
 
@@ -358,8 +364,11 @@ class Settings:
     # images changed since the last look), whose answers are then stored at once; 0: only warm passes.
     affected_watch_every: float = 10.0
     # How decisions and audit records are written (gate/journal.py): "durable" — every answer waits for
-    # the commit that holds its record (group commit); "buffered" — answers return at once and records
-    # are committed behind, in order; a crash can lose the records of the last few milliseconds.
+    # the commit that holds its record (group commit); "distinct" — the same, except that an answer
+    # repeating one whose record is already committed (same kept verdict, actor and image; only the
+    # time differs) returns at once with its record written behind; "buffered" — every answer returns
+    # at once and records are committed behind, in order. A crash can lose the records of the last
+    # few milliseconds: with "distinct", only repeats' records.
     decision_log: str = "durable"
     # Serving processes of `gate serve` (gate/server/workers.py): one Python process answers on one
     # core at a time; N share the port, the kernel spreading connections among them.

@@ -125,11 +125,22 @@ class Journal:
     confirms = True
     """Whether `record` honours a guard (a write-behind journal answers before it could)."""
 
-    def record(self, decision: Decision | None, events: Sequence[AuditEvent], guard: Stamp = ()) -> None:
+    repeats_behind = False
+    """Whether `record(..., repeat=True)` returns before the commit while other entries wait for it."""
+
+    def record(
+        self,
+        decision: Decision | None,
+        events: Sequence[AuditEvent],
+        guard: Stamp = (),
+        *,
+        repeat: bool = False,
+    ) -> None:
         """Durably store `decision` (if any) with its audit `events`; return once committed.
 
         With a `guard`, raise StaleInputs, having stored nothing, if those input generations no longer
-        hold when the entry is committed.
+        hold when the entry is committed. `repeat` (the entry repeats an answer already committed) is
+        a hint for a journal that writes repeats behind; this one commits every entry before returning.
         """
         slot = _Slot(_entry(decision, events, guard))
         with self._cond:
@@ -213,6 +224,13 @@ class BufferedJournal(Journal):
     discard), the chain stays in answer order, and when the store cannot be written every further
     `record` fails with the store's error (Unavailable) until a retry succeeds — no verdict is given
     while its record has nowhere to go. Promotions never use it: the ledger commits its own.
+
+    With `repeats_only` (GATE_DECISION_LOG=distinct) only entries recorded as a `repeat` — an answer
+    whose twin, identical but for its time, is already committed — are written behind; every other
+    entry waits, as with Journal, for the commit that holds it (the writer stops lingering for it).
+    A crash then loses at most the records of repeated answers, never the first record of an answer.
+    Entries keep one order either way: a waiting entry's commit also writes every repeat queued
+    before it.
     """
 
     def __init__(
@@ -223,14 +241,21 @@ class BufferedJournal(Journal):
         max_pending: int = 10_000,
         retry_seconds: float = 0.5,
         linger_seconds: float = LINGER,
+        repeats_only: bool = False,
     ) -> None:
         """Write behind through `store`; callers wait once `max_pending` entries are queued.
 
         The writer lets a group gather for `linger_seconds` after the first entry arrives (0: commit at
-        once), unless a full group is already queued.
+        once), unless a full group is already queued. With `repeats_only`, only repeats are written
+        behind; `record` waits for the commit of any other entry.
         """
         super().__init__(store, max_group)
+        self.repeats_behind = repeats_only
         self._max_pending = max(1, max_pending)
+        # Entries ever queued and ever committed: an entry queued as the n-th is committed once
+        # `_written` reaches n (groups commit in queue order, and a failed group is retried first).
+        self._queued = 0
+        self._written = 0
         self._retry = retry_seconds
         self._linger = max(0.0, linger_seconds)
         self._hurry = 0  # callers in flush()
@@ -243,12 +268,25 @@ class BufferedJournal(Journal):
 
     confirms = False
 
-    def record(self, decision: Decision | None, events: Sequence[AuditEvent], guard: Stamp = ()) -> None:
-        """Queue `decision` and its `events` for the writer; raise the store's error while it fails."""
+    def record(
+        self,
+        decision: Decision | None,
+        events: Sequence[AuditEvent],
+        guard: Stamp = (),
+        *,
+        repeat: bool = False,
+    ) -> None:
+        """Queue `decision` and its `events` for the writer; raise the store's error while it fails.
+
+        With `repeats_only` and not `repeat`, return only once the entry is committed; if the store
+        fails first, raise its error (the entry stays queued, in order, and is written when a retry
+        succeeds: the record of an answer its caller never received).
+        """
         if guard:
             # The caller is answered before the commit, so a guard could only be checked too late.
             raise ValueError("a write-behind journal cannot confirm a guard: check the inputs first")
         entry = _entry(decision, events)
+        wait = self.repeats_behind and not repeat
         with self._cond:
             while True:
                 if self._failure is not None:
@@ -259,10 +297,24 @@ class BufferedJournal(Journal):
                     break
                 self._cond.wait(self._retry)
             self._pending.append(entry)
-            if len(self._pending) in (1, self._max_group):
+            self._queued += 1
+            ticket = self._queued
+            if wait:
+                self._hurry += 1  # the writer commits at once instead of letting a group gather
+                self._cond.notify_all()
+            elif len(self._pending) in (1, self._max_group):
                 # The writer waits for a first entry, then for a full group (or its linger to pass):
                 # waking it for every entry in between would only cost a thread switch each.
                 self._cond.notify_all()
+            if not wait:
+                return
+            try:
+                while self._written < ticket:
+                    if self._failure is not None:
+                        raise self._failure
+                    self._cond.wait()
+            finally:
+                self._hurry -= 1
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything queued so far is committed; False if `timeout` passed first."""
@@ -325,5 +377,6 @@ class BufferedJournal(Journal):
                 continue
             with self._cond:
                 self._in_flight = 0
+                self._written += len(group)
                 self._failure = None
                 self._cond.notify_all()

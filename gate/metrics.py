@@ -57,6 +57,13 @@ VERDICT_CACHE = Counter(
     ["kind", "result"],
     registry=REGISTRY,
 )
+DECISION_LOG = Counter(
+    "gate_decision_records",
+    "Decision records with GATE_DECISION_LOG=distinct, by how the answer waited: committed (its record "
+    "was committed before the answer) or behind (a repeat of a committed answer, written behind it).",
+    ["write"],
+    registry=REGISTRY,
+)
 AFFECTED_ANSWERS = Counter(
     "gate_affected_answers",
     "FindAffectedImagesPages calls by how the answer was read: patched (a kept answer and the images "
@@ -118,6 +125,11 @@ def record_decision(decision: Decision) -> None:
     # Breakglass is allowed too, but counted apart: a rising count is exactly what to alert on.
     result = "breakglass" if decision.breakglass else ("allowed" if decision.allowed else "denied")
     _child(DECISIONS, transition, result).inc()
+
+
+def record_decision_log(write: str) -> None:
+    """Count one decision record under GATE_DECISION_LOG=distinct: "committed" or "behind"."""
+    _child(DECISION_LOG, write).inc()
 
 
 def observe_verdict_lookup(kind: str, hit: bool) -> None:

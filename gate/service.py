@@ -74,7 +74,7 @@ from gate.ports import (
 from gate.provenance import Lineage
 from gate.scanning.convert import findings_of
 from gate.scanning.jobs import JobRunner
-from gate.verdicts import Stamp, VerdictCache
+from gate.verdicts import RecordedAnswers, Stamp, VerdictCache
 from scanners.interface import Scanner, ScanParseError, ScanTarget, Severity, TargetKind
 from scanners.normalize import SEVERITY_MAX
 
@@ -120,6 +120,9 @@ class Judgement:
     # under, which the journal's commit must find unchanged, and its key in the verdict cache.
     guard: Stamp = ()
     cache_key: Hashable | None = None
+    # The verdict cache's value this answer was given from (kept on a miss, found on a hit); None when
+    # it was not kept. Answers from one kept value differ only in their time (RecordedAnswers).
+    kept: object | None = None
 
 
 @dataclass(frozen=True)
@@ -497,6 +500,8 @@ class GateService:
         self._runtime_verdicts: VerdictCache[tuple[Decision, RuntimeVerdict]] = VerdictCache(
             repo.input_generations, verdict_cache_size
         )
+        # Which kept verdicts' answers already have a committed record (GATE_DECISION_LOG=distinct).
+        self._recorded = RecordedAnswers(verdict_cache_size)
 
     # -- scanning -------------------------------------------------------------------------------------
 
@@ -701,24 +706,28 @@ class GateService:
         if guarded:
             peeked = self._verdicts.peek(key, now)
             if peeked is not None:
-                (decision, inputs_digest), stamp = peeked
-                return Judgement(
-                    dataclasses.replace(decision, evaluated_at=now), (), image, inputs_digest, stamp, key
-                )
+                kept, stamp = peeked
+                decision, inputs_digest = kept
+                now_decision = dataclasses.replace(decision, evaluated_at=now)
+                return Judgement(now_decision, (), image, inputs_digest, stamp, key, kept)
         hit = self._verdicts.get(key, now)
         metrics.observe_verdict_lookup("promotion", hit is not None)
         if hit is not None:
             decision, inputs_digest = hit
             # Exactly what computing it now would give (same inputs, before its horizon), so it is
             # stated as evaluated now.
-            return Judgement(dataclasses.replace(decision, evaluated_at=now), (), image, inputs_digest)
+            return Judgement(
+                dataclasses.replace(decision, evaluated_at=now), (), image, inputs_digest, (), key, hit
+            )
         stamp, record = self._stamped_record(self._verdicts, digest)
         digest = record.digest if record else digest
         decision, inputs = self._decide(self._policy, digest, record, ref, src, dst, now)
         inputs_digest = self._inputs_digest(decision, inputs)
         until = horizon(inputs, self._shifts, now, cap=VERDICT_TTL)
-        self._verdicts.put(key, (decision, inputs_digest), stamp, until)
-        return Judgement(decision, tuple(inputs), image, inputs_digest)
+        kept = (decision, inputs_digest)
+        self._verdicts.put(key, kept, stamp, until)
+        kept_now = kept if self._verdicts.enabled else None
+        return Judgement(decision, tuple(inputs), image, inputs_digest, (), key, kept_now)
 
     @staticmethod
     def _inputs_digest(decision: Decision, inputs: Sequence[EvaluationInput]) -> str:
@@ -760,7 +769,22 @@ class GateService:
                     ),
                 )
             )
-        if self._journal is not None:
+        if self._journal is not None and self._journal.repeats_behind:
+            # GATE_DECISION_LOG=distinct: the record of an answer whose twin (the same kept verdict, for
+            # the same actor and image) is already committed is written behind; any other waits for its
+            # commit. Breakglass never repeats: its record is the point.
+            noted = (judged.cache_key, who_, judged.image)
+            repeat = (
+                save
+                and judged.kept is not None
+                and not decision.breakglass
+                and self._recorded.repeats(noted, judged.kept)
+            )
+            self._journal.record(decision if save else None, events, judged.guard, repeat=repeat)
+            if save and not repeat and judged.kept is not None and not decision.breakglass:
+                self._recorded.note(noted, judged.kept)
+            metrics.record_decision_log("behind" if repeat else "committed")
+        elif self._journal is not None:
             self._journal.record(decision if save else None, events, judged.guard)
         else:
             if save:

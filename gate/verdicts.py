@@ -16,6 +16,10 @@ read them first: it `peek`s, and the journal's commit confirms the counters in t
 records the decision (a stale one is refuted and judged again), which saves a database round trip a
 check. The policy's digest is part of the key. The cache is a bounded LRU, so memory stays flat
 however many digests are stored; a miss just computes the verdict.
+
+`RecordedAnswers` remembers which kept verdicts this process has already committed a record of, per
+actor: with GATE_DECISION_LOG=distinct, the record of a repeat of such an answer is written behind
+(gate/journal.py, BufferedJournal).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
-__all__ = ["Stamp", "VerdictCache"]
+__all__ = ["RecordedAnswers", "Stamp", "VerdictCache"]
 
 T = TypeVar("T")
 
@@ -157,3 +161,38 @@ class VerdictCache(Generic[T]):
         """Forget every verdict (tests, and a policy reload)."""
         with self._lock:
             self._entries.clear()
+
+
+class RecordedAnswers:
+    """Which kept verdicts already have a committed record, per (verdict key, actor, image): a bounded LRU.
+
+    A kept verdict is one value object in a VerdictCache, identical in every answer given from it but
+    for the time; a verdict computed again (new inputs, a horizon passed, a policy reload) is a new
+    object. So an answer repeats a committed one exactly when its kept value IS the one noted here for
+    the same key, actor and image as written: what the repeat's own record would add is its time.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        """Remember at most `capacity` answers (0: none, so nothing is ever a repeat)."""
+        self._capacity = max(0, capacity)
+        self._noted: OrderedDict[Hashable, object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def repeats(self, key: Hashable, kept: object) -> bool:
+        """Whether an answer from `kept` under `key` repeats one whose record is already committed."""
+        with self._lock:
+            noted = self._noted.get(key)
+            if noted is not kept:
+                return False
+            self._noted.move_to_end(key)
+            return True
+
+    def note(self, key: Hashable, kept: object) -> None:
+        """The record of an answer from `kept` under `key` is committed: later ones repeat it."""
+        if not self._capacity:
+            return
+        with self._lock:
+            self._noted[key] = kept
+            self._noted.move_to_end(key)
+            while len(self._noted) > self._capacity:
+                self._noted.popitem(last=False)

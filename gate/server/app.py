@@ -205,8 +205,8 @@ def create_server(
     resolver = SourceResolver(registry, docker)
     # Decisions and audit records are committed together, in groups under concurrency (gate/journal.py).
     journal = (
-        BufferedJournal(SqlJournalStore(engine))
-        if settings.decision_log == "buffered"
+        BufferedJournal(SqlJournalStore(engine), repeats_only=settings.decision_log == "distinct")
+        if settings.decision_log in ("buffered", "distinct")
         else Journal(SqlJournalStore(engine))
     )
     audit = AuditLog(SqlAuditStore(engine), via=lambda event: journal.record(None, [event]))

@@ -1,8 +1,8 @@
-"""Both decision-log modes through a real gRPC server: every answer recorded, chain intact after stop.
+"""Every decision-log mode through a real gRPC server: every answer recorded, chain intact after stop.
 
-`buffered` answers before the commit; a clean stop must still leave one decision row and one audit
-record per answer (RunningGate.stop flushes the journal), and a verdict served from the precomputed
-verdict cache is recorded like any other.
+`buffered` answers before the commit, `distinct` before the commit of a repeated answer; a clean stop
+must still leave one decision row and one audit record per answer (RunningGate.stop flushes the
+journal), and a verdict served from the precomputed verdict cache is recorded like any other.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from gate.v1 import gate_pb2_grpc as pb_grpc
 CHECKS = 25
 
 
-@pytest.mark.parametrize("mode", ["durable", "buffered"])
+@pytest.mark.parametrize("mode", ["durable", "distinct", "buffered"])
 def test_every_answer_is_recorded_once_and_the_chain_verifies(tmp_path: Path, mode: str) -> None:
     url = f"sqlite:///{tmp_path / 'gate.db'}"
     settings = Settings(data_dir=tmp_path, database_url=url, decision_log=mode, rescan_tick=0.0)

@@ -43,6 +43,7 @@ class _Replica:
     repo: SqlRepository
     service: GateService
     audit: AuditLog
+    journal: Journal
 
 
 class _Before:
@@ -74,6 +75,7 @@ def _replica(
     before_append: Callable[[], None] | None = None,
     buffered: bool = False,
     reads: _CountedReads | None = None,
+    journal_of: Callable[[JournalStore], Journal] | None = None,
 ) -> _Replica:
     repo = SqlRepository.open(url)
     engine = repo._engine
@@ -83,7 +85,10 @@ def _replica(
     store: JournalStore = SqlJournalStore(engine)
     if before_append is not None:
         store = _Before(store, before_append)
-    journal = BufferedJournal(store, linger_seconds=0) if buffered else Journal(store)
+    if journal_of is not None:
+        journal = journal_of(store)
+    else:
+        journal = BufferedJournal(store, linger_seconds=0) if buffered else Journal(store)
     audit = AuditLog(SqlAuditStore(engine), via=lambda e: journal.record(None, [e]))
     runner = JobRunner(repo, {}, clock, 1, {})
     service = GateService(
@@ -95,10 +100,11 @@ def _replica(
         clock,
         ("trivy",),
         audit=audit,
+        breakglass_actors=("sec",),
         verdict_cache_size=100,
         journal=journal,
     )
-    return _Replica(repo, service, audit)
+    return _Replica(repo, service, audit, journal)
 
 
 @pytest.fixture
@@ -289,4 +295,62 @@ def test_a_scan_stored_between_the_lookup_and_the_commit_is_judged_again_and_onl
         assert a.audit.verify().ok
     finally:
         a.repo.close()
+        other.close()
+
+
+def test_distinct_commits_each_new_answer_before_returning_it_and_writes_only_repeats_behind(
+    db_url: str, clock: ManualClock
+) -> None:
+    # GATE_DECISION_LOG=distinct. The writer lingers 60 s over what it may write behind, so a record
+    # is in the database on return exactly when its answer waited for the commit.
+    other = SqlRepository.open(db_url)
+    a = _replica(db_url, clock, journal_of=lambda s: BufferedJournal(s, linger_seconds=60, repeats_only=True))
+
+    def stored() -> list[DecisionRow]:
+        with Session(other._engine) as session:
+            return list(session.exec(select(DecisionRow).order_by(col(DecisionRow.id))).all())
+
+    asked: list[tuple[str, str]] = []  # (actor, the CVE the answer names), in answer order
+
+    def check(actor: str, reason: str = "") -> str:
+        decision = a.service.check_promotion(DIGEST, "s2", "p", actor=actor, breakglass_reason=reason)
+        cves = {v.vulnerability_id for v in decision.violations if v.vulnerability_id}
+        asked.append((actor, cves.pop()))
+        return asked[-1][1]
+
+    try:
+        _import(a.repo, clock.now(), "CVE-2026-0001")
+        clock.advance(timedelta(seconds=1))
+        assert check("ci") == "CVE-2026-0001"
+        assert len(stored()) == 1  # a first answer: committed before it was returned
+        clock.advance(timedelta(seconds=1))
+        assert check("ci") == "CVE-2026-0001"
+        assert len(stored()) == 1  # the same answer again: its record is queued behind
+        assert check("webhook") == "CVE-2026-0001"
+        assert len(stored()) == 3  # another actor's first: committed, with the repeat queued before it
+        assert check("webhook") == "CVE-2026-0001"
+        assert check("sec", reason="incident INC-1") == "CVE-2026-0001"
+        assert len(stored()) == 5  # breakglass never repeats
+        assert check("sec", reason="incident INC-1") == "CVE-2026-0001"
+        assert len(stored()) == 6
+        clock.advance(timedelta(seconds=1))
+        _import(other, clock.now() - timedelta(seconds=0.5), "CVE-2026-0002")  # another replica's scan
+        assert check("ci") == "CVE-2026-0002"
+        rows = stored()
+        assert len(rows) == 7 and "CVE-2026-0002" in rows[-1].violations  # a new verdict: committed
+        assert check("ci") == "CVE-2026-0002"
+        assert len(stored()) == 7
+        assert a.service.verdict_cache_stats["promotion_hits"] >= 4  # repeats came from kept verdicts
+    finally:
+        assert a.journal.close(10)
+        a.repo.close()
+    try:
+        rows = stored()
+        records = AuditLog(SqlAuditStore(other._engine)).list(subject=DIGEST, kind="decision", limit=100)
+        assert len(rows) == len(asked) == 8  # nothing lost on a clean stop
+        # Newest first: the chain holds the records in answer order, repeats written behind included.
+        assert [r.actor for r in reversed(records)] == [actor for actor, _ in asked]
+        assert all(cve in row.violations for row, (_, cve) in zip(rows, asked, strict=True))
+        assert AuditLog(SqlAuditStore(other._engine)).verify().ok
+    finally:
         other.close()

@@ -35,6 +35,7 @@ def test_values_are_read_and_normalized() -> None:
     assert settings.affected_warm_every == 30.0
     assert settings.affected_watch_every == 2.5
     assert settings.decision_log == "buffered"
+    assert Settings.from_env({"GATE_DECISION_LOG": "DISTINCT"}).decision_log == "distinct"
 
 
 @pytest.mark.parametrize(

@@ -305,3 +305,67 @@ def test_a_write_behind_journal_refuses_a_guard_it_could_not_check_in_time() -> 
         assert journal.flush(5)
     finally:
         journal.close()
+
+
+def test_distinct_waits_for_the_commit_of_a_new_entry_and_writes_repeats_behind() -> None:
+    # GATE_DECISION_LOG=distinct: a repeat returns queued; any other entry returns committed, and its
+    # commit carries what was queued before it, in order, without waiting out the writer's linger.
+    store = _Store()
+    journal = BufferedJournal(store, linger_seconds=60, repeats_only=True)
+    try:
+        assert journal.repeats_behind and not BufferedJournal(_Store()).repeats_behind
+        assert not Journal(_Store()).repeats_behind
+        started = time.monotonic()
+        journal.record(None, [_event("sha256:first")])
+        assert [r.subject for r in store.records] == ["sha256:first"]
+        journal.record(None, [_event("sha256:again")], repeat=True)
+        journal.record(None, [_event("sha256:again-2")], repeat=True)
+        assert len(store.records) == 1  # queued behind: the writer lingers over them
+        journal.record(None, [_event("sha256:new")])
+        assert [r.subject for r in store.records] == [
+            "sha256:first",
+            "sha256:again",
+            "sha256:again-2",
+            "sha256:new",
+        ]
+        assert time.monotonic() - started < 30  # no caller waited for the linger
+        assert verify_chain(store.records, AuditHead(4, store.records[-1].hash), "").ok
+    finally:
+        assert journal.close(5)
+
+
+def test_distinct_many_callers_each_see_their_new_entry_committed() -> None:
+    store = _Store(delay=0.005)
+    journal = BufferedJournal(store, linger_seconds=60, repeats_only=True)
+    try:
+        subjects = [f"sha256:{i:02d}" for i in range(16)]
+        committed: dict[str, bool] = {}
+
+        def one(subject: str) -> None:
+            journal.record(None, [_event(subject)])
+            committed[subject] = subject in {r.subject for r in list(store.records)}
+
+        threads = [threading.Thread(target=one, args=(s,)) for s in subjects]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        assert committed == {s: True for s in subjects}
+        assert len(store.groups) < len(subjects)  # they still shared commits
+    finally:
+        assert journal.close(5)
+
+
+def test_distinct_fails_a_new_entry_while_the_store_is_down_and_writes_it_when_it_is_back() -> None:
+    store = _Flaky()
+    journal = BufferedJournal(store, retry_seconds=0.01, repeats_only=True)
+    store.down = True
+    with pytest.raises(Unavailable):
+        journal.record(None, [_event("sha256:new")])  # its answer is not given: it has no record yet
+    with pytest.raises(Unavailable):
+        journal.record(None, [_event("sha256:repeat")], repeat=True)  # nor any other while it is down
+    store.down = False
+    assert journal.close(5)
+    # Queued before the failure showed, the first entry is written once the store is back: the record
+    # of an answer its caller never received (docs/audit.md says so).
+    assert [r.subject for r in store.records] == ["sha256:new"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
-from gate.verdicts import VerdictCache
+from gate.verdicts import RecordedAnswers, VerdictCache
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -134,3 +134,29 @@ def test_capacity_zero_peeks_nothing() -> None:
     cache, _ = _cache(capacity=0)
     cache.put("k", "denied", (), NOW + timedelta(hours=1))
     assert cache.peek("k", NOW) is None
+
+
+def test_an_answer_repeats_only_the_very_kept_verdict_noted_for_its_key() -> None:
+    answers = RecordedAnswers(2)
+    kept = ("denied", "digest-of-inputs")
+    assert not answers.repeats(("k", "ci"), kept)  # nothing committed yet
+    answers.note(("k", "ci"), kept)
+    assert answers.repeats(("k", "ci"), kept)
+    assert not answers.repeats(("k", "webhook"), kept)  # another actor's answer is its own first
+    # An equal value computed again (a new kept verdict) is not the one whose record was committed.
+    # (Built at run time: two equal constant tuples in one function are one object.)
+    assert not answers.repeats(("k", "ci"), tuple(["denied", "digest-of-inputs"]))
+
+
+def test_recorded_answers_are_bounded_and_forget_the_least_recently_used() -> None:
+    answers = RecordedAnswers(2)
+    values = [object() for _ in range(3)]
+    answers.note("a", values[0])
+    answers.note("b", values[1])
+    assert answers.repeats("a", values[0])  # "a" is now the most recent
+    answers.note("c", values[2])  # evicts "b"
+    assert answers.repeats("a", values[0]) and answers.repeats("c", values[2])
+    assert not answers.repeats("b", values[1])
+    none = RecordedAnswers(0)
+    none.note("a", values[0])
+    assert not none.repeats("a", values[0])  # capacity 0: nothing is ever a repeat
