@@ -1,7 +1,8 @@
 """CheckPromotion at scale vs a no-op gRPC echo server: latency ratio and throughput with 8 clients.
 
 `python -m bench.check [--images 100000] [--findings-per-image 20] [--backend sqlite|postgres|both]
-[--calls 2000] [--clients 8] [--seconds 20] [--working-set 1000] [--decision-log durable|buffered|both]`
+[--calls 2000] [--clients 8] [--seconds 20] [--working-set 1000]
+[--decision-log durable|distinct|buffered|both|all]`
 
 The store is the bench.scale fixture (100k images, 2M findings by default; filled once, then reused).
 Both servers run as their own processes built the same way — grpcio sync server, a 32-thread pool, the
@@ -45,7 +46,7 @@ import grpc
 
 from bench.run import _latencies, _pct
 from bench.scale import DEFAULT_PG_URL, ensure_filled, sqlite_cache_url
-from gate.config import Settings
+from gate.config import DECISION_LOGS, Settings
 from gate.v1 import gate_pb2 as pb
 from gate.v1 import gate_pb2_grpc as pb_grpc
 from tests.support.gateserver import start_gate_process
@@ -365,7 +366,12 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--working-set", type=int, default=1000)
-    ap.add_argument("--decision-log", choices=("durable", "buffered", "both"), default="both")
+    ap.add_argument(
+        "--decision-log",
+        choices=("durable", "distinct", "buffered", "both", "all"),
+        default="all",
+        help="GATE_DECISION_LOG to measure: one mode, both (durable and buffered) or all three",
+    )
     ap.add_argument(
         "--workers",
         type=int,
@@ -375,7 +381,9 @@ def main() -> int:
     args = ap.parse_args()
     backends = ("sqlite", "postgres") if args.backend == "both" else (args.backend,)
     results = []
-    modes = ("durable", "buffered") if args.decision_log == "both" else (args.decision_log,)
+    modes = {"both": ("durable", "buffered"), "all": DECISION_LOGS}.get(
+        args.decision_log, (args.decision_log,)
+    )
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     for backend in backends:
         url = sqlite_cache_url(args.images, args.findings_per_image) if backend == "sqlite" else args.pg_url

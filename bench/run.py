@@ -254,11 +254,12 @@ def main() -> int:
 
         backends = ("sqlite", "postgres") if args.scale_backend == "both" else (args.scale_backend,)
         results["scale"] = bench_scale(backends, args.scale_images, args.scale_findings_per_image, 50)
-        # CheckPromotion at that scale (hot/cold latency vs echo, 8-process throughput), both decision-log
-        # modes, and FindAffectedImages on the same fixtures (filled by bench_scale above).
+        # CheckPromotion at that scale (hot/cold latency vs echo, 8-process throughput), every decision-log
+        # mode, and FindAffectedImages on the same fixtures (filled by bench_scale above).
         from bench.affected import bench_affected
         from bench.check import bench_check_backend
         from bench.scale import DEFAULT_PG_URL, sqlite_cache_url
+        from gate.config import DECISION_LOGS
 
         checks = []
         for backend in backends:
@@ -267,7 +268,7 @@ def main() -> int:
                 if backend == "sqlite"
                 else DEFAULT_PG_URL
             )
-            for mode in ("durable", "buffered"):
+            for mode in DECISION_LOGS:
                 checks.append(
                     bench_check_backend(
                         url,
