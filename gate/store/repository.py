@@ -17,7 +17,7 @@ import dataclasses
 import functools
 import json
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -67,6 +67,7 @@ from gate.store.db import create_engine_for, database_errors, migrate
 from gate.store.direct import DirectConnections, placeholders, read_time
 from gate.store.job_writes import JobWrites
 from gate.store.sessions import SessionScope
+from gate.store.shared_reads import SharedReads
 from gate.store.tables import (
     AffectedAnswerRow,
     AlertRow,
@@ -108,6 +109,12 @@ class SqlRepository(SessionScope):
         # The usual job writes are on every scan's critical path: plain statements (job_writes.py).
         self._direct_writes = DirectConnections(engine, autocommit=False, max_idle=2)
         self._job_writes = JobWrites(engine.dialect.dbapi, postgres=not self._sqlite)
+        # On PostgreSQL each counter read is a round trip and a server transaction: concurrent checks
+        # share statements (gate/store/shared_reads.py). SQLite's read is an in-process call cheaper
+        # than the hand-off between threads that sharing would add.
+        self._generation_reads: Callable[[Sequence[str]], Mapping[str, int]] = (
+            self._read_generations if self._sqlite else SharedReads(self._read_generations)
+        )
 
     @classmethod
     def open(cls, url: str, *, run_migrations: bool = True) -> SqlRepository:
@@ -1025,7 +1032,13 @@ class SqlRepository(SessionScope):
                 generations.bump(session, [digest])
 
     def input_generations(self, keys: Sequence[str]) -> Mapping[str, int]:
-        """The current input generation of each key (gate/store/generations.py); never bumped → 0."""
+        """The current input generation of each key (gate/store/generations.py); never bumped → 0.
+
+        Read by a statement begun after this call, possibly shared with concurrent callers.
+        """
+        return self._generation_reads(keys)
+
+    def _read_generations(self, keys: Sequence[str]) -> Mapping[str, int]:
         postgres = self._direct_reads.postgres
         return self._direct_reads.run(
             lambda conn: generations.read_direct(conn, keys, postgres=postgres), idempotent=True

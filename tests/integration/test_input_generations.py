@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -12,6 +13,7 @@ from gate.errors import NotFound
 from gate.ports import GLOBAL_INPUTS
 from gate.store.exceptions import SqlExceptionStore, new_exception_id
 from gate.store.repository import SqlRepository
+from gate.store.shared_reads import SharedReads
 from scanners.interface import ScanResult, ScanTarget, TargetKind
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -101,3 +103,50 @@ def test_a_failed_write_bumps_nothing(repo: SqlRepository) -> None:
     with pytest.raises(NotFound):
         repo.mark_running("no-such-job", T0)
     assert _bumped(repo, before) == set()
+
+
+def test_concurrent_reads_see_every_write_committed_before_they_began(db_url: str) -> None:
+    # On PostgreSQL concurrent reads share statements (gate/store/shared_reads.py); none may be answered
+    # by a statement begun before a write that committed before it was asked.
+    readers = SqlRepository.open(db_url)
+    writer = SqlRepository.open(db_url)
+    base = readers.input_generations([DIGEST])[DIGEST]
+    committed = 0  # writes committed so far (each bumps DIGEST by one)
+    stop = threading.Event()
+    stale: list[tuple[int, int]] = []
+    answered: list[int] = []  # one item per call (list.append is atomic; `+=` on an int is not)
+    start = threading.Barrier(9)
+
+    def read() -> None:
+        start.wait()
+        while not stop.is_set():
+            floor = committed
+            got = readers.input_generations([DIGEST, GLOBAL_INPUTS])[DIGEST] - base
+            answered.append(got)
+            if got < floor:
+                stale.append((got, floor))
+
+    threads = [threading.Thread(target=read) for _ in range(8)]
+    try:
+        for t in threads:
+            t.start()
+        start.wait()
+        for i in range(30):
+            if i % 2:
+                writer.clear_rescan(DIGEST)
+            else:
+                writer.mark_needs_rescan(DIGEST, "db changed", T0)
+            committed += 1
+        stop.set()
+        for t in threads:
+            t.join(10)
+        assert stale == []
+        assert readers.input_generations([DIGEST])[DIGEST] - base == 30
+        shared = getattr(readers, "_generation_reads")  # noqa: B009 - the wrapper, to count its statements
+        if isinstance(shared, SharedReads):
+            assert db_url.startswith("postgresql")
+            assert 0 < shared.statements < len(answered)  # concurrent readers did share statements
+    finally:
+        stop.set()
+        readers.close()
+        writer.close()
