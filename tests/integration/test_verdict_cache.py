@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlmodel import Session, col, select
 
+from gate import metrics
 from gate.audit import AuditLog
 from gate.clock import ManualClock
 from gate.domain import BaseImage, Finding, FindingClass, FixState, ImageInfo, Severity, VerdictState
@@ -312,6 +313,11 @@ def test_distinct_commits_each_new_answer_before_returning_it_and_writes_only_re
 
     asked: list[tuple[str, str]] = []  # (actor, the CVE the answer names), in answer order
 
+    def written(how: str) -> float:
+        return metrics.REGISTRY.get_sample_value("gate_decision_records_total", {"write": how}) or 0.0
+
+    before = {how: written(how) for how in ("committed", "behind")}
+
     def check(actor: str, reason: str = "") -> str:
         decision = a.service.check_promotion(DIGEST, "s2", "p", actor=actor, breakglass_reason=reason)
         cves = {v.vulnerability_id for v in decision.violations if v.vulnerability_id}
@@ -341,6 +347,7 @@ def test_distinct_commits_each_new_answer_before_returning_it_and_writes_only_re
         assert check("ci") == "CVE-2026-0002"
         assert len(stored()) == 7
         assert a.service.verdict_cache_stats["promotion_hits"] >= 4  # repeats came from kept verdicts
+        assert {how: written(how) - n for how, n in before.items()} == {"committed": 5, "behind": 3}
     finally:
         assert a.journal.close(10)
         a.repo.close()
