@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from gate.audit import AuditRecord, seal
+from gate.combining import Combiner, held_lock
 from gate.domain import AuditEvent, Decision
 from gate.errors import InvalidArgument, Unavailable
 from gate.verdicts import Stamp
@@ -92,12 +93,6 @@ def _entry(decision: Decision | None, events: Sequence[AuditEvent], guard: Stamp
     return JournalEntry(decision, tuple(events), guard)
 
 
-def _held_lock() -> threading.Lock:
-    lock = threading.Lock()
-    lock.acquire()
-    return lock
-
-
 @dataclass(eq=False)
 class _Slot:
     entry: JournalEntry
@@ -107,7 +102,7 @@ class _Slot:
     # caller sleeps on its own lock and wakes only when there is something for it to do. (A shared
     # Condition with notify_all woke every waiting caller twice per commit; under 8 concurrent callers
     # those wake-ups, each a GIL hand-off, cost more CPU than the commit.)
-    wake: threading.Lock = field(default_factory=_held_lock)
+    wake: threading.Lock = field(default_factory=held_lock)
 
 
 class Journal:
@@ -117,9 +112,8 @@ class Journal:
         """Write through `store`, at most `max_group` entries per transaction."""
         self._store = store
         self._max_group = max(1, max_group)
-        self._cond = threading.Condition()
-        self._queue: list[_Slot] = []
-        self._writing = False
+        # The first caller to arrive commits everything queued; the others wait (gate/combining.py).
+        self._writers: Combiner[_Slot] = Combiner(self._commit, self._max_group)
         self.commits = 0  # transactions attempted (observability and tests)
 
     confirms = True
@@ -143,40 +137,7 @@ class Journal:
         a hint for a journal that writes repeats behind; this one commits every entry before returning.
         """
         slot = _Slot(_entry(decision, events, guard))
-        with self._cond:
-            self._queue.append(slot)
-            wait = self._writing
-            self._writing = True
-        if wait:
-            slot.wake.acquire()  # until a writer decided this entry or handed this caller its role
-            if slot.done:
-                return self._outcome(slot)
-        # This caller is the writer now: commit groups until its own entry is decided, then hand over.
-        try:
-            while not slot.done:
-                with self._cond:
-                    group = self._queue[: self._max_group]
-                    del self._queue[: len(group)]
-                try:
-                    self._commit(group)
-                except BaseException as e:
-                    # Interrupted mid-commit: nobody may wait forever on an entry already taken.
-                    for other in group:
-                        if not other.done:
-                            other.error, other.done = e, True
-                    raise
-                finally:
-                    for other in group:
-                        if other is not slot:
-                            other.wake.release()
-        finally:
-            # The oldest waiting caller writes next; with nobody waiting the next caller will.
-            with self._cond:
-                successor = self._queue[0] if self._queue else None
-                if successor is None:
-                    self._writing = False
-            if successor is not None:
-                successor.wake.release()
+        self._writers.run(slot)
         return self._outcome(slot)
 
     def close(self, timeout: float = 10.0) -> bool:
@@ -250,11 +211,11 @@ class BufferedJournal(Journal):
         behind; `record` waits for the commit of any other entry.
         """
         super().__init__(store, max_group)
+        self._cond = threading.Condition()
         self.repeats_behind = repeats_only
         self._max_pending = max(1, max_pending)
-        # Entries ever queued and ever committed: an entry queued as the n-th is committed once
-        # `_written` reaches n (groups commit in queue order, and a failed group is retried first).
-        self._queued = 0
+        # Entries ever committed: an entry queued as the n-th is committed once this reaches n (groups
+        # commit in queue order, and a failed group is retried first).
         self._written = 0
         self._retry = retry_seconds
         self._linger = max(0.0, linger_seconds)
@@ -297,8 +258,8 @@ class BufferedJournal(Journal):
                     break
                 self._cond.wait(self._retry)
             self._pending.append(entry)
-            self._queued += 1
-            ticket = self._queued
+            # Its place in the order of everything ever queued: committed, being written, or pending.
+            ticket = self._written + self._in_flight + len(self._pending)
             if wait:
                 self._hurry += 1  # the writer commits at once instead of letting a group gather
                 self._cond.notify_all()

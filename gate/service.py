@@ -774,15 +774,11 @@ class GateService:
             # the same actor and image) is already committed is written behind; any other waits for its
             # commit. Breakglass never repeats: its record is the point.
             noted = (judged.cache_key, who_, judged.image)
-            repeat = (
-                save
-                and judged.kept is not None
-                and not decision.breakglass
-                and self._recorded.repeats(noted, judged.kept)
-            )
+            kept = judged.kept if save and not decision.breakglass else None
+            repeat = kept is not None and self._recorded.repeats(noted, kept)
             self._journal.record(decision if save else None, events, judged.guard, repeat=repeat)
-            if save and not repeat and judged.kept is not None and not decision.breakglass:
-                self._recorded.note(noted, judged.kept)
+            if kept is not None and not repeat:
+                self._recorded.note(noted, kept)
             metrics.record_decision_log("behind" if repeat else "committed")
         elif self._journal is not None:
             self._journal.record(decision if save else None, events, judged.guard)

@@ -22,13 +22,9 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from gate.combining import Combiner, held_lock
+
 __all__ = ["SharedReads"]
-
-
-def _held_lock() -> threading.Lock:
-    lock = threading.Lock()
-    lock.acquire()
-    return lock
 
 
 @dataclass(eq=False)
@@ -37,8 +33,7 @@ class _Caller:
     result: Mapping[str, int] = field(default_factory=dict)
     error: BaseException | None = None
     done: bool = False
-    # Released exactly once: by the reader that answered this caller, or to hand it the reader's role.
-    wake: threading.Lock = field(default_factory=_held_lock)
+    wake: threading.Lock = field(default_factory=held_lock)  # gate/combining.py's hand-off
 
 
 class SharedReads:
@@ -47,65 +42,26 @@ class SharedReads:
     def __init__(self, read: Callable[[Sequence[str]], Mapping[str, int]]) -> None:
         """Share calls of `read`, which must return a value for every key it is given."""
         self._read = read
-        self._lock = threading.Lock()
-        self._queue: list[_Caller] = []
-        self._reading = False
+        # A caller queued while a statement runs is in the next group, never in the running one.
+        self._readers: Combiner[_Caller] = Combiner(self._answer)
         self.statements = 0  # reads run (observability and tests)
 
     def __call__(self, keys: Sequence[str]) -> Mapping[str, int]:
         """The value of each of `keys`, read by a statement that began after this call did."""
         me = _Caller(keys)
-        with self._lock:
-            self._queue.append(me)
-            wait = self._reading
-            self._reading = True
-        if wait:
-            me.wake.acquire()  # until a reader answered this caller or handed it the role
-            if me.done:
-                return self._outcome(me)
-        try:
-            while not me.done:
-                with self._lock:
-                    group = list(self._queue)
-                    self._queue.clear()
-                self._answer(group)
-        finally:
-            # The oldest waiting caller reads next; with nobody waiting the next caller will.
-            with self._lock:
-                successor = self._queue[0] if self._queue else None
-                if successor is None:
-                    self._reading = False
-            if successor is not None:
-                successor.wake.release()
-        return self._outcome(me)
-
-    @staticmethod
-    def _outcome(caller: _Caller) -> Mapping[str, int]:
-        if caller.error is not None:
-            raise caller.error
-        return caller.result
+        self._readers.run(me)
+        if me.error is not None:
+            raise me.error
+        return me.result
 
     def _answer(self, group: list[_Caller]) -> None:
-        if not group:
-            return
         self.statements += 1
         try:
             values = self._read(list(dict.fromkeys(k for c in group for k in c.keys)))
+        except Exception as e:
+            # The same database would have failed each caller's own read.
             for caller in group:
-                caller.result = {k: values[k] for k in caller.keys}
-        except BaseException as e:
-            # Interrupted or failed: nobody may wait forever on a read that will not come.
-            for caller in group:
-                caller.error = e
-            if not isinstance(e, Exception):
-                self._release(group)
-                raise
-        self._release(group)
-
-    @staticmethod
-    def _release(group: list[_Caller]) -> None:
+                caller.error, caller.done = e, True
+            return
         for caller in group:
-            caller.done = True
-            # Every caller's lock is held from its creation until released here or handed the role;
-            # a caller in a group was never handed the role, so this is its one release.
-            caller.wake.release()
+            caller.result, caller.done = {k: values[k] for k in caller.keys}, True
