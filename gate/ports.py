@@ -338,6 +338,14 @@ class Repository(Protocol):
         """
         ...
 
+    def inputs_epoch(self) -> int | None:
+        """A counter shared by every process on this store that grows after each input write commits.
+
+        Read without I/O; None when the store has none (PostgreSQL). While it reads the same as just
+        before a read of input generations, those generations still hold (gate/store/inputs_signal.py).
+        """
+        ...
+
     def first_seen(self, digests: Sequence[str], vulnerability_ids: Sequence[str]) -> dict[str, datetime]:
         """Per vulnerability id (or alias), when a successful scan of one of `digests` first reported it.
 

@@ -495,10 +495,10 @@ class GateService:
         # Precomputed verdicts (gate/verdicts.py): promotion checks, and the runtime verdicts admission
         # asks for on every pod start. Size 0 (the default) keeps none: every answer is computed.
         self._verdicts: VerdictCache[tuple[Decision, str]] = VerdictCache(
-            repo.input_generations, verdict_cache_size
+            repo.input_generations, verdict_cache_size, epoch=repo.inputs_epoch
         )
         self._runtime_verdicts: VerdictCache[tuple[Decision, RuntimeVerdict]] = VerdictCache(
-            repo.input_generations, verdict_cache_size
+            repo.input_generations, verdict_cache_size, epoch=repo.inputs_epoch
         )
         # Which kept verdicts' answers already have a committed record (GATE_DECISION_LOG=distinct).
         self._recorded = RecordedAnswers(verdict_cache_size)

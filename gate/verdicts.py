@@ -14,8 +14,12 @@ every counter unchanged; that read also sees writes by other replicas on the sam
 no cross-process invalidation to get wrong. A CheckPromotion with the durable decision journal does not
 read them first: it `peek`s, and the journal's commit confirms the counters in the transaction that
 records the decision (a stale one is refuted and judged again), which saves a database round trip a
-check. The policy's digest is part of the key. The cache is a bounded LRU, so memory stays flat
-however many digests are stored; a miss just computes the verdict.
+check. On a SQLite file, a read that found the counters unchanged also notes the store's inputs
+epoch (gate/store/inputs_signal.py), which every input write moves after it commits: while the epoch
+has not moved, for at most a second, the verdict stands without reading them again — the read whose
+GIL hand-offs cost a check more than anything else it does. The policy's digest is part of the key.
+The cache is a bounded LRU, so memory stays flat however many digests are stored; a miss just
+computes the verdict.
 
 `RecordedAnswers` remembers which kept verdicts this process has already committed a record of, per
 actor: with GATE_DECISION_LOG=distinct, the record of a repeat of such an answer is written behind
@@ -25,13 +29,14 @@ actor: with GATE_DECISION_LOG=distinct, the record of a repeat of such an answer
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
-__all__ = ["RecordedAnswers", "Stamp", "VerdictCache"]
+__all__ = ["EPOCH_TRUST", "RecordedAnswers", "Stamp", "VerdictCache"]
 
 T = TypeVar("T")
 
@@ -39,25 +44,51 @@ Stamp = tuple[tuple[str, int], ...]
 """The input generations a verdict was computed under, as sorted (key, counter) pairs."""
 
 
-@dataclass(frozen=True)
+EPOCH_TRUST = 1.0
+"""Seconds an unchanged inputs epoch stands for a read of the generations (gate/store/inputs_signal.py):
+the bound on how long a write whose process died between its commit and its signal can go unseen."""
+
+
+@dataclass(eq=False)
 class _Entry(Generic[T]):
     value: T
     stamp: Stamp
     keys: tuple[str, ...]
     valid_until: datetime
+    # The inputs epoch noted just before the last read that found `stamp` unchanged, and when (monotonic
+    # seconds) that read began; None until such a read.
+    epoch: int | None = None
+    epoch_at: float = 0.0
 
 
 class VerdictCache(Generic[T]):
     """A thread-safe LRU of verdicts, each valid while its input generations hold and before its horizon."""
 
-    def __init__(self, generations: Callable[[Sequence[str]], Mapping[str, int]], capacity: int) -> None:
-        """`generations` reads current counters (Repository.input_generations); 0 capacity disables it."""
+    def __init__(
+        self,
+        generations: Callable[[Sequence[str]], Mapping[str, int]],
+        capacity: int,
+        *,
+        epoch: Callable[[], int | None] | None = None,
+        trust: float = EPOCH_TRUST,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`generations` reads current counters (Repository.input_generations); 0 capacity disables it.
+
+        `epoch` (Repository.inputs_epoch) lets a lookup skip that read: a verdict whose counters a read
+        found unchanged stands without reading them again while the epoch still reads what it read
+        just before that read, for at most `trust` seconds of `monotonic`.
+        """
         self._generations = generations
         self._capacity = max(0, capacity)
         self._entries: OrderedDict[Hashable, _Entry[T]] = OrderedDict()
         self._lock = threading.Lock()
+        self._epoch = epoch
+        self._trust = trust
+        self._monotonic = monotonic
         self.hits = 0
         self.misses = 0
+        self.unread = 0  # hits that the inputs epoch confirmed without reading the counters
 
     @property
     def enabled(self) -> bool:
@@ -83,18 +114,41 @@ class VerdictCache(Generic[T]):
         if entry is None or now >= entry.valid_until:
             self.misses += 1
             return None
-        if self.stamp(entry.keys) != entry.stamp:
+        # Noted BEFORE the counters are read (gate/store/inputs_signal.py says why that is exact).
+        epoch, read_at = self._noted()
+        if epoch is not None and self._trusted(entry, epoch, read_at):
+            self.unread += 1
+        elif self.stamp(entry.keys) != entry.stamp:
             with self._lock:
                 # Only drop what was checked: another thread may have stored a fresher entry meanwhile.
                 if self._entries.get(key) is entry:
                     del self._entries[key]
             self.misses += 1
             return None
+        else:
+            self._note(entry, epoch, read_at)
         with self._lock:
             if key in self._entries:
                 self._entries.move_to_end(key)
         self.hits += 1
         return entry.value
+
+    def _noted(self) -> tuple[int | None, float]:
+        if self._epoch is None:
+            return None, 0.0
+        return self._epoch(), self._monotonic()
+
+    def _trusted(self, entry: _Entry[T], epoch: int, now: float) -> bool:
+        # The epoch has not moved since a read found the entry's counters unchanged, recently enough.
+        with self._lock:
+            return entry.epoch == epoch and now - entry.epoch_at < self._trust
+
+    def _note(self, entry: _Entry[T], epoch: int | None, read_at: float) -> None:
+        # A read begun after the epoch read `epoch` found the counters unchanged. Racing notes are all
+        # true statements; the newest of them survives most often, and an older one costs a read.
+        if epoch is not None:
+            with self._lock:
+                entry.epoch, entry.epoch_at = epoch, read_at
 
     def peek(self, key: Hashable, now: datetime) -> tuple[T, Stamp] | None:
         """The verdict under `key` and its stamp, before its horizon, WITHOUT reading the counters.
@@ -136,11 +190,17 @@ class VerdictCache(Generic[T]):
         self.misses += len(keys) - len(found)
         if not found:
             return {}
+        epoch, read_at = self._noted()
+        if epoch is not None and all(self._trusted(e, epoch, read_at) for e in found.values()):
+            self.hits += len(found)
+            self.unread += len(found)
+            return {key: entry.value for key, entry in found.items()}
         current = dict(self.stamp([k for e in found.values() for k in e.keys]))
         out: dict[Hashable, T] = {}
         for key, entry in found.items():
             if all(current.get(k) == v for k, v in entry.stamp):
                 out[key] = entry.value
+                self._note(entry, epoch, read_at)
                 self.hits += 1
             else:
                 self.misses += 1

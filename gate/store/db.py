@@ -22,6 +22,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import StaticPool
 
 from gate.errors import Unavailable
+from gate.store.inputs_signal import InputsSignal, connection_factory, install_triggers, register, signal_of
 
 __all__ = [
     "IMMEDIATE",
@@ -103,7 +104,15 @@ def _sqlite_engine(parsed: URL, busy_timeout: float, background_checkpoint: bool
         kwargs["poolclass"] = StaticPool
     else:
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    signal: InputsSignal | None = None
+    if not memory and not database.startswith("file:"):
+        # The inputs epoch (gate/store/inputs_signal.py): connections that move it after committing
+        # an input write, so kept verdicts can skip reading their counters while nothing changed.
+        signal = InputsSignal(f"{Path(database).expanduser()}.gate-inputs")
+        kwargs["connect_args"]["factory"] = connection_factory(signal)
     engine = create_engine(parsed, **kwargs)
+    if signal is not None:
+        register(engine, signal)
     timeout_ms = int(busy_timeout * 1000)
 
     @event.listens_for(engine, "connect")
@@ -125,6 +134,8 @@ def _sqlite_engine(parsed: URL, busy_timeout: float, background_checkpoint: bool
                     cursor.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
         finally:
             cursor.close()
+        if signal is not None:
+            install_triggers(dbapi_connection)
 
     @event.listens_for(engine, "begin")
     def _sqlite_begin(conn: Connection) -> None:
@@ -223,6 +234,10 @@ def migrate(engine_or_url: Engine | str) -> None:
             if connection.dialect.name == "postgresql":
                 connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATE_LOCK_KEY})
             command.upgrade(_alembic_config(connection), "head")
+        if signal_of(engine) is not None:
+            # Connections opened before input_generations existed carry no triggers to signal its
+            # writes (gate/store/inputs_signal.py): new ones, opened from here on, do.
+            engine.dispose()
     finally:
         if isinstance(engine_or_url, str):
             engine.dispose()

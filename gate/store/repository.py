@@ -65,6 +65,7 @@ from gate.provenance import chain_ids
 from gate.store import changes, generations
 from gate.store.db import create_engine_for, database_errors, migrate
 from gate.store.direct import DirectConnections, placeholders, read_time
+from gate.store.inputs_signal import signal_of
 from gate.store.job_writes import JobWrites
 from gate.store.sessions import SessionScope
 from gate.store.shared_reads import SharedReads
@@ -109,6 +110,7 @@ class SqlRepository(SessionScope):
         # has RPC threads (32, gate/server/app.py): with 4 kept, 8 clients had connections opened and
         # closed per call (pragmas, WAL check), ~5% of the server's samples (py-spy, h2load).
         self._direct_reads = DirectConnections(engine, autocommit=True, max_idle=32)
+        self._signal = signal_of(engine)
         # The usual job writes are on every scan's critical path: plain statements (job_writes.py).
         self._direct_writes = DirectConnections(engine, autocommit=False, max_idle=2)
         self._job_writes = JobWrites(engine.dialect.dbapi, postgres=not self._sqlite)
@@ -1040,6 +1042,10 @@ class SqlRepository(SessionScope):
         Read by a statement begun after this call, possibly shared with concurrent callers.
         """
         return self._generation_reads(keys)
+
+    def inputs_epoch(self) -> int | None:
+        """The store's inputs epoch (gate/store/inputs_signal.py): SQLite files only, else None."""
+        return self._signal.current() if self._signal is not None else None
 
     def _read_generations(self, keys: Sequence[str]) -> Mapping[str, int]:
         postgres = self._direct_reads.postgres

@@ -242,22 +242,67 @@ def test_a_kept_verdict_costs_no_read_of_its_inputs_before_the_commit_that_confi
 ) -> None:
     # With the durable journal the input generations are checked inside the journal's transaction:
     # a repeated check reads none of them beforehand (a database round trip saved on PostgreSQL).
-    # The write-behind journal answers before its commit, so there it still reads them first.
-    for buffered, reads_per_hit in ((False, 0), (True, 1)):
-        reads = _CountedReads(lambda keys: {})
-        replica = _replica(db_url, clock, buffered=buffered, reads=reads)
+    # The write-behind journal answers before its commit, so there it still reads them first: on
+    # PostgreSQL every time, on a SQLite file once, then the unmoved inputs epoch stands for that read.
+    sqlite = db_url.startswith("sqlite")
+    for buffered, reads in ((False, 0), (True, 1 if sqlite else 3)):
+        counted = _CountedReads(lambda keys: {})
+        replica = _replica(db_url, clock, buffered=buffered, reads=counted)
         try:
             _import(replica.repo, clock.now(), "CVE-2026-0001")
             clock.advance(timedelta(seconds=1))
             assert _cves(replica) == {"CVE-2026-0001"}
-            before = reads.calls
+            before = counted.calls
             for _ in range(3):
                 assert _cves(replica) == {"CVE-2026-0001"}
-            assert reads.calls - before == 3 * reads_per_hit, f"buffered={buffered}"
+            assert counted.calls - before == reads, f"buffered={buffered}"
             assert replica.service.verdict_cache_stats["promotion_hits"] == 3
         finally:
             replica.repo.close()
         clock.advance(timedelta(seconds=1))
+
+
+def test_a_write_behind_repeat_on_sqlite_reads_nothing_until_another_replica_writes(
+    db_url: str, clock: ManualClock
+) -> None:
+    # Two replicas, each its own engine and its own mapping of the inputs epoch (two processes'
+    # worth). A's repeats stand on the unmoved epoch; each write by B — a newer scan, a base — moves
+    # it, and A's very next answer reads the counters and shows the write.
+    sqlite = db_url.startswith("sqlite")
+    counted = _CountedReads(lambda keys: {})
+    a = _replica(db_url, clock, buffered=True, reads=counted)
+    b = _replica(db_url, clock, buffered=True)
+    try:
+        _import(a.repo, clock.now(), "CVE-2026-0001")
+        clock.advance(timedelta(seconds=1))
+        assert _cves(a) == {"CVE-2026-0001"}
+        assert _cves(a) == {"CVE-2026-0001"}  # confirmed by a read
+        before = counted.calls
+        for _ in range(3):
+            assert _cves(a) == {"CVE-2026-0001"}
+        assert counted.calls - before == (0 if sqlite else 3)
+        clock.advance(timedelta(seconds=1))
+        _import(b.repo, clock.now(), "CVE-2026-0002")
+        assert _cves(a) == {"CVE-2026-0002"}
+        assert _cves(a) == {"CVE-2026-0002"}
+        hits = a.service.verdict_cache_stats["promotion_hits"]
+        layers = ("sha256:" + "33" * 32,)
+        b.repo.add_base(
+            BaseImage(
+                "osbase 2",
+                "prod-osbase",
+                "sha256:" + "44" * 32,
+                layers,
+                chain_id(layers),
+                registered_at=START,
+            )
+        )
+        assert _cves(a) == {"CVE-2026-0002"}
+        assert a.service.verdict_cache_stats["promotion_hits"] == hits  # judged again, not reused
+    finally:
+        assert a.journal.close(10) and b.journal.close(10)
+        a.repo.close()
+        b.repo.close()
 
 
 def test_a_scan_stored_between_the_lookup_and_the_commit_is_judged_again_and_only_that_is_recorded(

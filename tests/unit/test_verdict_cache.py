@@ -136,6 +136,111 @@ def test_capacity_zero_peeks_nothing() -> None:
     assert cache.peek("k", NOW) is None
 
 
+class _Epoch:
+    """The store's inputs epoch and a monotonic clock, both moved by the test."""
+
+    def __init__(self) -> None:
+        self.value: int | None = 0
+        self.seconds = 100.0
+
+    def epoch(self) -> int | None:
+        return self.value
+
+    def monotonic(self) -> float:
+        return self.seconds
+
+
+def _epoch_cache() -> tuple[VerdictCache[str], _Counters, _Epoch]:
+    counters, epoch = _Counters(), _Epoch()
+    cache: VerdictCache[str] = VerdictCache(
+        counters, 10, epoch=epoch.epoch, trust=1.0, monotonic=epoch.monotonic
+    )
+    cache.put("k", "denied", cache.stamp(["*", "sha256:a"]), NOW + timedelta(hours=1))
+    return cache, counters, epoch
+
+
+def test_an_unmoved_epoch_stands_for_the_read_that_last_confirmed_a_verdict() -> None:
+    cache, counters, _ = _epoch_cache()
+    reads = counters.reads
+    assert cache.get("k", NOW) == "denied"  # the first lookup reads: nothing confirmed the entry yet
+    assert counters.reads == reads + 1
+    for _ in range(5):
+        assert cache.get("k", NOW) == "denied"
+    assert counters.reads == reads + 1
+    assert (cache.hits, cache.unread) == (6, 5)
+
+
+def test_a_moved_epoch_makes_the_next_lookup_read_and_see_the_write() -> None:
+    cache, counters, epoch = _epoch_cache()
+    cache.get("k", NOW)
+    # Another process commits a write to an unrelated digest: the epoch moves, the stamp still holds.
+    counters.values["sha256:b"] = 1
+    epoch.value = 1
+    reads = counters.reads
+    assert cache.get("k", NOW) == "denied"
+    assert cache.get("k", NOW) == "denied"
+    assert counters.reads == reads + 1  # read once, then trusted at the new epoch
+    counters.values["sha256:a"] = 1  # now a write to its own inputs
+    epoch.value = 2
+    assert cache.get("k", NOW) is None
+    assert len(cache) == 0
+
+
+def test_an_epoch_is_trusted_for_at_most_the_trust_window_after_its_read() -> None:
+    # A process killed between its commit and its signal leaves the epoch unmoved: such a write shows
+    # within the trust window anyway.
+    cache, counters, epoch = _epoch_cache()
+    cache.get("k", NOW)
+    counters.values["sha256:a"] = 1  # committed, never signalled
+    epoch.seconds += 0.9
+    assert cache.get("k", NOW) == "denied"  # within the window: not read
+    epoch.seconds += 0.2
+    assert cache.get("k", NOW) is None  # 1.1 s after the confirming read: read, and the write seen
+
+
+def test_the_epoch_is_noted_before_the_read_so_a_write_during_it_is_not_trusted_away() -> None:
+    # A write that commits and signals while the confirming read is under way: the read may miss it,
+    # but the epoch noted before the read no longer matches, so the next lookup reads again.
+    counters, epoch = _Counters(), _Epoch()
+
+    def racing_read(keys: Sequence[str]) -> Mapping[str, int]:
+        seen = counters(keys)  # the read's snapshot, taken before the write
+        if counters.reads == 2:
+            counters.values["sha256:a"] = 1
+            epoch.value = 1
+        return seen
+
+    cache: VerdictCache[str] = VerdictCache(racing_read, 10, epoch=epoch.epoch, monotonic=epoch.monotonic)
+    cache.put("k", "denied", cache.stamp(["sha256:a"]), NOW + timedelta(hours=1))
+    assert cache.get("k", NOW) == "denied"  # confirmed by a read that missed the write
+    assert cache.get("k", NOW) is None  # epoch 1 is not the 0 noted before that read: read again
+
+
+def test_get_many_trusts_the_epoch_only_when_every_entry_was_confirmed_at_it() -> None:
+    cache, counters, epoch = _epoch_cache()
+    cache.put("j", "allowed", cache.stamp(["*", "sha256:b"]), NOW + timedelta(hours=1))
+    reads = counters.reads
+    assert cache.get_many(["k", "j"], NOW) == {"k": "denied", "j": "allowed"}
+    assert cache.get_many(["k", "j"], NOW) == {"k": "denied", "j": "allowed"}
+    assert counters.reads == reads + 1
+    cache.put("i", "allowed", cache.stamp(["sha256:c"]), NOW + timedelta(hours=1))  # not yet confirmed
+    reads = counters.reads
+    assert set(cache.get_many(["k", "j", "i"], NOW)) == {"k", "j", "i"}
+    assert counters.reads == reads + 1
+    counters.values["*"] = 1
+    epoch.value = 1
+    assert cache.get_many(["k", "j", "i"], NOW) == {"i": "allowed"}
+
+
+def test_without_an_epoch_every_lookup_reads() -> None:
+    cache, counters, epoch = _epoch_cache()
+    epoch.value = None  # a store without one (PostgreSQL)
+    reads = counters.reads
+    for _ in range(3):
+        assert cache.get("k", NOW) == "denied"
+    assert (counters.reads - reads, cache.unread) == (3, 0)
+
+
 def test_an_answer_repeats_only_the_very_kept_verdict_noted_for_its_key() -> None:
     answers = RecordedAnswers(2)
     kept = ("denied", "digest-of-inputs")
