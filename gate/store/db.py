@@ -108,7 +108,12 @@ def _sqlite_engine(parsed: URL, busy_timeout: float, background_checkpoint: bool
     if not memory and not database.startswith("file:"):
         # The inputs epoch (gate/store/inputs_signal.py): connections that move it after committing
         # an input write, so kept verdicts can skip reading their counters while nothing changed.
-        signal = InputsSignal(f"{Path(database).expanduser()}.gate-inputs")
+        path = f"{Path(database).expanduser()}.gate-inputs"
+        try:
+            signal = InputsSignal(path)
+        except OSError as e:
+            # Where the epoch cannot be kept, SQLite could not keep its -wal and -shm files either.
+            raise Unavailable(f"database unavailable: cannot open {path}: {e.strerror or e}") from e
         kwargs["connect_args"]["factory"] = connection_factory(signal)
     engine = create_engine(parsed, **kwargs)
     if signal is not None:

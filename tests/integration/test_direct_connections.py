@@ -120,7 +120,10 @@ def test_an_error_in_the_work_rolls_back_and_the_connection_stays_usable(engine:
 def test_an_unreachable_database_is_unavailable(tmp_path: Path) -> None:
     missing_dir = tmp_path / "gone"
     engine = create_engine_for(f"sqlite:///{missing_dir / 'gate.db'}")
-    missing_dir.rmdir()  # create_engine_for made it; without it sqlite cannot open the file
+    # create_engine_for made it (and the inputs epoch's file in it); without it sqlite cannot open the file
+    for made in missing_dir.iterdir():
+        made.unlink()
+    missing_dir.rmdir()
     direct = DirectConnections(engine, autocommit=True)
     with pytest.raises(Unavailable, match="database unavailable"):
         direct.run(lambda conn: conn.execute("SELECT 1"))

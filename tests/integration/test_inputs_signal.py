@@ -25,6 +25,7 @@ from gate.domain import (
     Severity,
     VulnException,
 )
+from gate.errors import Unavailable
 from gate.provenance import chain_id
 from gate.store.db import create_engine_for, migrate
 from gate.store.exceptions import SqlExceptionStore
@@ -202,3 +203,10 @@ def test_another_process_moves_the_epoch_this_one_reads(url: str, repo: SqlRepos
     assert signal.current() == before + 1
     assert repo.input_generations([DIGEST]) == {DIGEST: 1}
     assert InputsSignal(signal.path).current() == before + 1  # the file holds it, not the process
+
+
+def test_an_epoch_file_that_cannot_be_opened_makes_the_database_unavailable(tmp_path: Path) -> None:
+    # A writer that could not signal must not write at all: readers elsewhere would trust old epochs.
+    (tmp_path / "gate.db.gate-inputs").mkdir()
+    with pytest.raises(Unavailable, match=r"cannot open .*gate\.db\.gate-inputs: Is a directory"):
+        create_engine_for(f"sqlite:///{tmp_path / 'gate.db'}")
