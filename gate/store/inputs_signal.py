@@ -59,8 +59,9 @@ class InputsSignal:
         """Open (creating it at 0) the counter file `path` and map it shared."""
         self.path = path
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        # flock orders processes; this lock orders the threads of one (flock does not: they share
-        # the open file).
+        # flock orders every open of the file: other processes, and other engines of this one, each
+        # with its own open (a forked child would share this one; gate's workers are new processes).
+        # This lock orders the threads that share this open, which flock does not.
         self._lock = threading.Lock()
         try:
             with self._locked():
