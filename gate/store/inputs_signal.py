@@ -71,6 +71,9 @@ class InputsSignal:
         except BaseException:
             os.close(self._fd)
             raise
+        # The engine that holds this signal is never told it is done with it: the map and the file
+        # are released when the signal is collected, or by close().
+        self._release = weakref.finalize(self, _release, self._map, self._fd)
 
     def current(self) -> int:
         """The epoch now: a memory load, safe from any thread and process.
@@ -89,12 +92,16 @@ class InputsSignal:
         return int(value)
 
     def close(self) -> None:
-        """Unmap and close the file (the epoch stays in it for every other process)."""
-        self._map.close()
-        os.close(self._fd)
+        """Unmap and close the file (the epoch stays in it for every other process); idempotent."""
+        self._release()
 
     def _locked(self) -> _Held:
         return _Held(self._lock, self._fd)
+
+
+def _release(mapped: mmap.mmap, fd: int) -> None:
+    mapped.close()
+    os.close(fd)
 
 
 class _Held:

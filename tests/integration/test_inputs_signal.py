@@ -7,7 +7,10 @@ nothing. Processes share it through the file beside the database.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
+import os
+import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -210,3 +213,15 @@ def test_an_epoch_file_that_cannot_be_opened_makes_the_database_unavailable(tmp_
     (tmp_path / "gate.db.gate-inputs").mkdir()
     with pytest.raises(Unavailable, match=r"cannot open .*gate\.db\.gate-inputs: Is a directory"):
         create_engine_for(f"sqlite:///{tmp_path / 'gate.db'}")
+
+
+def test_a_collected_engine_releases_its_epoch_file() -> None:
+    # Tests and tools open many engines; each one's map and descriptor go with it, not at exit.
+    with tempfile.TemporaryDirectory() as tmp:
+        before = len(os.listdir("/proc/self/fd"))
+        for i in range(20):
+            engine = create_engine_for(f"sqlite:///{tmp}/g{i}.db")
+            engine.dispose()
+            del engine
+        gc.collect()
+        assert len(os.listdir("/proc/self/fd")) <= before + 1
