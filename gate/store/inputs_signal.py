@@ -32,6 +32,7 @@ other hosts: it has no epoch, and its concurrent reads share statements instead
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import mmap
 import os
@@ -39,6 +40,7 @@ import sqlite3
 import struct
 import threading
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import Engine
@@ -95,32 +97,19 @@ class InputsSignal:
         """Unmap and close the file (the epoch stays in it for every other process); idempotent."""
         self._release()
 
-    def _locked(self) -> _Held:
-        return _Held(self._lock, self._fd)
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._lock:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
 
 
 def _release(mapped: mmap.mmap, fd: int) -> None:
     mapped.close()
     os.close(fd)
-
-
-class _Held:
-    def __init__(self, lock: threading.Lock, fd: int) -> None:
-        self._lock, self._fd = lock, fd
-
-    def __enter__(self) -> None:
-        self._lock.acquire()
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX)
-        except BaseException:
-            self._lock.release()
-            raise
-
-    def __exit__(self, *_exc: object) -> None:
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-        finally:
-            self._lock.release()
 
 
 class _SignallingConnection(sqlite3.Connection):

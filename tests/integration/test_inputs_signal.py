@@ -21,11 +21,7 @@ from sqlalchemy import Engine, text
 from gate.domain import (
     BaseImage,
     ExceptionScope,
-    Finding,
-    FindingClass,
-    FixState,
     ScopeKind,
-    Severity,
     VulnException,
 )
 from gate.errors import Unavailable
@@ -36,23 +32,10 @@ from gate.store.generations import GLOBAL
 from gate.store.inputs_signal import InputsSignal, signal_of
 from gate.store.repository import SqlRepository
 from scanners.interface import ScanResult, ScanTarget, TargetKind
+from tests.integration.test_store import finding
 
 NOW = datetime(2026, 11, 24, 1, 0, tzinfo=UTC)
 DIGEST = "sha256:" + "cd" * 32
-
-
-def _finding(cve: str) -> Finding:
-    return Finding(
-        vulnerability_id=cve,
-        package="openssl",
-        installed_version="1.0",
-        fixed_version="1.1",
-        fix_state=FixState.FIXED,
-        severity=Severity.HIGH,
-        scanner_severity="HIGH",
-        finding_class=FindingClass.OS,
-        scanner="trivy",
-    )
 
 
 @pytest.fixture
@@ -104,7 +87,7 @@ def test_every_input_write_moves_the_epoch_after_its_commit(url: str, repo: SqlR
         (
             "import",
             DIGEST,
-            lambda: repo.record_import(DIGEST, "trivy", DIGEST, result, [_finding("CVE-1")], NOW),
+            lambda: repo.record_import(DIGEST, "trivy", DIGEST, result, [finding("CVE-1")], NOW),
         ),
         ("base", GLOBAL, lambda: repo.add_base(base)),
         (
@@ -131,7 +114,7 @@ def test_every_input_write_moves_the_epoch_after_its_commit(url: str, repo: SqlR
             lambda: job.append(repo.create_job(DIGEST, "trivy", DIGEST, target, NOW)[0].id),
         ),
         ("job running", DIGEST, lambda: repo.mark_running(job[-1], NOW)),
-        ("job done", DIGEST, lambda: repo.complete_job(job[-1], result, [_finding("CVE-2")], NOW)),
+        ("job done", DIGEST, lambda: repo.complete_job(job[-1], result, [finding("CVE-2")], NOW)),
     ]
     try:
         for name, key, write in writes:
@@ -189,7 +172,7 @@ def _import_in_another_process(url: str, done: object) -> None:
     repo = SqlRepository.open(url)
     try:
         result = ScanResult(scanner="trivy", scanner_version="test", findings=())
-        repo.record_import(DIGEST, "trivy", DIGEST, result, [_finding("CVE-9")], NOW)
+        repo.record_import(DIGEST, "trivy", DIGEST, result, [finding("CVE-9")], NOW)
     finally:
         repo.close()
 
