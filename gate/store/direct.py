@@ -212,12 +212,22 @@ class DirectConnections:
     control away from the sqlite3 module), so `work` emits BEGIN IMMEDIATE / COMMIT itself; PostgreSQL
     connections are in autocommit mode when `autocommit` is set (single-statement reads), else `work`
     commits. At most `max_idle` connections are kept between calls; more are opened under concurrency
-    and closed when returned.
+    and closed when returned. `on_open(conn)`, when given, runs once on each connection opened here,
+    before any work (session settings; not on the one shared connection of an in-memory database,
+    which is borrowed per call); its failure is a driver failure like any other.
     """
 
-    def __init__(self, engine: Engine, *, autocommit: bool, max_idle: int = 4) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        autocommit: bool,
+        max_idle: int = 4,
+        on_open: Callable[[Any], None] | None = None,
+    ) -> None:
         """Lend connections of `engine`; PostgreSQL ones in autocommit mode when `autocommit`."""
         self._engine = engine
+        self._on_open = on_open
         self._postgres = engine.dialect.name == "postgresql"
         self._autocommit = autocommit
         self._max_idle = max(0, max_idle)
@@ -350,6 +360,15 @@ class DirectConnections:
         fairy.detach()
         if self._postgres and self._autocommit:
             conn.autocommit = True
+        if self._on_open is not None:
+            try:
+                self._on_open(conn)
+            except self._errors as e:
+                _close_quietly(conn)
+                raise _unavailable(e) from e
+            except BaseException:
+                _close_quietly(conn)
+                raise
         return conn, False
 
     def _give_back(self, conn: Any, *, rollback: bool) -> None:

@@ -70,6 +70,29 @@ def test_connections_are_reused_and_keep_the_engines_set_up(engine: Engine) -> N
     direct.close()
 
 
+def test_on_open_runs_once_per_connection_opened_and_its_failure_is_unavailable(engine: Engine) -> None:
+    opened: list[Any] = []
+    direct = DirectConnections(engine, autocommit=False, on_open=opened.append)
+    first = direct.run(lambda conn: conn)
+    assert direct.run(lambda conn: conn) is first and opened == [first]  # reused: not again
+    direct.close()
+    dbapi_error = engine.dialect.dbapi.OperationalError  # type: ignore[union-attr]
+    handed: list[Any] = []
+
+    def refuse(conn: Any) -> None:
+        handed.append(conn)
+        raise dbapi_error("no such setting")
+
+    refusing = DirectConnections(engine, autocommit=False, on_open=refuse)
+    with pytest.raises(Unavailable, match="no such setting"):
+        refusing.run(lambda conn: pytest.fail("work ran on a connection whose set-up failed"))
+    assert refusing._idle == []  # not kept: the next call opens (and sets up) another
+    closed = sqlite3.ProgrammingError if engine.dialect.name == "sqlite" else psycopg.OperationalError
+    with pytest.raises(closed):
+        handed[0].execute("SELECT 1")
+    refusing.close()
+
+
 def test_concurrent_callers_get_distinct_connections_and_idle_ones_are_bounded(engine: Engine) -> None:
     direct = DirectConnections(engine, autocommit=True, max_idle=2)
     inside = threading.Barrier(4)
