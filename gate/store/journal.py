@@ -12,8 +12,9 @@ at the head of the pipeline that fails (square root of -1, its own SQLSTATE) unl
 still the guarded value. Either way the group is refused with StaleInputs and nothing is written.
 
 On PostgreSQL a busy journal does it in one round trip: records are sealed on the head its own last
-commit left, and the pipeline starts with a guard that locks the head row and fails (division by zero)
-unless the head is still exactly that. A guard that fails — another replica or process appended, or an
+commit left, and the pipeline starts with a guard that moves the head row to the group's last record
+(or, for a group without records, only locks it) and fails (division by zero) unless the head was
+still exactly that. A guard that fails — another replica or process appended, or an
 audit event was recorded outside the journal — rolls back having written nothing, and the append takes
 the two-round-trip way above, as do the next ones: 16 in all, twice as many after each further refused
 guess (up to 1,024; two busy journals refuse each other's every guess), back to 16 once a guess holds.
@@ -221,9 +222,16 @@ class SqlJournalStore:
             records.append(record)
             seq, prev = record.seq, record.hash
         statements: list[tuple[bytes, list[bytes | None] | None]] = []
+        # The head moves in the statement that checks a guess (one row version, no separate lock).
+        moved = guessed and bool(records)
         if guessed:
             statements.append((b"BEGIN", None))
-            statements.append((_PG_GUARD, [_HEAD_ID_TEXT, _pg_value(head[0]), head[1].encode()]))
+            expected = [_HEAD_ID_TEXT, _pg_value(head[0]), head[1].encode()]
+            if moved:
+                last_at = _pg_value(self._time(records[-1].at))
+                statements.append((_PG_GUARDED_MOVE, [*expected, _pg_value(seq), prev.encode(), last_at]))
+            else:
+                statements.append((_PG_GUARD, expected))
         if guard:
             keys, values = list(guard), [str(v) for v in guard.values()]
             statements.append(
@@ -232,8 +240,9 @@ class SqlJournalStore:
         if records:
             for chunk in _chunks([_pg_row(self._record_row(r), _RECORD_COLUMNS) for r in records]):
                 statements.append((_pg_insert("audit_records", _RECORD_COLUMNS, len(chunk)), _flat(chunk)))
-            at = self._time(records[-1].at)
-            statements.append((_PG_MOVE, [_pg_value(seq), prev.encode(), _pg_value(at), _HEAD_ID_TEXT]))
+            if not moved:
+                at = self._time(records[-1].at)
+                statements.append((_PG_MOVE, [_pg_value(seq), prev.encode(), _pg_value(at), _HEAD_ID_TEXT]))
         if decisions:
             rows = [_pg_row(self._decision_row(d), _DECISION_COLUMNS) for d in decisions]
             for chunk in _chunks(rows):
@@ -326,16 +335,26 @@ _PG_HEAD: list[tuple[bytes, list[bytes | None] | None]] = [
     (b'SELECT "count", hash FROM audit_head WHERE id = $1 FOR UPDATE', [_HEAD_ID_TEXT]),
 ]
 _PG_MOVE = b'UPDATE audit_head SET "count" = $1, hash = $2, updated_at = $3 WHERE id = $4'
-# The one-round-trip append's first statement: locks the head row when it is still (count, hash) = ($2,
-# $3), and fails with division_by_zero when it is not or is missing, so the statements after it in the
-# pipeline are skipped and nothing is written. Waiting on the lock of another appender, PostgreSQL
-# re-checks the row as that appender committed it (READ COMMITTED's re-check of a locked row), so a
-# head moved meanwhile fails the guard too.
+# The first statement of a one-round-trip append that writes no record (_PG_GUARDED_MOVE otherwise):
+# locks the head row when it is still (count, hash) = ($2, $3), and fails with division_by_zero when
+# it is not or is missing, so the statements after it in the pipeline are skipped and nothing is
+# written. Waiting on the lock of another appender, PostgreSQL re-checks the row as that appender
+# committed it (READ COMMITTED's re-check of a locked row), so a head moved meanwhile fails the guard
+# too.
 _PG_GUARD = (
     b"SELECT 1 / count(*) FROM"
     b' (SELECT 1 FROM audit_head WHERE id = $1 AND "count" = $2 AND hash = $3 FOR UPDATE) AS head'
 )
-_PG_STALE_SQLSTATE = "22012"  # division_by_zero: only the guard divides
+# A guessed append that writes records checks its guess and moves the head in one statement: the
+# UPDATE touches the head row only while it is still (count, hash) = ($2, $3), and the division fails
+# when it did not (READ COMMITTED re-checks a row an UPDATE waited for, as it does for FOR UPDATE).
+# Locking the row first and updating it after wrote two row versions' worth of WAL and ran one
+# statement more on every durable check.
+_PG_GUARDED_MOVE = (
+    b'WITH moved AS (UPDATE audit_head SET "count" = $4, hash = $5, updated_at = $6'
+    b' WHERE id = $1 AND "count" = $2 AND hash = $3 RETURNING 1) SELECT 1 / count(*) FROM moved'
+)
+_PG_STALE_SQLSTATE = "22012"  # division_by_zero: only the guards divide
 # Entries' input generations (gate/journal.py): fails with invalid_argument_for_power_function unless
 # each ($1[i], $2[i]) is a counter's current (key, value), a key without a row reading 0. Only this
 # statement takes a square root, so its SQLSTATE names it as 22012 names the head guard.
