@@ -8,6 +8,7 @@ start, from several processes at once.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -108,7 +109,9 @@ def _sqlite_engine(parsed: URL, busy_timeout: float, background_checkpoint: bool
     if not memory and not database.startswith("file:"):
         # The inputs epoch (gate/store/inputs_signal.py): connections that move it after committing
         # an input write, so kept verdicts can skip reading their counters while nothing changed.
-        path = f"{Path(database).expanduser()}.gate-inputs"
+        # Beside the file itself, as SQLite keeps its -wal and -shm: processes that name one database
+        # by different paths (a symlink, another working directory) must share one epoch.
+        path = f"{os.path.realpath(Path(database).expanduser())}.gate-inputs"
         try:
             signal = InputsSignal(path)
         except OSError as e:

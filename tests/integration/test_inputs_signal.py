@@ -191,6 +191,30 @@ def test_another_process_moves_the_epoch_this_one_reads(url: str, repo: SqlRepos
     assert InputsSignal(signal.path).current() == before + 1  # the file holds it, not the process
 
 
+def test_one_database_named_by_different_paths_shares_one_epoch(tmp_path: Path) -> None:
+    # SQLite follows a symlinked database file to keep one -wal and -shm beside the file itself; the
+    # epoch must be as shared, or a process naming the database through the link would trust verdicts
+    # that another process's writes changed.
+    real, other = tmp_path / "data", tmp_path / "other"
+    real.mkdir()
+    other.mkdir()
+    direct = SqlRepository.open(f"sqlite:///{real / 'gate.db'}")
+    (other / "gate.db").symlink_to(real / "gate.db")
+    linked = SqlRepository.open(f"sqlite:///{other / 'gate.db'}")
+    try:
+        seen = signal_of(linked._engine)
+        assert seen is not None
+        before = seen.current()
+        result = ScanResult(scanner="trivy", scanner_version="test", findings=())
+        direct.record_import(DIGEST, "trivy", DIGEST, result, [finding("CVE-9")], NOW)
+        assert seen.current() == before + 1
+        assert linked.input_generations([DIGEST]) == {DIGEST: 1}
+        assert not (other / "gate.db.gate-inputs").exists()
+    finally:
+        direct.close()
+        linked.close()
+
+
 def test_an_epoch_file_that_cannot_be_opened_makes_the_database_unavailable(tmp_path: Path) -> None:
     # A writer that could not signal must not write at all: readers elsewhere would trust old epochs.
     (tmp_path / "gate.db.gate-inputs").mkdir()
