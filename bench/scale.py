@@ -297,7 +297,8 @@ def _reset(url: str) -> None:
     """Empty a bench database or SQLite file so it can be filled afresh."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
-        for suffix in ("", "-wal", "-shm"):
+        # .gate-inputs: the inputs epoch a gate engine keeps beside the file (gate/store/inputs_signal.py).
+        for suffix in ("", "-wal", "-shm", ".gate-inputs"):
             Path(f"{parsed.database}{suffix}").unlink(missing_ok=True)
         return
     if not (parsed.database or "").startswith("gate_bench"):
@@ -330,6 +331,8 @@ def ensure_filled(url: str, images: int, findings_per_image: int) -> list[str]:
             timings = fill(f"sqlite:///{partial}", images, findings_per_image)
             _reset(url)
             partial.rename(final)
+            # The epoch file keeps the name it was opened under; the renamed file gets its own.
+            Path(f"{partial}.gate-inputs").unlink(missing_ok=True)
         else:
             _reset(url)
             timings = fill(url, images, findings_per_image)
