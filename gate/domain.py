@@ -325,6 +325,16 @@ class Decision:
     # False under a transition's `enforce: false` (dry-run): violations were turned into warnings.
     enforced: bool = True
 
+    def at(self, when: datetime) -> Decision:
+        """The same decision stated as evaluated at `when` (a kept verdict answered again)."""
+        # dataclasses.replace would do, but it re-reads the fields and runs __init__ on every call:
+        # the costliest single step of a repeated CheckPromotion. Every field is immutable, so the
+        # copy may share them.
+        copy = object.__new__(Decision)
+        copy.__dict__.update(self.__dict__)
+        object.__setattr__(copy, "evaluated_at", when)
+        return copy
+
 
 @dataclass(frozen=True)
 class Promotion:

@@ -708,7 +708,7 @@ class GateService:
             if peeked is not None:
                 kept, stamp = peeked
                 decision, inputs_digest = kept
-                now_decision = dataclasses.replace(decision, evaluated_at=now)
+                now_decision = decision.at(now)
                 return Judgement(now_decision, (), image, inputs_digest, stamp, key, kept)
         hit = self._verdicts.get(key, now)
         metrics.observe_verdict_lookup("promotion", hit is not None)
@@ -716,9 +716,7 @@ class GateService:
             decision, inputs_digest = hit
             # Exactly what computing it now would give (same inputs, before its horizon), so it is
             # stated as evaluated now.
-            return Judgement(
-                dataclasses.replace(decision, evaluated_at=now), (), image, inputs_digest, (), key, hit
-            )
+            return Judgement(decision.at(now), (), image, inputs_digest, (), key, hit)
         stamp, record = self._stamped_record(self._verdicts, digest)
         digest = record.digest if record else digest
         decision, inputs = self._decide(self._policy, digest, record, ref, src, dst, now)

@@ -499,6 +499,11 @@ class Policy:
 
     def transition(self, from_stage: Stage, to_stage: Stage) -> TransitionPolicy:
         """The rules for from_stage→to_stage; raise InvalidArgument naming the field for a bad step."""
+        # Every check asks this first: an allowed step is one dict look-up (the messages below are
+        # built only for a step that is refused).
+        allowed = self._index.get((from_stage, to_stage))
+        if allowed is not None:
+            return allowed
         arrow = f"{from_stage.value}→{to_stage.value}"
         if from_stage == list(Stage)[-1]:
             # The request is wrong at its origin, not its target: nothing lies above the last stage.

@@ -73,3 +73,19 @@ def test_a_caller_changing_its_message_does_not_change_the_next_answer() -> None
     again = decision_to_pb(decision())
     assert again.violations[0].message == "CVE-1 is CRITICAL"
     assert again.summary == "1 violation"
+
+
+def test_a_decision_stated_at_another_time_is_a_replace_of_its_time_only() -> None:
+    # Decision.at, CheckPromotion's way of answering a kept verdict again, must equal what
+    # dataclasses.replace would give, for every field, and leave the kept decision as it was.
+    kept = decision(breakglass=True, breakglass_reason="incident 42", enforced=False, details=(("k", "v"),))
+    later = T0 + timedelta(minutes=3)
+    again = kept.at(later)
+    assert again == dataclasses.replace(kept, evaluated_at=later)
+    assert hash(again) == hash(dataclasses.replace(kept, evaluated_at=later))
+    assert again is not kept and kept.evaluated_at == T0
+    assert {
+        f.name for f in dataclasses.fields(Decision) if getattr(again, f.name) != getattr(kept, f.name)
+    } == {"evaluated_at"}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        again.evaluated_at = T0  # type: ignore[misc]
