@@ -147,6 +147,10 @@ class Repository(Protocol):
         """
         ...
 
+    def note_image(self, info: ImageInfo, ref: ImageRef | None, now: datetime) -> None:
+        """Store what `upsert_image` stores, without reading the record back."""
+        ...
+
     def get_image(self, digest: str) -> ImageRecord | None:
         """Return the image stored under a manifest digest, or under a config digest as a fallback."""
         ...

@@ -549,7 +549,7 @@ class GateService:
                     self._runner.submit(job.id, job=job, expected_config=identified.config_digest)
                 # A job joined or reused may have been created for the platform image directly.
                 out.append(SubmittedJob(dataclasses.replace(job, platform=platform), reused=not created))
-        self._repo.upsert_image(info, _naming_ref(ref, info), now)
+        self._repo.note_image(info, _naming_ref(ref, info), now)
         return out
 
     def _check_reachable(self, names: Sequence[str], target: ScanTarget) -> None:
@@ -1474,9 +1474,9 @@ class GateService:
         findings = findings_of(result)
         now = self._clock.now()
         if index is not None:
-            self._repo.upsert_image(index, _naming_ref(ref, index), now)
+            self._repo.note_image(index, _naming_ref(ref, index), now)
         else:
-            self._repo.upsert_image(info, _naming_ref(ref, info), now)
+            self._repo.note_image(info, _naming_ref(ref, info), now)
         return self._repo.record_import(info.digest, name, image, result, findings, now)
 
     # -- base-image catalog ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ the same locks are taken in the same order (job and image rows first, then the i
   insert the QUEUED row, bump the digest's generation, commit.
 - start: mark an active job RUNNING — read the job, bump, update it (written beside the scanner's
   start, where its CPU competes with starting the scanner).
+- read: one job by id (GetScan, and WatchScan's first answer while the scanner starts).
 - complete: the image row exists — read the job, check the image, bump, insert the findings and their
   search ids, point current_scans at the job, mark it SUCCEEDED, commit: all or nothing.
 
@@ -146,6 +147,16 @@ class JobWrites:
         conn.commit()
         job.update(state=state, started_at=now)
         return _converted(job)
+
+    def read(self, conn: Any, job_id: str) -> dict[str, Any] | None:
+        """The job's columns as the ORM reads them, or None; one statement on an autocommit connection."""
+        cursor = conn.cursor()
+        try:
+            cursor.execute(self._job_sql, (job_id,))
+            found = cursor.fetchone()
+        finally:
+            cursor.close()
+        return None if found is None else _converted(dict(zip(COLUMNS, found, strict=True)))
 
     def _read_active(self, cursor: Any, job_id: str, conn: Any) -> dict[str, Any]:
         # Begins the transaction and reads the job, which must exist and be active.
