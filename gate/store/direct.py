@@ -262,7 +262,9 @@ class DirectConnections:
     def _first(self, work: Callable[[Any], T], idempotent: bool) -> tuple[Any, T]:
         """`work(conn)` on a lent connection, retried once as `run` says; the connection stays lent."""
         for attempt in (0, 1):
-            conn, reused = self._take()
+            # The retry takes a new connection: another idle one may have gone stale the same way (a
+            # server restart or terminated sessions leave every idle connection dead at once).
+            conn, reused = self._take(fresh=attempt > 0)
             try:
                 return conn, work(conn)
             except FirstStatement as e:
@@ -343,11 +345,11 @@ class DirectConnections:
         finally:
             fairy.close()
 
-    def _take(self) -> tuple[Any, bool]:
+    def _take(self, *, fresh: bool = False) -> tuple[Any, bool]:
         with self._lock:
             if self._closed:
                 raise Unavailable("database unavailable: the store is closed")
-            if self._idle:
+            if self._idle and not fresh:
                 return self._idle.pop(), True
         try:
             fairy = self._engine.raw_connection()

@@ -214,6 +214,30 @@ def test_postgres_session_killed_while_idle_costs_one_retry_not_an_error(pg_engi
     writes.close()
 
 
+def test_every_idle_session_killed_at_once_still_costs_one_retry(pg_engine: Engine) -> None:
+    # Terminated sessions (a server restart, an administrator) leave every idle connection dead. The
+    # retry must not take the next idle one, which is dead too: it opens a new connection.
+    direct = DirectConnections(pg_engine, autocommit=True, max_idle=4)
+    held = threading.Barrier(2)
+
+    def hold(conn: Any) -> int:
+        held.wait(10)  # both callers hold a connection at once, so two are opened and both kept idle
+        return _backend_pid(conn)
+
+    pids: list[int] = []
+    threads = [threading.Thread(target=lambda: pids.append(direct.run(hold))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(set(pids)) == 2
+    for pid in pids:
+        _terminate(pg_engine, pid)
+    assert direct.run(lambda c: c.execute("SELECT 41 + 1").fetchone()[0], idempotent=True) == 42
+    assert direct.run(_backend_pid, idempotent=True) not in pids
+    direct.close()
+
+
 def test_a_lent_connection_streams_and_comes_back_however_the_reader_stops(engine: Engine) -> None:
     direct = DirectConnections(engine, autocommit=True)
 
