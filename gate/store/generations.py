@@ -20,7 +20,7 @@ from gate.ports import GLOBAL_INPUTS
 from gate.store.direct import pg_exec, placeholders
 from gate.store.tables import InputGenerationRow, table_of
 
-__all__ = ["GLOBAL", "bump", "read_direct"]
+__all__ = ["GLOBAL", "bump", "bump_sql", "read_direct"]
 
 GLOBAL = GLOBAL_INPUTS
 """The key of inputs every verdict reads: the base catalog and the exceptions."""
@@ -39,6 +39,16 @@ def bump(session: Session, keys: Iterable[str]) -> None:
     for key in ordered:
         stmt = insert(_TABLE).values(key=key, value=1)
         session.exec(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": _TABLE.c.value + 1}))
+
+
+@cache
+def bump_sql(*, postgres: bool) -> str:
+    """What `bump` does for one key, as a plain statement for a direct DBAPI connection (one parameter)."""
+    mark = "%s" if postgres else "?"
+    return (
+        f'INSERT INTO input_generations ("key", "value") VALUES ({mark}, 1) '  # noqa: S608
+        'ON CONFLICT ("key") DO UPDATE SET "value" = input_generations."value" + 1'
+    )
 
 
 @cache

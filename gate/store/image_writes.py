@@ -20,6 +20,7 @@ from typing import Any
 
 from gate.errors import NotFound
 from gate.store.direct import FirstStatement
+from gate.store.generations import bump_sql
 
 __all__ = ["ImageValues", "ImageWrites"]
 
@@ -94,10 +95,7 @@ class ImageWrites:
             f"VALUES ({mark}, {mark}, {mark}, {mark}, {mark}) "
             "ON CONFLICT (digest, registry_host, repository, tag) DO NOTHING"
         )
-        self._bump_sql = (
-            f'INSERT INTO input_generations ("key", "value") VALUES ({mark}, 1) '  # noqa: S608
-            'ON CONFLICT ("key") DO UPDATE SET "value" = input_generations."value" + 1'
-        )
+        self._bump_sql = bump_sql(postgres=postgres)
 
     def note(self, conn: Any, values: ImageValues) -> None:
         """Insert the image unless stored, update what it says, add its chains and tag; bump; commit.

@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy.exc import DBAPIError
 
 from gate.store.direct import FirstStatement, read_time, sqlite_time
+from gate.store.generations import bump_sql
 
 __all__ = ["COLUMNS", "JobWrites"]
 
@@ -68,10 +69,7 @@ class JobWrites:
         self._insert_sql = (
             f"INSERT INTO scan_jobs ({', '.join(COLUMNS)}) VALUES ({', '.join([mark] * len(COLUMNS))})"  # noqa: S608
         )
-        self._bump_sql = (
-            f'INSERT INTO input_generations ("key", "value") VALUES ({mark}, 1) '  # noqa: S608
-            'ON CONFLICT ("key") DO UPDATE SET "value" = input_generations."value" + 1'
-        )
+        self._bump_sql = bump_sql(postgres=postgres)
         self._job_sql = f"SELECT {', '.join(COLUMNS)} FROM scan_jobs WHERE id = {mark}"  # noqa: S608
         self._image_sql = f"SELECT 1 FROM images WHERE digest = {mark}"  # noqa: S608
         self._current_sql = (

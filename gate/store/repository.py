@@ -184,14 +184,15 @@ class SqlRepository(SessionScope):
     def _image_values(self, info: ImageInfo, ref: ImageRef | None, now: datetime) -> ImageValues:
         # The rows _upsert_image writes, as column values in the driver's form.
         at: object = sqlite_time(now) if self._sqlite else now
-        located = ref is not None and bool(ref.repository)
-        stage = ref.stage.value if located and ref is not None and ref.stage else None
+        # Only a reference that names a repository says where the image lives (as in _upsert_image).
+        located = ref if ref is not None and ref.repository else None
+        stage = located.stage.value if located is not None and located.stage else None
         diff_ids = json.dumps(list(info.diff_ids)) if info.diff_ids else ""
         insert = (
             info.digest,
             info.config_digest,
-            ref.registry if located and ref is not None else "",
-            ref.repository if located and ref is not None else "",
+            located.registry if located is not None else "",
+            located.repository if located is not None else "",
             stage,
             diff_ids or "[]",
             info.os,
@@ -212,10 +213,14 @@ class SqlRepository(SessionScope):
         if info.annotations:
             updates.append(("annotations", _pairs_json(info.annotations)))
         tag: tuple[object, ...] | None = None
-        if located and ref is not None:
-            updates += [("registry_host", ref.registry), ("repository", ref.repository), ("stage", stage)]
-            if ref.tag:
-                tag = (info.digest, ref.registry, ref.repository, ref.tag, at)
+        if located is not None:
+            updates += [
+                ("registry_host", located.registry),
+                ("repository", located.repository),
+                ("stage", stage),
+            ]
+            if located.tag:
+                tag = (info.digest, located.registry, located.repository, located.tag, at)
         return ImageValues(
             digest=info.digest,
             insert=insert,
